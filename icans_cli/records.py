@@ -1,0 +1,109 @@
+"""Plain-data shapes of findings, results and assessment records (for JSON, CSV and the log).
+
+The record shape is versioned by ``log.SCHEMA_VERSION``; a contract test pins its keys.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from icans_cli import __version__
+from icans_cli.core.grading import RULES_VERSION, Findings, IcansResult
+from icans_cli.core.protocol import Recommendation
+from icans_cli.core.scores import IceItems
+
+
+def findings_dict(f: Findings, crs_grade: int | None, product: str | None,
+                  crs_detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "age_years": f.age_years,
+        "developmental_delay": f.developmental_delay,
+        "ice_items": f.ice_items.as_dict() if f.ice_items else None,
+        "ice_score": f.ice_score,
+        "capd_items": list(f.capd_points) if f.capd_points else None,
+        "capd_score": f.capd_score,
+        "consciousness": f.consciousness,
+        "seizure": f.seizure,
+        "motor": f.motor,
+        "icp_edema": sorted(f.icp_edema),
+        "excluded": sorted(f.excluded),
+        "sedated": f.sedated,
+        "crs_grade": crs_grade,
+        "crs_detail": crs_detail,
+        "product": product,
+    }
+
+
+def findings_from_dict(d: dict[str, Any]) -> tuple[Findings, int | None, str | None]:
+    """Rebuild findings from a record (for amendments); raises InvalidFinding if inconsistent."""
+    items = d.get("ice_items")
+    capd = d.get("capd_items")
+    f = Findings(
+        age_years=d.get("age_years"),
+        developmental_delay=bool(d.get("developmental_delay")),
+        ice_items=IceItems(**items) if items else None,
+        ice_score=None if items else d.get("ice_score"),
+        capd_points=tuple(capd) if capd else None,
+        capd_score=None if capd else d.get("capd_score"),
+        consciousness=d.get("consciousness", "alert"),
+        seizure=d.get("seizure", "none"),
+        motor=d.get("motor", "none"),
+        icp_edema=frozenset(d.get("icp_edema") or ()),
+        excluded=frozenset(d.get("excluded") or ()),
+        sedated=bool(d.get("sedated")),
+    )
+    return f, d.get("crs_grade"), d.get("product")
+
+
+def result_dict(r: IcansResult) -> dict[str, Any]:
+    return {
+        "status": r.status,
+        "icans_grade": r.grade,
+        "grade_at_least": r.grade_at_least,
+        "drivers": list(r.drivers),
+        "excluded": list(r.excluded),
+        "not_assessable": list(r.not_assessable),
+        "score_path": r.score_path,
+        "score_path_reason": r.score_path_reason,
+        "ice_score": r.ice_score,
+        "capd_score": r.capd_score,
+        "domains": {d.domain: {"finding": d.value, "grade": d.grade} for d in r.domains},
+    }
+
+
+def assessment_record(
+    *,
+    patient_id: str,
+    assessor: str,
+    source: str,
+    assessed_at: datetime,
+    findings: Findings,
+    result: IcansResult,
+    recommendation: Recommendation,
+    crs_grade: int | None,
+    product: str | None,
+    crs_detail: dict[str, Any] | None = None,
+    amends: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The body of a log record (``log.append`` adds id, seq, times and hashes)."""
+    body: dict[str, Any] = {
+        "schema": 1,
+        "assessed_at": assessed_at.isoformat(timespec="seconds"),
+        "patient_id": patient_id,
+        "assessor": assessor,
+        "source": source,
+        "tool_version": __version__,
+        "rules_version": RULES_VERSION,
+        "protocol": {"id": recommendation.protocol_id,
+                     "version": recommendation.protocol_version},
+        "findings": findings_dict(findings, crs_grade, product, crs_detail),
+        "result": result_dict(result),
+        "recommendation": {"id": recommendation.id,
+                           "next_assessment_hours": recommendation.cadence.hours},
+        "amends": amends,
+    }
+    if extra:
+        body["extra"] = extra
+    return body
