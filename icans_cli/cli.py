@@ -1,10 +1,14 @@
 """The typer app: parses options, calls the modules, maps exceptions to messages and exit codes.
 
-Heavy or optional modules (questionary, the protocol data, the log) are imported inside the
-commands that need them, so `icans --help` stays fast (a test guards this).
+Heavy or optional modules (questionary, the protocol data, the log, rich rendering) are imported
+inside the commands that need them, so `icans --help` stays fast (a test guards this).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn, Optional
 
 import typer
 
@@ -17,9 +21,24 @@ app = typer.Typer(
          "decision support. Decision support only: the treating team decides.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+log_app = typer.Typer(help="The assessment log: where it is, what it holds, whether it is "
+                           "intact.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(log_app, name="log")
+
+LOG_FILE_OPTION = typer.Option(None, "--log-file", help="Log file to use instead of "
+                               "$ICANS_DATA_DIR or the platform data directory.")
+
+
+def fail(message: str, code: ExitStatus = ExitStatus.USAGE) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(int(code))
+
+
+def warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
 def _version(value: bool) -> None:
@@ -34,6 +53,290 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """ICANS grading and management support for CAR-T teams."""
+
+
+# --- log ----------------------------------------------------------------------------------------
+
+def _log_path(log_file: Optional[Path]) -> Path:
+    from icans_cli import log
+
+    return log.resolve_path(log_file)
+
+
+def _records(path: Path, contains: str | None = None):
+    from icans_cli import log
+
+    def report(p) -> None:
+        warn(f"log {p}")
+
+    try:
+        yield from log.iter_records(path, report, contains)
+    except log.LogError as exc:
+        fail(str(exc), ExitStatus.ERROR)
+
+
+@log_app.command("path")
+def log_path(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
+    """Print the resolved log file (--log-file, else $ICANS_DATA_DIR, else the platform default).
+
+    Example: icans log path
+    """
+    typer.echo(str(_log_path(log_file)))
+
+
+@log_app.command("verify")
+def log_verify(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
+    """Check the hash chain: exit 0 if intact, 1 naming the first bad line otherwise.
+
+    Example: icans log verify
+    """
+    from icans_cli import log
+
+    path = _log_path(log_file)
+    if not path.exists():
+        fail(f"no log at {path}")
+    try:
+        count, problems = log.verify(path)
+    except log.LogError as exc:
+        fail(str(exc), ExitStatus.ERROR)
+    if not problems:
+        typer.echo(f"OK: {count} records, chain intact ({path})")
+        raise typer.Exit(ExitStatus.OK)
+    first = problems[0]
+    typer.echo(f"BROKEN: {first}", err=True)
+    for p in problems[1:10]:
+        typer.echo(f"  also {p}", err=True)
+    if len(problems) > 10:
+        typer.echo(f"  ... and {len(problems) - 10} more", err=True)
+    raise typer.Exit(ExitStatus.ERROR)
+
+
+def _since(value: str | None):
+    if not value:
+        return None
+    import re
+    from datetime import timedelta
+
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import parse_time
+    from icans_cli.log import utc_now
+
+    m = re.fullmatch(r"\s*(\d+)\s*([mhd])\s*", value)
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        return utc_now() - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+    try:
+        return parse_time(value, "--since")
+    except InvalidFinding as exc:
+        fail(f"--since {exc.detail}; or a span such as 24h, 7d, 90m")
+
+
+def _eff_grade(rec) -> int | None:
+    res = rec.get("result") or {}
+    g = res.get("icans_grade")
+    return res.get("grade_at_least") if g is None else g
+
+
+FORMATS_LOG = ("table", "jsonl", "csv")
+LOG_CSV_COLUMNS = ("seq", "id", "recorded_at", "assessed_at", "patient_id", "assessor", "source",
+                   "score_path", "ice_score", "capd_score", "status", "icans_grade",
+                   "grade_at_least", "drivers", "excluded", "crs_grade", "product",
+                   "recommendation", "next_assessment_hours", "amends", "superseded_by")
+
+
+def _flat(rec, superseded_by: str | None = None) -> dict:
+    res = rec.get("result") or {}
+    fnd = rec.get("findings") or {}
+    return {
+        "seq": rec.get("seq"), "id": rec.get("id"), "recorded_at": rec.get("recorded_at"),
+        "assessed_at": rec.get("assessed_at"), "patient_id": rec.get("patient_id"),
+        "assessor": rec.get("assessor"), "source": rec.get("source"),
+        "score_path": res.get("score_path"), "ice_score": res.get("ice_score"),
+        "capd_score": res.get("capd_score"), "status": res.get("status"),
+        "icans_grade": res.get("icans_grade"), "grade_at_least": res.get("grade_at_least"),
+        "drivers": ";".join(res.get("drivers") or []),
+        "excluded": ";".join(res.get("excluded") or []),
+        "crs_grade": fnd.get("crs_grade"), "product": fnd.get("product"),
+        "recommendation": (rec.get("recommendation") or {}).get("id"),
+        "next_assessment_hours": (rec.get("recommendation") or {}).get("next_assessment_hours"),
+        "amends": rec.get("amends"), "superseded_by": superseded_by,
+    }
+
+
+def _write_machine(fmt: str, rows, extra=None) -> None:
+    import csv
+    import json
+
+    from icans_cli.csvsafe import safe_cell
+
+    if fmt == "jsonl":
+        for rec, sup in rows:
+            out = dict(rec)
+            if sup is not None:
+                out["superseded_by"] = sup
+            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        return
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(LOG_CSV_COLUMNS)
+    for rec, sup in rows:
+        flat = _flat(rec, sup)
+        w.writerow([safe_cell(flat[c]) for c in LOG_CSV_COLUMNS])
+
+
+def _pick_format(fmt: Optional[str], allowed) -> str:
+    from icans_cli.term import is_terminal
+
+    if fmt is None:
+        return "table" if is_terminal() else allowed[1]
+    if fmt not in allowed:
+        fail(f"--format {fmt!r} is not one of {', '.join(allowed)}")
+    return fmt
+
+
+@log_app.command("show")
+def log_show(
+    patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym."),
+    since: Optional[str] = typer.Option(None, "--since",
+                                        help="Only assessments at or after this ISO date-time, "
+                                             "or within a span: 24h, 7d."),
+    min_grade: Optional[int] = typer.Option(None, "--min-grade", min=0, max=4,
+                                            help="Only grade (or floor) >= N."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="table (default on a terminal), jsonl (default "
+                                           "otherwise) or csv."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """List logged assessments, oldest first.
+
+    Example: icans log show --patient PT-001 --since 24h --format csv
+    """
+    from icans_cli.history import _time
+
+    fmt = _pick_format(fmt, FORMATS_LOG)
+    path = _log_path(log_file)
+    cutoff = _since(since)
+    needle = None
+    if patient:
+        import json
+
+        needle = json.dumps(patient, ensure_ascii=False)
+    selected = []
+    superseded: dict[str, str] = {}
+    for _, rec in _records(path, needle):
+        if patient and rec.get("patient_id") != patient:
+            continue
+        if rec.get("amends"):
+            superseded[str(rec["amends"])] = str(rec.get("id"))
+        if cutoff and _time(rec.get("assessed_at")) < cutoff:
+            continue
+        g = _eff_grade(rec)
+        if min_grade is not None and (g is None or g < min_grade):
+            continue
+        selected.append(rec)
+    rows = [(r, superseded.get(str(r.get("id")))) for r in selected]
+    if fmt != "table":
+        _write_machine(fmt, rows)
+        return
+    from rich.table import Table
+
+    from icans_cli.render import record_grade_text
+    from icans_cli.term import out
+
+    t = Table(title=f"{len(rows)} assessments · {path}", title_justify="left")
+    for col in ("#", "assessed", "patient", "assessor", "score", "grade", "drivers", "note"):
+        t.add_column(col)
+    for rec, sup in rows:
+        f = _flat(rec, sup)
+        score = f"ICE {f['ice_score']}" if f["score_path"] == "ice" else f"CAPD {f['capd_score']}"
+        note = (f"superseded by {str(sup)[:8]}" if sup else
+                (f"corrects {str(f['amends'])[:8]}" if f["amends"] else ""))
+        t.add_row(str(f["seq"]), _time(f["assessed_at"]).astimezone().strftime("%Y-%m-%d %H:%M"),
+                  str(f["patient_id"]), str(f["assessor"]), score,
+                  record_grade_text(rec.get("result") or {}), f["drivers"] or "-", note)
+    out().print(t)
+
+
+@app.command("history")
+def history(
+    patient: str = typer.Argument(..., help="The patient's pseudonym."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="table (default on a terminal), jsonl or csv."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """Every assessment of one patient in time order, with the score trend and flags.
+
+    Flags: the score fell since the previous assessment, the grade rose, the next assessment is
+    overdue for the grade's reassessment cadence. Corrected records show as superseded.
+
+    Example: icans history PT-001
+    """
+    import json
+
+    from icans_cli.history import annotate, patient_entries
+    from icans_cli.log import utc_now
+
+    fmt = _pick_format(fmt, ("table", "jsonl", "csv"))
+    path = _log_path(log_file)
+    entries = patient_entries(_records(path, json.dumps(patient, ensure_ascii=False)), patient)
+    if not entries:
+        fail("no assessments of that patient in the log", ExitStatus.ERROR)
+    flags = annotate(entries, utc_now())
+    if fmt != "table":
+        if fmt == "jsonl":
+            for e in entries:
+                out_rec = dict(e.record)
+                out_rec["superseded_by"] = e.superseded_by
+                out_rec["flags"] = e.flags
+                sys.stdout.write(json.dumps(out_rec, ensure_ascii=False) + "\n")
+        else:
+            _write_machine(fmt, [(e.record, e.superseded_by) for e in entries])
+        for f in flags:
+            warn(f)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from icans_cli.render import GRADE_STYLE, record_grade_text, sparkline
+    from icans_cli.term import out
+
+    con = out()
+    t = Table(title=f"Patient {patient}: {len(entries)} assessments", title_justify="left")
+    for col in ("assessed", "assessor", "score", "grade", "drivers", "recommendation", "flags"):
+        t.add_column(col)
+    for e in entries:
+        res = e.record.get("result") or {}
+        score = "-" if e.score is None else f"{(e.score_path or '').upper()} {e.score}"
+        grade = Text(record_grade_text(res), style=GRADE_STYLE.get(e.grade, ""))
+        note = "; ".join(e.flags)
+        if e.superseded_by:
+            note = f"SUPERSEDED by {e.superseded_by[:8]}"
+        elif e.record.get("amends"):
+            note = (f"corrects {str(e.record['amends'])[:8]}" + ("; " + note if note else ""))
+        t.add_row(e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+                  str(e.record.get("assessor", "")), score, grade,
+                  ", ".join(res.get("drivers") or []) or "-",
+                  _short_rec(str((e.record.get("recommendation") or {}).get("id", ""))),
+                  Text(note, style="bold red" if e.flags else "dim"),
+                  style="dim strike" if e.superseded_by else None)
+    con.print(t)
+    current = [e for e in entries if not e.superseded_by]
+    for path_name, low, high in (("ice", 0, 10), ("capd", 0, 32)):
+        vals = [e.score for e in current if e.score_path == path_name]
+        if vals:
+            shown = [v for v in vals if v is not None]
+            trend = f"{path_name.upper()} trend (oldest -> newest, {low}-{high}" + \
+                    (", higher is better" if path_name == "ice" else ", higher is worse") + "): "
+            con.print(trend + sparkline(vals, low, high) +
+                      (f"  {shown[0]} -> {shown[-1]}" if shown else ""))
+    for f in flags:
+        con.print(Text("FLAG: " + f, style="bold red"))
+
+
+def _short_rec(rec_id: str) -> str:
+    """asco-2021@2021.1/grade2/crs-no/standard -> asco-2021 grade2 crs-no"""
+    head, _, rest = rec_id.partition("@")
+    parts = rest.split("/")
+    return " ".join([head, *parts[1:3]]) if len(parts) >= 3 else rec_id
 
 
 def main() -> None:

@@ -235,6 +235,13 @@ def iter_records(
                                               "interrupted); skipped"))
             continue
         if needle is not None and needle not in line:
+            # Not this reader's business, but a broken line is still reported: a cheap check of
+            # the record's shape (it must end with its own hash) instead of a full parse.
+            if line.strip() and not (line[:1] == b"{" and line[-77:-66] == _HASH_KEY
+                                     and line[-2:] == b'"}'):
+                if on_problem:
+                    on_problem(Problem(n, "unparseable", "not a valid record (corrupted); "
+                                                         "skipped"))
             continue
         if not line.strip():
             continue

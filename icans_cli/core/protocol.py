@@ -47,6 +47,7 @@ class AdviceLine:
     text: str
     source_id: str
     citation: str
+    short_source: str
     evidence: str
     is_dose: bool
     protocol_id: str
@@ -89,6 +90,7 @@ class Protocol:
         try:
             pid = str(data["id"])
             sources = {k: str(v["citation"]) for k, v in data["sources"].items()}
+            shorts = {k: str(v.get("short") or v["citation"]) for k, v in data["sources"].items()}
 
             def line(raw: Mapping[str, Any], section: str) -> AdviceLine:
                 src = raw["source"]
@@ -103,7 +105,7 @@ class Protocol:
                                         f"{text[:60]}")
                 if section not in SECTIONS and section != "disagreement":
                     raise ProtocolError(f"{pid}: unknown section {section!r}")
-                return AdviceLine(section, text, src, sources[src], ev,
+                return AdviceLine(section, text, src, sources[src], shorts[src], ev,
                                   bool(raw.get("dose", False)), pid)
 
             def grades(raw: Mapping[str, Any]) -> frozenset[int]:

@@ -1,0 +1,135 @@
+"""Benchmark the assessment log. Run: python benchmarks/bench_log.py [--records 100000]
+
+Prints, in one run:
+- one append to a 1,000-record log against one append to a 100,000-record log (goal <= 1.2x:
+  appending must not grow with the log);
+- `history` of one patient over the large log against a bare json.loads-per-line scan of the
+  same file (goal <= 1.5x);
+- `verify` of the whole chain against the same scan (goal <= 3x).
+Times are medians of repeated runs. This is a measurement, not a test: it never fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from icans_cli import log  # noqa: E402
+from icans_cli.core.grading import Findings, grade_icans  # noqa: E402
+from icans_cli.core.protocol import recommend  # noqa: E402
+from icans_cli.history import annotate, patient_entries  # noqa: E402
+from icans_cli.protocols import load  # noqa: E402
+from icans_cli.records import assessment_record  # noqa: E402
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def bodies():
+    """Eleven realistic record bodies (ICE 0-10), reused with varying patients and times."""
+    out = []
+    for ice in range(11):
+        f = Findings(ice_score=ice, seizure="self_limited" if ice == 4 else "none")
+        r = grade_icans(f)
+        out.append(assessment_record(patient_id="X", assessor="nurse", source="batch",
+                                     assessed_at=T0, findings=f, result=r,
+                                     recommendation=recommend(load(), r, 0, "axi-cel"),
+                                     crs_grade=0, product="axi-cel"))
+    return out
+
+
+def build(path: Path, n: int, patients: int) -> None:
+    """Write n chained records fast (no fsync per record), exactly as append would."""
+    templates = bodies()
+    prev = ""
+    with open(path, "wb") as fh:
+        for i in range(n):
+            b = dict(templates[i % 11])
+            b["patient_id"] = f"PT-{i % patients:05d}"
+            b["assessed_at"] = (T0 + timedelta(minutes=i)).isoformat()
+            b.update(id=f"{i:032x}", recorded_at=b["assessed_at"], seq=i + 1, prev_sha256=prev)
+            line = log.encode_record(b)
+            fh.write(line + b"\n")
+            prev = hashlib.sha256(line).hexdigest()
+    path.chmod(0o600)
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bare_scan(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            json.loads(line)
+            n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--patients", type=int, default=1_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    template = bodies()[5]
+    with tempfile.TemporaryDirectory() as d:
+        small, large = Path(d) / "small.jsonl", Path(d) / "large.jsonl"
+        build(small, 1_000, args.patients)
+        build(large, args.records, args.patients)
+        mb = large.stat().st_size / 1e6
+
+        def app(p):
+            return lambda: log.append(p, dict(template))
+
+        # interleave so both sizes see the same disk and cache conditions
+        t_small, t_large = [], []
+        for _ in range(40):
+            t_small.append(median_time(app(small), 1))
+            t_large.append(median_time(app(large), 1))
+        a_small, a_large = statistics.median(t_small), statistics.median(t_large)
+
+        scan = median_time(lambda: bare_scan(large), args.repeat)
+        patient = "PT-00007"
+        needle = json.dumps(patient)
+
+        def hist():
+            entries = patient_entries(log.iter_records(large, None, needle), patient)
+            annotate(entries, datetime.now(timezone.utc))
+            assert entries
+
+        t_hist = median_time(hist, args.repeat)
+        t_verify = median_time(lambda: log.verify(large), max(3, args.repeat // 2))
+        count, problems = log.verify(large)
+        assert not problems, problems[:3]
+
+    print(f"log of {args.records:,} records ({mb:.1f} MB), {args.patients:,} patients; "
+          f"medians")
+    print(f"{'measure':44} {'time':>10} {'baseline':>10} {'ratio':>7} {'goal':>7}")
+    rows = [
+        ("append: 100k-record log vs 1k-record log", a_large, a_small, 1.2),
+        ("history (1 patient) vs bare json.loads scan", t_hist, scan, 1.5),
+        ("verify (whole chain) vs bare json.loads scan", t_verify, scan, 3.0),
+    ]
+    for name, t, base, goal in rows:
+        ratio = t / base
+        print(f"{name:44} {t*1000:8.2f}ms {base*1000:8.2f}ms {ratio:6.2f}x {goal:5.1f}x "
+              f"{'ok' if ratio <= goal else 'OVER'}")
+
+
+if __name__ == "__main__":
+    main()

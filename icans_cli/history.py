@@ -1,0 +1,87 @@
+"""A patient's assessments over time: ordering, corrections, trend and flags. No printing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from icans_cli.core.identifiers import parse_time
+
+
+@dataclass
+class Entry:
+    line: int
+    record: dict[str, Any]
+    assessed_at: datetime
+    score_path: str | None
+    score: int | None
+    grade: int | None  # the effective grade (the floor when not assessable)
+    status: str
+    superseded_by: str | None = None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.record.get("id", ""))
+
+
+def _time(value: Any) -> datetime:
+    try:
+        return parse_time(str(value))
+    except Exception:  # noqa: BLE001 - an unreadable time sorts first rather than crashing
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def entry_from(line: int, rec: dict[str, Any]) -> Entry:
+    res = rec.get("result") or {}
+    path = res.get("score_path")
+    score = res.get("capd_score") if path == "capd" else res.get("ice_score")
+    grade = res.get("icans_grade")
+    if grade is None:
+        grade = res.get("grade_at_least")
+    return Entry(line, rec, _time(rec.get("assessed_at")), path, score, grade,
+                 str(res.get("status", "")))
+
+
+def patient_entries(records: Iterable[tuple[int, dict[str, Any]]], patient_id: str) -> list[Entry]:
+    entries = [entry_from(n, r) for n, r in records if r.get("patient_id") == patient_id]
+    by_id = {e.id: e for e in entries}
+    for e in entries:
+        target = e.record.get("amends")
+        if target and target in by_id:
+            by_id[target].superseded_by = e.id
+    entries.sort(key=lambda e: (e.assessed_at, str(e.record.get("recorded_at", "")), e.line))
+    return entries
+
+
+def _hours(a: datetime, b: datetime) -> float:
+    return (b - a).total_seconds() / 3600
+
+
+def annotate(entries: list[Entry], now: datetime) -> list[str]:
+    """Mark each current entry with its change flags; return patient-level flags (overdue)."""
+    current = [e for e in entries if not e.superseded_by]
+    for prev, cur in zip(current, current[1:]):
+        h = _hours(prev.assessed_at, cur.assessed_at)
+        if prev.score is not None and cur.score is not None and prev.score_path == \
+                cur.score_path:
+            if cur.score_path == "ice" and cur.score < prev.score:
+                cur.flags.append(f"ICE fell {prev.score} -> {cur.score} "
+                                 f"(-{prev.score - cur.score}) over {h:.1f} h")
+            if cur.score_path == "capd" and cur.score > prev.score:
+                cur.flags.append(f"CAPD rose {prev.score} -> {cur.score} "
+                                 f"(+{cur.score - prev.score}, worse) over {h:.1f} h")
+        if prev.grade is not None and cur.grade is not None and cur.grade > prev.grade:
+            cur.flags.append(f"grade rose {prev.grade} -> {cur.grade} over {h:.1f} h")
+    patient_flags = []
+    if current:
+        last = current[-1]
+        cadence = (last.record.get("recommendation") or {}).get("next_assessment_hours")
+        if isinstance(cadence, (int, float)):
+            since = _hours(last.assessed_at, now)
+            if since > cadence:
+                patient_flags.append(
+                    f"next assessment OVERDUE by {since - cadence:.1f} h (last {since:.1f} h "
+                    f"ago; at grade {last.grade} reassess every {cadence:g} h)")
+    return patient_flags

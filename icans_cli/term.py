@@ -1,0 +1,34 @@
+"""Consoles: results to stdout, prompts/progress/errors to stderr. Colour only on a terminal;
+NO_COLOR honoured (rich does both)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+
+def _width() -> int | None:
+    cols = os.environ.get("COLUMNS")
+    if cols and cols.isdigit():
+        return int(cols)
+    return None
+
+
+def out() -> Console:
+    return Console(highlight=False, soft_wrap=False, width=_width() if not sys.stdout.isatty()
+                   else None)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False, width=_width() if not sys.stderr.isatty()
+                   else None)
+
+
+def is_terminal(stream=None) -> bool:
+    stream = stream or sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
