@@ -176,7 +176,7 @@ def _write_machine(fmt: str, rows, extra=None) -> None:
                 out["superseded_by"] = sup
             sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
         return
-    w = csv.writer(sys.stdout, lineterminator="\n")
+    w = csv.writer(sys.stdout, lineterminator="\r\n")
     w.writerow(LOG_CSV_COLUMNS)
     for rec, sup in rows:
         flat = _flat(rec, sup)
@@ -330,6 +330,66 @@ def history(
                       (f"  {shown[0]} -> {shown[-1]}" if shown else ""))
     for f in flags:
         con.print(Text("FLAG: " + f, style="bold red"))
+
+
+# --- grade --------------------------------------------------------------------------------------
+
+def _assessor(value: Optional[str]) -> str:
+    import getpass
+    import os
+
+    name = value or os.environ.get("ICANS_ASSESSOR")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no user name available
+            name = "unknown"
+    return name
+
+
+def _protocol(name: str):
+    from icans_cli.protocols import UnknownProtocol, load
+
+    try:
+        return load(name)
+    except UnknownProtocol as exc:
+        fail(str(exc))
+
+
+@app.command("grade")
+def grade(
+    file: str = typer.Argument(..., metavar="FILE|-", help="CSV file of assessments, or - for "
+                               "standard input."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write here instead of standard output."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="csv (default when not a terminal), jsonl, json, "
+                                           "or table (default on a terminal)."),
+    protocol: str = typer.Option("asco-2021", "--protocol", "-p",
+                                 help="Management protocol: asco-2021 or cartox-2018."),
+    to_log: bool = typer.Option(False, "--log", help="Append each graded row to the assessment "
+                                "log (source: batch). Invalid rows are never logged."),
+    assessor: Optional[str] = typer.Option(None, "--assessor",
+                                           help="Assessor for logged rows (default: "
+                                                "$ICANS_ASSESSOR, else your user name)."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """Grade exported assessments from CSV, one row at a time.
+
+    Columns (case-insensitive, any order; unknown columns pass through): patient_id (required),
+    assessed_at, age_years, developmental_delay, ice_orientation, ice_naming, ice_commands,
+    ice_writing, ice_attention, ice_score, capd_score, consciousness, seizure, motor, icp_edema,
+    excluded, sedated, crs_grade, product.
+
+    Exit status: 0 all rows valid, 1 some rows invalid (each says why), 2 the input cannot be used.
+
+    Example: icans grade ward7.csv --format jsonl -o graded.jsonl
+    """
+    from icans_cli.batchrun import run_grade
+
+    run_grade(file=file, output=output, fmt=fmt, protocol=_protocol(protocol), to_log=to_log,
+              assessor=_assessor(assessor) if to_log else "",
+              log_path=_log_path(log_file) if to_log else None)
 
 
 def _short_rec(rec_id: str) -> str:

@@ -167,27 +167,35 @@ class Findings:
 
     @property
     def score_path(self) -> str:
-        if self.age_years is not None and self.age_years < ICE_AGE_MIN:
-            return "capd"
-        return "capd" if self.developmental_delay else "ice"
+        return score_path(self.age_years, self.developmental_delay)
 
     @property
     def score_path_reason(self) -> str:
-        age = self.age_years
-        if age is not None and age < ICE_AGE_MIN:
-            return (f"age {_fmt_age(age)} is under 12: CAPD (ICE is not validated under 12)")
-        if self.developmental_delay:
-            text = "baseline developmental delay: CAPD from age 12"
-            if age is not None and age > CAPD_VALIDATED_TO_AGE:
-                text += (f" (CAPD is validated up to age {CAPD_VALIDATED_TO_AGE}; at "
-                         f"{_fmt_age(age)} it is used beyond its validation)")
-            return text
-        if age is None:
-            return "age not given (taken as 12 or over): ICE"
-        if age < ICE_AGE_MIN + 1:
-            return ("age 12: ICE, following Lee 2019 (ASTCT: 12 and over use ICE); note the NCI "
-                    "Thesaurus puts age 12 on the CAPD side")
-        return f"age {_fmt_age(age)}: ICE"
+        return score_path_reason(self.age_years, self.developmental_delay)
+
+
+def score_path(age: float | None, developmental_delay: bool) -> str:
+    """ICE for 12 and over (Lee 2019); CAPD under 12 or with developmental delay."""
+    if age is not None and age < ICE_AGE_MIN:
+        return "capd"
+    return "capd" if developmental_delay else "ice"
+
+
+def score_path_reason(age: float | None, developmental_delay: bool) -> str:
+    if age is not None and age < ICE_AGE_MIN:
+        return f"age {_fmt_age(age)} is under 12: CAPD (ICE is not validated under 12)"
+    if developmental_delay:
+        text = "baseline developmental delay: CAPD from age 12"
+        if age is not None and age > CAPD_VALIDATED_TO_AGE:
+            text += (f" (CAPD is validated up to age {CAPD_VALIDATED_TO_AGE}; at "
+                     f"{_fmt_age(age)} it is used beyond its validation)")
+        return text
+    if age is None:
+        return "age not given (taken as 12 or over): ICE"
+    if age < ICE_AGE_MIN + 1:
+        return ("age 12: ICE, following Lee 2019 (ASTCT: 12 and over use ICE); note the NCI "
+                "Thesaurus puts age 12 on the CAPD side")
+    return f"age {_fmt_age(age)}: ICE"
 
 
 def _fmt_age(age: float) -> str:

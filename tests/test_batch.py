@@ -1,0 +1,299 @@
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from icans_cli import log
+from icans_cli.batch import JSONL_KEYS, OUTPUT_COLUMNS
+from icans_cli.cli import app
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "batch_golden.csv"
+runner = CliRunner()
+
+
+def grade(args, input=None):
+    return runner.invoke(app, ["grade", *args], input=input, catch_exceptions=False)
+
+
+def jsonl(stdout):
+    return [json.loads(x) for x in stdout.splitlines()]
+
+
+# --- golden file --------------------------------------------------------------------------------
+
+def test_golden_rows_match_hand_written_expectations():
+    r = grade([str(GOLDEN), "-f", "jsonl"])
+    assert r.exit_code == 1  # the file has invalid rows on purpose
+    out = jsonl(r.stdout)
+    assert [o["row"] for o in out] == list(range(1, 46))
+    for o in out[:44]:
+        p = o["passthrough"]
+        assert o["status"] == p["expect_status"], (o["row"], p["note"], o["errors"])
+        if p["expect_grade"]:
+            assert o["icans_grade"] == int(p["expect_grade"]), (o["row"], p["note"])
+        if o["status"] == "invalid":
+            assert o["errors"] and all(e["column"] and e["message"] for e in o["errors"])
+            assert o["recommendation"] is None
+        else:
+            assert o["errors"] == [] and o["recommendation"]["id"]
+    ragged = out[44]
+    assert ragged["status"] == "invalid" and ragged["errors"][0]["column"] == "(row)"
+    assert "15 of 45 rows invalid; first: row 30 (line 31), ice_score: 11 is outside 0-10" in r.stderr
+
+
+def test_golden_output_snapshot():
+    """Full JSONL output pinned; regenerate with UPDATE_GOLDEN=1 after reviewing a change."""
+    r = grade([str(GOLDEN), "-f", "jsonl"])
+    expected = DATA / "batch_golden.expected.jsonl"
+    if os.environ.get("UPDATE_GOLDEN"):
+        expected.write_text(r.stdout, encoding="utf-8")
+    assert r.stdout == expected.read_text(encoding="utf-8")
+
+
+def test_golden_specific_rows():
+    out = {o["patient_id"]: o for o in jsonl(grade([str(GOLDEN), "-f", "jsonl"]).stdout)}
+    assert out["G13"]["drivers"] == ["seizure"]
+    assert out["G22"]["grade_at_least"] == 3
+    assert out["G22"]["not_assessable"] == ["ice", "consciousness"]
+    assert out["G19"]["excluded"] == ["myoclonus", "tremor"]
+    assert out["G09"]["recommendation"]["crs"] == "yes"
+    assert out["G01"]["recommendation"]["crs"] == "no"
+    assert out["G03"]["recommendation"]["crs"] == "unknown"
+    assert len(out["G03"]["recommendation"]["branches"]) == 2
+    assert out["G30"]["errors"] == [{"column": "ice_score", "message": "11 is outside 0-10"}]
+    assert out["G31"]["errors"][0]["column"] == "ice_score"
+    assert "under 12" in out["G31"]["errors"][0]["message"]
+    assert out["G39"]["errors"][0]["column"] == "product"
+    assert "axi-cel" in out["G39"]["errors"][0]["message"]
+
+
+def test_isolated_icans_rows_never_get_tocilizumab_and_crs_rows_do():
+    out = {o["patient_id"]: o for o in jsonl(grade([str(GOLDEN), "-f", "jsonl"]).stdout)}
+    no_crs = out["G13"]["recommendation"]["branches"][0]
+    assert not any(line["text"].startswith("Tocilizumab 8 mg/kg") for line in no_crs["lines"])
+    crs = out["G09"]["recommendation"]["branches"][0]
+    assert any(line["text"].startswith("Tocilizumab 8 mg/kg") for line in crs["lines"])
+    for line in crs["lines"]:
+        if line["dose"]:
+            assert line["source"] and line["protocol"] == "asco-2021"
+
+
+# --- contract -----------------------------------------------------------------------------------
+
+def test_contract_jsonl_keys_are_pinned():
+    out = jsonl(grade([str(GOLDEN), "-f", "jsonl"]).stdout)
+    assert set(JSONL_KEYS) == {"row", "patient_id", "assessed_at", "status", "score_path",
+                               "ice_score", "capd_score", "icans_grade", "grade_at_least",
+                               "drivers", "domains", "excluded", "not_assessable", "crs_grade",
+                               "product", "recommendation", "errors"}
+    for o in out:
+        assert set(o) - {"passthrough"} == set(JSONL_KEYS)
+    rec = out[0]["recommendation"]
+    assert {"id", "protocol", "branches", "disagreements", "next_assessment_hours",
+            "decision"} <= set(rec)
+
+
+def test_contract_csv_columns_are_input_then_results():
+    r = grade([str(GOLDEN), "-f", "csv"])
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    header = next(csv.reader(io.StringIO(GOLDEN.read_text())))
+    assert OUTPUT_COLUMNS == ("ice_score", "capd_score", "icans_grade", "grade_at_least",
+                              "status", "drivers", "recommendation", "errors")
+    assert rows[0] == header + list(OUTPUT_COLUMNS)
+    assert len(rows) == 46
+    assert all(len(x) == len(rows[0]) for x in rows)
+    g13 = next(x for x in rows if x[0] == "G13")
+    assert g13[-4:-1] == ["graded", "seizure", "asco-2021@2021.1/grade3/crs-no/standard"]
+
+
+def test_json_format_is_one_array():
+    out = json.loads(grade([str(GOLDEN), "-f", "json"]).stdout)
+    assert len(out) == 45 and out[0]["row"] == 1
+
+
+def test_table_format_renders():
+    r = grade([str(GOLDEN), "-f", "table"])
+    assert "INVALID" in r.stdout and "G13" in r.stdout
+
+
+def test_default_format_off_terminal_is_csv():
+    r = grade([str(GOLDEN)])
+    assert r.stdout.startswith("Patient_ID ,")
+
+
+# --- usage problems: exit 2 ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("content,needle", [
+    (b"", "empty"),
+    (b"\n\n", "empty"),
+    (b"patient_id,ice_score\n", "no data rows"),
+    (b"name,ice_score\nx,10\n", "no patient_id column"),
+    (b"patient_id,ICE_SCORE,ice_score\nx,1,1\n", "duplicate column"),
+])
+def test_usage_problems_exit_2_with_message(tmp_path, content, needle):
+    f = tmp_path / "in.csv"
+    f.write_bytes(content)
+    r = grade([str(f)])
+    assert r.exit_code == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_missing_file_exit_2(tmp_path):
+    r = grade([str(tmp_path / "nope.csv")])
+    assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+def test_directory_exit_2(tmp_path):
+    r = grade([str(tmp_path)])
+    assert r.exit_code == 2 and "directory" in r.stderr
+
+
+def test_unknown_protocol_exit_2():
+    r = grade([str(GOLDEN), "--protocol", "nccn"])
+    assert r.exit_code == 2 and "asco-2021" in r.stderr
+
+
+def test_usage_error_never_clobbers_existing_output(tmp_path):
+    f = tmp_path / "in.csv"
+    f.write_bytes(b"")
+    o = tmp_path / "out.csv"
+    o.write_text("precious")
+    assert grade([str(f), "-o", str(o)]).exit_code == 2
+    assert o.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] != [] and not any(
+        p.name.startswith(".icans-") for p in tmp_path.iterdir())
+
+
+def test_output_file_written(tmp_path):
+    o = tmp_path / "out.jsonl"
+    r = grade([str(GOLDEN), "-f", "jsonl", "-o", str(o)])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert len(o.read_text().splitlines()) == 45
+
+
+# --- input handling -----------------------------------------------------------------------------
+
+def test_stdin_dash_with_bom_and_messy_headers():
+    data = "\ufeff Patient_Id ,ICE_Score\nA,9\n".encode()
+    r = grade(["-", "-f", "jsonl"], input=data)
+    assert r.exit_code == 0
+    assert jsonl(r.stdout)[0]["icans_grade"] == 1
+
+
+def test_all_valid_exits_0_with_summary():
+    r = grade(["-", "-f", "jsonl"], input=b"patient_id,ice_score\nA,10\nB,3\n")
+    assert r.exit_code == 0
+    assert "2 rows: 2 graded" in r.stderr
+
+
+def test_undecodable_bytes_nul_ragged_blank_lines_never_traceback():
+    data = (b"patient_id,ice_score,ward\n"
+            b"A,\xff\xfe,x\n"          # not UTF-8
+            b"B,1\x000,x\n"            # NUL byte
+            b"\n"                      # blank line: not a row
+            b"C,5\n"                   # ragged
+            b"D,5,x,extra\n"           # ragged the other way
+            b"E,5,x\n")
+    r = grade(["-", "-f", "jsonl"], input=data)
+    assert r.exit_code == 1
+    out = jsonl(r.stdout)
+    assert [o["row"] for o in out] == [1, 2, 3, 4, 5]
+    assert [o["status"] for o in out] == ["invalid"] * 4 + ["graded"]
+    assert "not UTF-8" in out[0]["errors"][0]["message"]
+    assert "NUL" in out[1]["errors"][0]["message"]
+    assert "2 cells" in out[2]["errors"][0]["message"]
+    assert "4 cells" in out[3]["errors"][0]["message"]
+
+
+def test_cell_past_csv_field_size_limit_is_an_invalid_row():
+    big = b"x" * 200_000
+    data = b"patient_id,ice_score\nA," + big + b"\nB,10\n"
+    r = grade(["-", "-f", "jsonl"], input=data)
+    out = jsonl(r.stdout)
+    assert [o["status"] for o in out] == ["invalid", "graded"]
+    assert out[0]["errors"][0]["column"] == "(row)"
+
+
+def test_patient_id_never_echoed_in_errors():
+    long_id = "SECRET" + "x" * 70
+    r = grade(["-", "-f", "jsonl"], input=f"patient_id,ice_score\n{long_id},10\n".encode())
+    assert long_id not in r.stdout + r.stderr
+    assert "76 characters" in r.stdout
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("=1+1", "'=1+1"), ("+cmd", "'+cmd"), ("-cmd", "'-cmd"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tx", "'\tx"), ("\rx", "'\rx"), ("-5", "-5"), ("+3.5", "+3.5"), ("7B", "7B"),
+])
+def test_csv_output_is_spreadsheet_safe(value, expected):
+    data = "patient_id,ice_score,ward\nA,10,\"" + value + "\"\n"
+    r = grade(["-", "-f", "csv"], input=data.encode())
+    rows = list(csv.reader(io.StringIO(r.stdout_bytes.decode(), newline="")))
+    assert rows[1][2] == expected
+
+
+def test_no_progress_bar_or_escape_codes_on_a_pipe():
+    r = grade([str(GOLDEN), "-f", "csv"])
+    assert "\x1b[" not in r.stdout + r.stderr
+    assert "grading" not in r.stderr
+
+
+# --- --log --------------------------------------------------------------------------------------
+
+def test_log_option_appends_graded_rows_only(tmp_path):
+    path = tmp_path / "l.jsonl"
+    r = grade([str(GOLDEN), "-f", "csv", "--log", "--log-file", str(path),
+               "--assessor", "script"])
+    assert r.exit_code == 1
+    recs = [rec for _, rec in log.iter_records(path)]
+    assert len(recs) == 30  # 28 graded + 2 not assessable; invalid rows never logged
+    assert {rec["source"] for rec in recs} == {"batch"}
+    assert {rec["assessor"] for rec in recs} == {"script"}
+    assert log.verify(path) == (30, [])
+    g01 = next(rec for rec in recs if rec["patient_id"] == "G01")
+    assert g01["assessed_at"] == "2026-11-27T08:00:00+00:00"
+    assert "30 appended to the log" in r.stderr
+
+
+# --- fuzz ---------------------------------------------------------------------------------------
+
+COLUMNS = ["patient_id", "age_years", "ice_score", "capd_score", "consciousness", "seizure",
+           "icp_edema", "sedated", "crs_grade", "product", "ice_naming"]
+cell = st.one_of(st.text(max_size=12), st.sampled_from(
+    ["", "0", "9", "10", "11", "-1", "unarousable", "voice", "yes", "no", "focal_edema;none",
+     "axi-cel", "3", "8.5", "=1", "2026-11-27T08:00"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(cell, min_size=len(COLUMNS), max_size=len(COLUMNS)), min_size=1,
+                max_size=8))
+def test_fuzz_random_cells_one_output_per_row_in_order(rows):
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for row in rows:
+        row[0] = row[0] if row[0].strip() else "P"  # never a blank line: one row each
+        w.writerow(row)
+    data = buf.getvalue().encode("utf-8", "surrogatepass")
+    expected = len(rows)
+    r = grade(["-", "-f", "jsonl"], input=data)
+    assert r.exit_code in (0, 1)
+    out = jsonl(r.stdout)
+    assert [o["row"] for o in out] == list(range(1, len(out) + 1))
+    assert len(out) == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_random_bytes_never_raise(data):
+    r = runner.invoke(app, ["grade", "-", "-f", "jsonl"], input=b"patient_id,ice_score\n" + data)
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code in (0, 1, 2)
