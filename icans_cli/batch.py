@@ -21,7 +21,9 @@ from icans_cli.core.grading import (
     score_path, score_path_reason,
 )
 from icans_cli.core.identifiers import parse_time, validate_patient_id
-from icans_cli.core.protocol import PRODUCTS, Protocol, Recommendation, recommend
+from icans_cli.core.protocol import (
+    HIGH_NEUROTOXICITY_PRODUCTS, PRODUCTS, Protocol, Recommendation, recommend,
+)
 from icans_cli.core.scores import ICE_ITEMS, IceItems
 
 ICE_ITEM_COLUMNS = tuple(f"ice_{i.key}" for i in ICE_ITEMS)
@@ -46,7 +48,7 @@ class UsageProblem(Exception):
     """The input as a whole cannot be read as the contract's CSV (exit 2)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class RowOutcome:
     row: int
     line: int
@@ -59,6 +61,15 @@ class RowOutcome:
     crs_grade: int | None = None
     product: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
+    fast: tuple | None = None  # fast path: the normalised findings, to build Findings lazily
+    fast_norm: int | None = None  # fast path: the cache id of the findings cells
+
+    def real_findings(self) -> Findings:
+        """The row's Findings (built on demand for rows graded through the cache)."""
+        if self.findings is None:
+            assert self.fast is not None
+            self.findings = Findings(*self.fast)
+        return self.findings
 
     @property
     def status(self) -> str:
@@ -67,16 +78,27 @@ class RowOutcome:
 
 # --- reading ------------------------------------------------------------------------------------
 
+BAD_LINES = 0  # lines seen with undecodable bytes or NULs (the fast path checks this)
+
+
 def _text_lines(binary: IO[bytes]) -> Iterator[str]:
     """UTF-8 lines (BOM dropped); undecodable bytes and NULs become markers, never errors."""
+    global BAD_LINES
     first = True
     for raw in binary:
         if first:
             first = False
             if raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
-        line = raw.decode("utf-8", "surrogateescape")
-        yield line.replace("\x00", "\udc00") if "\x00" in line else line
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            BAD_LINES += 1
+            line = raw.decode("utf-8", "surrogateescape")
+        if "\x00" in line:
+            BAD_LINES += 1
+            line = line.replace("\x00", "\udc00")
+        yield line
 
 
 def _clean(value: str) -> str:
@@ -321,13 +343,14 @@ class Grader:
 
     def recommendation(self, out: RowOutcome) -> tuple[Recommendation, str]:
         r = out.result
-        assert r is not None and out.findings is not None
-        child = out.findings.age_years is not None and out.findings.age_years < 18
+        assert r is not None
+        age = out.fast[0] if out.fast is not None else out.findings.age_years  # type: ignore
+        child = age is not None and age < 18
         key = (r.effective_grade, r.status, out.crs_grade, out.product, child,
                r.domain("seizure").value != "none")
         hit = self._recs.get(key)
         if hit is None:
-            rec = recommend(self.protocol, r, out.crs_grade, out.product, out.findings.age_years)
+            rec = recommend(self.protocol, r, out.crs_grade, out.product, age)
             hit = (rec, json.dumps(rec.as_dict(), ensure_ascii=False))
             if len(self._recs) < 4096:
                 self._recs[key] = hit
@@ -335,9 +358,10 @@ class Grader:
 
     def grade(self, out: RowOutcome) -> str | None:
         """Grade a parsed row in place; return the recommendation's JSON (cached)."""
-        if out.findings is None or out.errors:
+        if out.errors or (out.findings is None and out.fast is None):
             return None
-        out.result = grade_findings(out.findings)
+        if out.result is None:
+            out.result = grade_findings(out.real_findings())
         rec, rec_json = self.recommendation(out)
         out.recommendation = rec
         return rec_json
@@ -383,3 +407,244 @@ def csv_tail(out: RowOutcome) -> list[object]:
         out.recommendation.id if out.recommendation else "",
         "; ".join(f"{e['column']}: {e['message']}" for e in out.errors),
     ]
+
+
+# --- the fast path ------------------------------------------------------------------------------
+
+CLINICAL_COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("patient_id", "assessed_at"))
+_CACHE_MAX = 65536
+
+
+def _parse_one(col: str, raw: str):
+    """(value, ok) for one clinical cell, with the same rules as parse_row."""
+    errors: list = []
+    v = raw.strip()
+    if not v:
+        return None, True
+    if col == "age_years":
+        if not _NUM.match(v) or float(v) > 130:
+            return None, False
+        a = float(v)
+        value: Any = int(a) if a.is_integer() else a
+    elif col in ("developmental_delay", "sedated"):
+        value = _yes_no(errors, col, v)
+    elif col in ICE_ITEM_COLUMNS:
+        spec = ICE_ITEMS[ICE_ITEM_COLUMNS.index(col)]
+        value = _int(errors, col, v, 0, spec.max_points)
+    elif col == "ice_score":
+        value = _int(errors, col, v, 0, 10)
+    elif col == "capd_score":
+        value = _int(errors, col, v, 0, 32)
+    elif col == "crs_grade":
+        value = _int(errors, col, v, 0, 4)
+    elif col == "consciousness":
+        value = _choice(errors, col, v, tuple(CONSCIOUSNESS))
+    elif col == "seizure":
+        value = _choice(errors, col, v, tuple(SEIZURE))
+    elif col == "motor":
+        value = _choice(errors, col, v, tuple(MOTOR))
+    elif col == "product":
+        value = _choice(errors, col, v, PRODUCTS)
+    elif col == "icp_edema":
+        value = _multi(errors, col, v, tuple(ICP_EDEMA), True)
+    else:  # excluded
+        value = _multi(errors, col, v, tuple(EXCLUDED), False)
+    return value, not errors
+
+
+_FINDING_COLUMNS = tuple(c for c in CLINICAL_COLUMNS
+                         if c not in ("age_years", "crs_grade", "product"))
+
+
+class RowParser:
+    """Parses rows like parse_row, but fast: the cells that describe the findings are looked up
+    as one tuple in a cache of their normalised values, and each distinct set of findings is
+    graded once (grading is pure). Anything unusual (a bad cell, a ragged row, bad bytes, a
+    contradiction) falls back to parse_row, which collects every error with its message."""
+
+    def __init__(self, header: list[str], names: list[str]) -> None:
+        import operator
+
+        self.header, self.names, self.n = header, names, len(names)
+        idx = {n: i for i, n in enumerate(names)}
+        self.i_pid = idx["patient_id"]
+        self.i_at = idx.get("assessed_at")
+        self.i_age = idx.get("age_years")
+        self.i_crs = idx.get("crs_grade")
+        self.i_product = idx.get("product")
+        self.find_cols = tuple(c for c in _FINDING_COLUMNS if c in idx)
+        positions = [idx[c] for c in self.find_cols]
+        if len(positions) >= 2:
+            self.get_find = operator.itemgetter(*positions)
+        elif positions:
+            one = operator.itemgetter(positions[0])
+            self.get_find = lambda cells: (one(cells),)
+        else:
+            self.get_find = lambda cells: ()
+        self.find_cache: dict[tuple, Any] = {}
+        self.cell_cache: dict[str, dict[str, tuple]] = {"age_years": {}, "crs_grade": {},
+                                                         "product": {}}
+        self.grade_cache: dict[tuple, IcansResult] = {}
+        self.tail_cache: dict[tuple, list] = {}
+        self.grade_ids: dict[tuple, int] = {}
+
+    def fast_tail(self, cells: list[str], grader: "Grader") -> list | None:
+        """The CSV result columns for an ordinary valid row, from caches; None when the row
+        needs the full path (anything unusual, or the first time a situation is seen)."""
+        if len(cells) != self.n:
+            return None
+        hit = self.find_cache.get(self.get_find(cells))
+        if not hit:
+            return None
+        norm_id, norm = hit
+        age = crs = product = None
+        if self.i_age is not None and cells[self.i_age]:
+            hit = self.cell_cache["age_years"].get(cells[self.i_age])
+            if hit is None or not hit[1]:
+                return None
+            age = hit[0]
+        if self.i_crs is not None and cells[self.i_crs]:
+            hit = self.cell_cache["crs_grade"].get(cells[self.i_crs])
+            if hit is None or not hit[1]:
+                return None
+            crs = hit[0]
+        if self.i_product is not None and cells[self.i_product]:
+            hit = self.cell_cache["product"].get(cells[self.i_product])
+            if hit is None or not hit[1]:
+                return None
+            product = hit[0]
+        pid = cells[self.i_pid].strip()
+        if not (0 < len(pid) <= 64 and pid.isprintable()):
+            return None
+        if self.i_at is not None and cells[self.i_at]:
+            if not valid_time(cells[self.i_at]):
+                return None
+        return self.tail_cache.get((score_path(age, norm[0]), norm_id, _crs_key(crs),
+                                    product in HIGH_NEUROTOXICITY_PRODUCTS))
+
+    def remember_tail(self, out: RowOutcome, tail: list) -> None:
+        """After the full path graded an ordinary row, cache its CSV result columns."""
+        if out.fast is None or out.errors or len(self.tail_cache) >= _CACHE_MAX:
+            return
+        age, delay = out.fast[0], out.fast[1]
+        key_norm = out.fast_norm
+        if key_norm is None:
+            return
+        self.tail_cache[(score_path(age, delay), key_norm, _crs_key(out.crs_grade),
+                         out.product in HIGH_NEUROTOXICITY_PRODUCTS)] = tail
+
+    def slow(self, cells, row, line) -> RowOutcome:
+        return parse_row(self.names, cells, row, line, self.header)
+
+    def _cell(self, col: str, raw: str):
+        cache = self.cell_cache[col]
+        hit = cache.get(raw)
+        if hit is None:
+            hit = _parse_one(col, raw) if len(raw) <= MAX_CELL else (None, False)
+            if len(cache) < _CACHE_MAX:
+                cache[raw] = hit
+        return hit
+
+    def _findings(self, raw: tuple) -> Any:
+        """Normalised (delay, items, ice, capd, cons, seizure, motor, icp, excluded, sedated),
+        or False when a cell is bad (the slow path then reports it)."""
+        v: dict[str, Any] = {}
+        for col, cell in zip(self.find_cols, raw):
+            if not cell:
+                continue
+            if len(cell) > MAX_CELL:
+                return False
+            value, ok = _parse_one(col, cell)
+            if not ok:
+                return False
+            if value is not None:
+                v[col] = value
+        items_raw = [v.get(c) for c in ICE_ITEM_COLUMNS]
+        ice = v.get("ice_score")
+        items = None
+        if any(x is not None for x in items_raw):
+            if None in items_raw:
+                return False
+            items = IceItems(*items_raw)  # type: ignore[arg-type]
+            if ice is not None and ice != items.total:
+                return False
+            ice = items.total
+        return (bool(v.get("developmental_delay", False)), items, ice, v.get("capd_score"),
+                v.get("consciousness", "alert"), v.get("seizure", "none"),
+                v.get("motor", "none"), v.get("icp_edema", frozenset()),
+                v.get("excluded", frozenset()), bool(v.get("sedated", False)))
+
+    def parse(self, cells: list[str], row: int, line: int, suspicious: bool) -> RowOutcome:
+        if suspicious or len(cells) != self.n:
+            return self.slow(cells, row, line)
+        raw = self.get_find(cells)
+        hit = self.find_cache.get(raw)
+        if hit is None:
+            norm = self._findings(raw)
+            if norm is False:
+                hit = False
+            else:  # findings that differ only in ICE items share a grade: one id for them
+                no_items = norm[:1] + norm[2:]
+                hit = (self.grade_ids.setdefault(no_items, len(self.grade_ids)), norm)
+            if len(self.find_cache) < _CACHE_MAX:
+                self.find_cache[raw] = hit
+        if hit is False:
+            return self.slow(cells, row, line)
+        norm_id, norm = hit
+        age = crs = product = None
+        if self.i_age is not None and cells[self.i_age]:
+            age, ok = self._cell("age_years", cells[self.i_age])
+            if not ok:
+                return self.slow(cells, row, line)
+        if self.i_crs is not None and cells[self.i_crs]:
+            crs, ok = self._cell("crs_grade", cells[self.i_crs])
+            if not ok:
+                return self.slow(cells, row, line)
+        if self.i_product is not None and cells[self.i_product]:
+            product, ok = self._cell("product", cells[self.i_product])
+            if not ok:
+                return self.slow(cells, row, line)
+        pid = cells[self.i_pid].strip()
+        if not (0 < len(pid) <= 64 and pid.isprintable()):
+            return self.slow(cells, row, line)
+        assessed = None
+        if self.i_at is not None and cells[self.i_at]:
+            try:
+                assessed = parse_time(cells[self.i_at]).isoformat(timespec="seconds")
+            except InvalidFinding:
+                return self.slow(cells, row, line)
+        delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated = norm
+        key = (score_path(age, delay), norm_id)
+        result = self.grade_cache.get(key)
+        if result is None:
+            try:
+                result = grade_icans(Findings(age, delay, None, ice, None, capd, cons, seiz,
+                                              motor, icp, excl, sedated))
+            except InvalidFinding:
+                return self.slow(cells, row, line)
+            if len(self.grade_cache) < _CACHE_MAX:
+                self.grade_cache[key] = result
+        out = RowOutcome(row, line, {}, pid, assessed, None, result, None, crs, product, [],
+                         (age, delay, items, None if items else ice, None, capd, cons, seiz,
+                          motor, icp, excl, sedated), norm_id)
+        return out
+
+
+def _crs_key(crs: int | None) -> int:
+    return -1 if crs is None else (1 if crs >= 1 else 0)
+
+
+def valid_time(text: str, _parse=__import__("datetime").datetime.fromisoformat) -> bool:
+    try:
+        _parse(text)
+        return True
+    except ValueError:
+        pass
+    t = text.strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    try:
+        _parse(t)
+    except ValueError:
+        return False
+    return True

@@ -13,9 +13,10 @@ from typing import IO, Optional
 import typer
 
 from icans_cli.batch import (
-    JSONL_KEYS, KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, UsageProblem, _clean,
-    csv_tail, jsonl_line, parse_row, read_rows,
+    JSONL_KEYS, KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, RowParser, UsageProblem,
+    _clean, csv_tail, jsonl_line, read_rows,
 )
+from icans_cli import batch
 from icans_cli.csvsafe import safe_cell
 from icans_cli.exit import ExitStatus
 
@@ -93,6 +94,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         _fail(f"{'standard input' if file == '-' else file}: {exc}")
     names = [_clean(h).strip().lower() for h in header]
     passthrough_names = [h for h, n in zip(header, names) if n not in KNOWN_COLUMNS]
+    passthrough_idx = [i for i, n in enumerate(names) if n not in KNOWN_COLUMNS]
     grader = Grader(protocol)
     try:
         out = _Output(output)
@@ -115,14 +117,30 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         elif fmt == "json":
             out.fh.write("[\n")
         n = 0
+        parser = RowParser(header, names)
+        bad_seen = batch.BAD_LINES
+        fast_csv = fmt == "csv" and logger is None
         for row, line, cells in rows:
             if isinstance(cells, str):
                 outcome = RowOutcome(row, line, {})
                 outcome.errors.append({"column": "(row)", "message": cells})
                 raw_cells: list[str] = []
+                suspicious = True
             else:
-                outcome = parse_row(names, cells, row, line, header)
+                suspicious = batch.BAD_LINES != bad_seen
+                bad_seen = batch.BAD_LINES
                 raw_cells = cells
+                if fast_csv and not suspicious:
+                    tail = parser.fast_tail(cells, grader)
+                    if tail is not None:  # an ordinary row seen before: straight out
+                        counts[tail[4]] += 1
+                        writer.writerow([c if not c or c[0] not in _DANGER else safe_cell(c)  # type: ignore[union-attr]
+                                         for c in cells] + tail)
+                        n += 1
+                        if progress is not None and n % 2000 == 0:
+                            progress.update(binary.tell())
+                        continue
+                outcome = parser.parse(cells, row, line, suspicious)
             rec_json = grader.grade(outcome)
             counts[outcome.status] += 1
             if outcome.status == "invalid" and first_invalid is None:
@@ -130,11 +148,21 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             if logger and outcome.status != "invalid":
                 logger.append(outcome)
             if fmt == "csv":
-                padded = raw_cells + [""] * (len(header) - len(raw_cells))
-                writer.writerow([safe_cell(_clean(c)) for c in padded[:len(header)]]  # type: ignore[union-attr]
-                                + [safe_cell(v) for v in csv_tail(outcome)])
+                tail = csv_tail(outcome)
+                tail[-1] = safe_cell(tail[-1])
+                if len(raw_cells) != len(header) or outcome.fast is None:
+                    raw_cells = (raw_cells + [""] * len(header))[:len(header)]
+                    cells_out = [safe_cell(_clean(c)) for c in raw_cells]
+                else:
+                    cells_out = [c if not c or c[0] not in _DANGER else safe_cell(c)
+                                 for c in raw_cells]
+                    parser.remember_tail(outcome, tail)
+                writer.writerow(cells_out + tail)  # type: ignore[union-attr]
             elif fmt in ("jsonl", "json"):
-                extra = {h: outcome.cells.get(h, "") for h in passthrough_names}
+                if len(raw_cells) == len(header):
+                    extra = {header[i]: raw_cells[i] for i in passthrough_idx}
+                else:
+                    extra = {h: outcome.cells.get(h, "") for h in passthrough_names}
                 text = jsonl_line(outcome, rec_json, extra)
                 if fmt == "json":
                     text = ("  " if n == 0 else ",\n  ") + text[:-1]
@@ -143,7 +171,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 table_rows.append(outcome)
             n += 1
             if progress is not None and n % 2000 == 0:
-                progress.update(binary.tell() if hasattr(binary, "tell") else 0)
+                progress.update(binary.tell())
         if fmt == "json":
             out.fh.write("\n]\n")
         if fmt == "table":
@@ -178,6 +206,9 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         raise typer.Exit(ExitStatus.ERROR)
 
 
+_DANGER = frozenset("=+-@\t\r")
+
+
 class _Logger:
     def __init__(self, path: Optional[Path], assessor: str) -> None:
         self.path = path
@@ -186,14 +217,17 @@ class _Logger:
 
     def append(self, o: RowOutcome) -> None:
         from icans_cli import log
+        from icans_cli.core.grading import grade_icans
         from icans_cli.core.identifiers import parse_time
         from icans_cli.records import assessment_record
 
-        assert o.findings and o.result and o.recommendation and o.patient_id
+        assert o.result and o.recommendation and o.patient_id
+        findings = o.real_findings()
+        result = grade_icans(findings)  # exact, with this row's own score-path reason
         when = parse_time(o.assessed_at) if o.assessed_at else log.utc_now()
         body = assessment_record(patient_id=o.patient_id, assessor=self.assessor,
-                                 source="batch", assessed_at=when, findings=o.findings,
-                                 result=o.result, recommendation=o.recommendation,
+                                 source="batch", assessed_at=when, findings=findings,
+                                 result=result, recommendation=o.recommendation,
                                  crs_grade=o.crs_grade, product=o.product,
                                  extra={"input_row": o.row})
         try:
