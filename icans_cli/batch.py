@@ -337,11 +337,12 @@ def grade_findings(f: Findings) -> IcansResult:
 class Grader:
     """Grades parsed rows under one protocol, caching advice per management situation."""
 
-    def __init__(self, protocol: Protocol) -> None:
+    def __init__(self, protocol: Protocol, want_json: bool = True) -> None:
         self.protocol = protocol
-        self._recs: dict[tuple, tuple[Recommendation, str]] = {}
+        self.want_json = want_json
+        self._recs: dict[tuple, tuple[Recommendation, str | None]] = {}
 
-    def recommendation(self, out: RowOutcome) -> tuple[Recommendation, str]:
+    def recommendation(self, out: RowOutcome) -> tuple[Recommendation, str | None]:
         r = out.result
         assert r is not None
         age = out.fast[0] if out.fast is not None else out.findings.age_years  # type: ignore
@@ -351,13 +352,18 @@ class Grader:
         hit = self._recs.get(key)
         if hit is None:
             rec = recommend(self.protocol, r, out.crs_grade, out.product, age)
-            hit = (rec, json.dumps(rec.as_dict(), ensure_ascii=False))
-            if len(self._recs) < 4096:
+            hit = (rec, None)
+            if len(self._recs) < 512:
+                self._recs[key] = hit
+        if self.want_json and hit[1] is None:
+            hit = (hit[0], json.dumps(hit[0].as_dict(), ensure_ascii=False))
+            if len(self._recs) < 512:
                 self._recs[key] = hit
         return hit
 
     def grade(self, out: RowOutcome) -> str | None:
-        """Grade a parsed row in place; return the recommendation's JSON (cached)."""
+        """Grade a parsed row in place; return the recommendation's JSON (cached; None when
+        the grader was made without want_json)."""
         if out.errors or (out.findings is None and out.fast is None):
             return None
         if out.result is None:
@@ -412,7 +418,8 @@ def csv_tail(out: RowOutcome) -> list[object]:
 # --- the fast path ------------------------------------------------------------------------------
 
 CLINICAL_COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("patient_id", "assessed_at"))
-_CACHE_MAX = 65536
+# Bounded caches: memory must not grow with the file (peak RSS at 1M rows within 1.3x of 10k).
+_CACHE_MAX = 2048
 
 
 def _parse_one(col: str, raw: str):
@@ -481,7 +488,7 @@ class RowParser:
             self.get_find = lambda cells: (one(cells),)
         else:
             self.get_find = lambda cells: ()
-        self.find_cache: dict[tuple, Any] = {}
+        self.find_cache: dict[str, Any] = {}
         self.cell_cache: dict[str, dict[str, tuple]] = {"age_years": {}, "crs_grade": {},
                                                          "product": {}}
         self.grade_cache: dict[tuple, IcansResult] = {}
@@ -493,7 +500,7 @@ class RowParser:
         needs the full path (anything unusual, or the first time a situation is seen)."""
         if len(cells) != self.n:
             return None
-        hit = self.find_cache.get(self.get_find(cells))
+        hit = self.find_cache.get("\x1f".join(self.get_find(cells)))
         if not hit:
             return None
         norm_id, norm = hit
@@ -578,7 +585,8 @@ class RowParser:
         if suspicious or len(cells) != self.n:
             return self.slow(cells, row, line)
         raw = self.get_find(cells)
-        hit = self.find_cache.get(raw)
+        joined = "\x1f".join(raw)  # one small string per cache entry keeps memory flat
+        hit = self.find_cache.get(joined)
         if hit is None:
             norm = self._findings(raw)
             if norm is False:
@@ -587,7 +595,7 @@ class RowParser:
                 no_items = norm[:1] + norm[2:]
                 hit = (self.grade_ids.setdefault(no_items, len(self.grade_ids)), norm)
             if len(self.find_cache) < _CACHE_MAX:
-                self.find_cache[raw] = hit
+                self.find_cache[joined] = hit
         if hit is False:
             return self.slow(cells, row, line)
         norm_id, norm = hit

@@ -95,7 +95,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     names = [_clean(h).strip().lower() for h in header]
     passthrough_names = [h for h, n in zip(header, names) if n not in KNOWN_COLUMNS]
     passthrough_idx = [i for i, n in enumerate(names) if n not in KNOWN_COLUMNS]
-    grader = Grader(protocol)
+    grader = Grader(protocol, want_json=fmt in ("jsonl", "json"))
     try:
         out = _Output(output)
     except BaseException:

@@ -332,6 +332,37 @@ def history(
         con.print(Text("FLAG: " + f, style="bold red"))
 
 
+# --- assess -------------------------------------------------------------------------------------
+
+@app.command("assess")
+def assess(
+    patient: Optional[str] = typer.Option(None, "--patient", help="The patient's pseudonym "
+                                          "(never a name, record number or birth date)."),
+    assessor: Optional[str] = typer.Option(None, "--assessor", help="Who assesses (default: "
+                                           "$ICANS_ASSESSOR, else your user name)."),
+    age: Optional[float] = typer.Option(None, "--age", min=0, max=130,
+                                        help="Age in years (under 12: CAPD instead of ICE)."),
+    protocol: str = typer.Option("asco-2021", "--protocol", "-p",
+                                 help="Management protocol: asco-2021 or cartox-2018."),
+    save: bool = typer.Option(True, "--save/--no-save", help="--no-save: try it, save nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the saved record as JSON on "
+                                 "stdout (the summary then goes to stderr)."),
+    amends: Optional[str] = typer.Option(None, "--amends", metavar="RECORD_ID",
+                                         help="Correct a logged record: start from its "
+                                              "answers, save a correction that names it."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """Assess a patient at the bedside: ICE (or CAPD), the other ASTCT domains, CRS; then the
+    grade, the corticosteroid recommendation and why; saved to the log after you confirm.
+
+    Example: icans assess --patient PT-001
+    """
+    from icans_cli.assess import run_assess
+
+    run_assess(patient=patient, assessor=_assessor(assessor), age=age, protocol_name=protocol,
+               log_path=_log_path(log_file), save=save, as_json=as_json, amends=amends)
+
+
 # --- grade --------------------------------------------------------------------------------------
 
 def _assessor(value: Optional[str]) -> str:
@@ -400,4 +431,17 @@ def _short_rec(rec_id: str) -> str:
 
 
 def main() -> None:
-    app()
+    """Entry point: never a traceback for the user (ICANS_DEBUG=1 shows one)."""
+    import os
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("\nInterrupted: nothing was saved.", err=True)
+        raise SystemExit(int(ExitStatus.INTERRUPTED))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("ICANS_DEBUG"):
+            raise
+        typer.echo(f"Internal error ({type(exc).__name__}); nothing was saved by the failing "
+                   "step. Please report it; run with ICANS_DEBUG=1 for details.", err=True)
+        raise SystemExit(int(ExitStatus.ERROR))

@@ -38,7 +38,7 @@ def score_text(ice: int | None, capd: int | None, path: str | None = None) -> st
 
 
 def headline(result: IcansResult, patient_id: str | None = None,
-             when: datetime | None = None) -> Panel:
+             when: datetime | None = None, glance: Text | None = None) -> Panel:
     g = result.effective_grade
     style = GRADE_STYLE[g]
     title = grade_label(result)
@@ -52,14 +52,50 @@ def headline(result: IcansResult, patient_id: str | None = None,
     else:
         body.append("No domain above grade 0")
     body.append(f"   ({score_text(result.ice_score, result.capd_score, result.score_path)})")
+    if glance is not None:
+        body.append("\n")
+        body.append_text(glance)
     sub = []
     if patient_id:
         sub.append(f"patient {patient_id}")
     if when:
         sub.append(when.astimezone().strftime("%Y-%m-%d %H:%M"))
-    return Panel(body, title=title, subtitle=" · ".join(sub) or None,
+    return Panel(body, title="ASTCT 2019 ICANS", subtitle=" · ".join(sub) or None,
                  border_style=GRADE_BORDER[g], box=box.HEAVY if g >= 3 else box.ROUNDED,
-                 expand=False)
+                 expand=True)
+
+
+def at_a_glance(rec: Recommendation, when: datetime | None = None) -> Text:
+    """The three things to act on: corticosteroids, tocilizumab, level of care; and when next."""
+    t = Text()
+    for b in rec.branches:
+        prefix = ""
+        if len(rec.branches) > 1:
+            prefix = "If CRS: " if b.crs else "If no CRS: "
+            t.append(prefix.upper(), style="bold")
+        steroid = next((x for x in b.lines if x.section == "corticosteroids"), None)
+        t.append("Corticosteroids: ", style="bold")
+        t.append((steroid.text if steroid else "none advised") + "\n")
+        t.append(" " * len(prefix))
+        t.append("Tocilizumab: ", style="bold")
+        if b.tocilizumab_advised:
+            t.append("YES, for the concurrent CRS (dose below)\n")
+        elif rec.grade >= 1 and not b.crs:
+            t.append("NO: there is no CRS, and it does not treat ICANS\n", style="bold")
+        else:
+            t.append("not for ICANS\n")
+        care = next((x for x in b.lines if x.section == "level_of_care"), None)
+        if care:
+            t.append(" " * len(prefix))
+            t.append("Level of care: ", style="bold")
+            t.append(care.text + "\n")
+    t.append("Next assessment: ", style="bold")
+    due = ""
+    if when is not None:
+        due = " (by " + (when + timedelta(hours=rec.cadence.hours)).astimezone().strftime(
+            "%H:%M") + ")"
+    t.append(f"within {rec.cadence.hours} h{due}")
+    return t
 
 
 def domains_table(result: IcansResult) -> Table:
@@ -143,7 +179,8 @@ def assessment_summary(result: IcansResult, rec: Recommendation,
                        items: Iterable[RationaleItem], *, patient_id: str | None = None,
                        when: datetime | None = None,
                        crs_text: str | None = None) -> Group:
-    parts: list[RenderableType] = [headline(result, patient_id, when), domains_table(result)]
+    parts: list[RenderableType] = [headline(result, patient_id, when, at_a_glance(rec, when)),
+                                   domains_table(result)]
     if result.excluded:
         from icans_cli.core.grading import EXCLUDED
         for name in result.excluded:

@@ -1,0 +1,244 @@
+"""`icans assess`: the interview, the summary, the confirmation and the save."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+
+from icans_cli.exit import ExitStatus
+
+CANCELLED = "Assessment cancelled: nothing was saved."
+
+
+def _fail(message: str, code: ExitStatus = ExitStatus.USAGE):
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(int(code))
+
+
+def interactive_input_available() -> bool:
+    """A real terminal, or a prompt_toolkit session whose input a test has supplied."""
+    try:
+        if sys.stdin.isatty():
+            return True
+    except (AttributeError, ValueError):
+        pass
+    from prompt_toolkit.application.current import get_app_session
+
+    return getattr(get_app_session(), "_input", None) is not None
+
+
+@contextmanager
+def prompt_session() -> Iterator[None]:
+    """Prompts go to stderr, so stdout carries only results (and --json stays clean)."""
+    from prompt_toolkit.application.current import create_app_session, get_app_session
+
+    current = get_app_session()
+    if getattr(current, "_input", None) is not None:  # a test's session: keep it
+        yield
+        return
+    from prompt_toolkit.output.defaults import create_output
+
+    with create_app_session(output=create_output(stdout=sys.stderr)):
+        yield
+
+
+def last_assessment(path: Path, patient_id: str) -> Optional[dict[str, Any]]:
+    import json
+
+    from icans_cli import log
+    from icans_cli.history import patient_entries
+
+    problems: list = []
+    try:
+        entries = patient_entries(log.iter_records(path, problems.append,
+                                                   json.dumps(patient_id, ensure_ascii=False)),
+                                  patient_id)
+    except log.LogError:
+        return None
+    current = [e for e in entries if not e.superseded_by]
+    return current[-1].record if current else None
+
+
+def find_record(path: Path, record_id: str) -> dict[str, Any]:
+    from icans_cli import log
+
+    matches = [r for _, r in log.iter_records(path, None, record_id)
+               if str(r.get("id", "")).startswith(record_id)]
+    if not matches:
+        _fail(f"no record with id {record_id!r} in {path}")
+    if len(matches) > 1:
+        _fail(f"{len(matches)} records start with {record_id!r}; give more of the id")
+    return matches[0]
+
+
+def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
+               protocol_name: str, log_path: Path, save: bool, as_json: bool,
+               amends: Optional[str]) -> None:
+    if not interactive_input_available():
+        _fail("icans assess is an interactive interview and needs a terminal. For scripts, "
+              "grade a CSV export instead: icans grade FILE.csv (see icans grade --help).")
+    from icans_cli.protocols import UnknownProtocol, load
+
+    try:
+        protocol = load(protocol_name)
+    except UnknownProtocol as exc:
+        _fail(str(exc))
+    try:
+        with prompt_session():
+            _run(patient=patient, assessor=assessor, age=age, protocol=protocol,
+                 log_path=log_path, save=save, as_json=as_json, amends=amends)
+    except (KeyboardInterrupt, EOFError):
+        typer.echo(f"\n{CANCELLED}", err=True)
+        raise typer.Exit(ExitStatus.INTERRUPTED)
+
+
+def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -> None:
+    from rich.text import Text
+
+    from icans_cli import interview as iv
+    from icans_cli import log, render
+    from icans_cli.core import grade_icans, rationale, recommend
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import validate_patient_id
+    from icans_cli.records import assessment_record
+    from icans_cli.term import err, out
+
+    con_out = err() if as_json else out()
+    con_err = err()
+    con_err.print(Text.assemble(("icans assess", "bold"), " · ASTCT 2019 ICANS assessment · ",
+                                f"protocol {protocol.id} · assessor {assessor}\n",
+                                ("Ctrl-C cancels at any prompt; nothing is saved until you "
+                                 "confirm.", "dim")))
+    previous = None
+    if amends:
+        previous = find_record(log_path, amends)
+        try:
+            a = iv.Answers.from_record(previous)
+        except InvalidFinding as exc:
+            _fail(f"cannot amend that record: {exc}")
+        con_err.print(f"Amending record {str(previous.get('id'))[:8]} of "
+                      f"{previous.get('assessed_at')}: change what was wrong, then accept.")
+    else:
+        a = iv.Answers()
+        if patient:
+            try:
+                a.patient_id = validate_patient_id(patient)
+            except InvalidFinding as exc:
+                _fail(f"--patient {exc.detail}")
+        else:
+            iv.ask_patient(a)
+        previous = last_assessment(log_path, a.patient_id or "")
+        if previous:
+            con_err.print(Text("Last assessment: " + _describe_record(previous), style="bold"))
+        else:
+            con_err.print(Text("No earlier assessment of this patient in the log.", style="dim"))
+        if age is not None:
+            a.age, a.age_asked = age, True
+        iv.interview(a, ask_age_q=age is None)
+
+    def preview(ans: iv.Answers) -> str:
+        try:
+            r = grade_icans(ans.findings())
+        except InvalidFinding as exc:
+            return f"cannot grade yet: {exc}"
+        from icans_cli.core.rationale import DOMAIN_LABELS
+
+        if r.status == "graded":
+            return f"ICANS grade {r.grade}" + (
+                f" (driven by {', '.join(DOMAIN_LABELS[d] for d in r.drivers)})"
+                if r.drivers else "")
+        return f"not assessable, grade at least {r.grade_at_least}"
+
+    while True:
+        a = iv.review(a, preview)
+        try:
+            findings = a.findings()
+            break
+        except InvalidFinding as exc:
+            con_err.print(Text(f"Cannot grade: {exc}. Change that answer.", style="bold red"))
+
+    result = grade_icans(findings)
+    crs_grade = a.crs.grade if a.crs.mode != "unknown" else None
+    rec = recommend(protocol, result, crs_grade, a.product, a.age)
+    items = rationale(result, rec)
+    when = log.utc_now()
+    crs_text = None
+    if a.crs.mode == "questions":
+        from icans_cli.core.crs import grade_crs
+
+        crs_text = f"grade {crs_grade}: " + grade_crs(a.crs.findings()).explanation
+    elif a.crs.mode == "grade":
+        crs_text = f"grade {crs_grade} (as given)"
+    else:
+        crs_text = "not known: both management branches are shown"
+    con_out.print(render.assessment_summary(result, rec, items, patient_id=a.patient_id,
+                                            when=when, crs_text=crs_text))
+    change = _change_line(previous, result) if previous and not amends else None
+    if change:
+        con_out.print(change)
+    if not save:
+        con_err.print(Text("--no-save: nothing was saved.", style="bold"))
+        return
+    import questionary
+
+    if not questionary.confirm("Save this assessment to the log?", default=True,
+                               style=iv.STYLE).unsafe_ask():
+        con_err.print(Text("Not saved.", style="bold"))
+        return
+    body = assessment_record(patient_id=a.patient_id or "", assessor=assessor,
+                             source="amendment" if amends else "interactive", assessed_at=when,
+                             findings=findings, result=result, recommendation=rec,
+                             crs_grade=crs_grade, product=a.product,
+                             crs_detail=a.crs.detail(),
+                             amends=str(previous.get("id")) if amends and previous else None)
+    try:
+        saved = log.append(log_path, body)
+    except log.LogError as exc:
+        _fail(str(exc), ExitStatus.ERROR)
+    con_err.print(Text(f"Saved as record {saved['id'][:8]} (#{saved['seq']}) in {log_path}",
+                       style="bold green"))
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps(saved, ensure_ascii=False) + "\n")
+
+
+def _describe_record(rec: dict[str, Any]) -> str:
+    from datetime import datetime, timezone
+
+    from icans_cli.history import entry_from
+
+    e = entry_from(0, rec)
+    hours = (datetime.now(timezone.utc) - e.assessed_at).total_seconds() / 3600
+    score = "no score" if e.score is None else f"{(e.score_path or '').upper()} {e.score}"
+    res = rec.get("result") or {}
+    grade = (f"grade {res.get('icans_grade')}" if res.get("status") == "graded"
+             else f"not assessable (>= {res.get('grade_at_least')})")
+    return (f"{e.assessed_at.astimezone().strftime('%Y-%m-%d %H:%M')} ({hours:.1f} h ago), "
+            f"{score}, {grade}, by {rec.get('assessor', '?')}")
+
+
+def _change_line(previous: dict[str, Any], result) -> Any:
+    from rich.text import Text
+
+    from icans_cli.history import entry_from
+
+    e = entry_from(0, previous)
+    now_score = result.ice_score if result.score_path == "ice" else result.capd_score
+    flags = []
+    if e.score is not None and now_score is not None and e.score_path == result.score_path:
+        if result.score_path == "ice" and now_score < e.score:
+            flags.append(f"ICE FELL {e.score} -> {now_score}")
+        if result.score_path == "capd" and now_score > e.score:
+            flags.append(f"CAPD ROSE {e.score} -> {now_score} (worse)")
+    g = result.effective_grade
+    if e.grade is not None and g > e.grade:
+        flags.append(f"GRADE ROSE {e.grade} -> {g}")
+    if flags:
+        return Text("CHANGE SINCE LAST ASSESSMENT: " + "; ".join(flags), style="bold white on red")
+    return Text(f"Since the last assessment: score {e.score} -> {now_score}, grade {e.grade} "
+                f"-> {g}; no fall or rise.", style="bold")
