@@ -96,23 +96,27 @@ def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
         raise typer.Exit(ExitStatus.INTERRUPTED)
 
 
-def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -> None:
-    from rich.text import Text
+def _say(text: str, style: str = "") -> None:
+    """A status line on stderr before the summary, without importing rich (startup time)."""
+    import os
 
+    codes = {"bold": "1", "dim": "2", "bold red": "1;31", "bold green": "1;32"}.get(style)
+    colour = codes and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    sys.stderr.write((f"\x1b[{codes}m{text}\x1b[0m" if colour else text) + "\n")
+    sys.stderr.flush()
+
+
+def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -> None:
     from icans_cli import interview as iv
-    from icans_cli import log, render
+    from icans_cli import log
     from icans_cli.core import grade_icans, rationale, recommend
     from icans_cli.core.errors import InvalidFinding
     from icans_cli.core.identifiers import validate_patient_id
     from icans_cli.records import assessment_record
-    from icans_cli.term import err, out
 
-    con_out = err() if as_json else out()
-    con_err = err()
-    con_err.print(Text.assemble(("icans assess", "bold"), " · ASTCT 2019 ICANS assessment · ",
-                                f"protocol {protocol.id} · assessor {assessor}\n",
-                                ("Ctrl-C cancels at any prompt; nothing is saved until you "
-                                 "confirm.", "dim")))
+    _say(f"icans assess · ASTCT 2019 ICANS assessment · protocol {protocol.id} · assessor "
+         f"{assessor}", "bold")
+    _say("Ctrl-C cancels at any prompt; nothing is saved until you confirm.", "dim")
     previous = None
     if amends:
         previous = find_record(log_path, amends)
@@ -120,8 +124,8 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
             a = iv.Answers.from_record(previous)
         except InvalidFinding as exc:
             _fail(f"cannot amend that record: {exc}")
-        con_err.print(f"Amending record {str(previous.get('id'))[:8]} of "
-                      f"{previous.get('assessed_at')}: change what was wrong, then accept.")
+        _say(f"Amending record {str(previous.get('id'))[:8]} of {previous.get('assessed_at')}: "
+             "change what was wrong, then accept.", "bold")
     else:
         a = iv.Answers()
         if patient:
@@ -133,9 +137,9 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
             iv.ask_patient(a)
         previous = last_assessment(log_path, a.patient_id or "")
         if previous:
-            con_err.print(Text("Last assessment: " + _describe_record(previous), style="bold"))
+            _say("Last assessment: " + _describe_record(previous), "bold")
         else:
-            con_err.print(Text("No earlier assessment of this patient in the log.", style="dim"))
+            _say("No earlier assessment of this patient in the log.", "dim")
         if age is not None:
             a.age, a.age_asked = age, True
         iv.interview(a, ask_age_q=age is None)
@@ -159,8 +163,15 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
             findings = a.findings()
             break
         except InvalidFinding as exc:
-            con_err.print(Text(f"Cannot grade: {exc}. Change that answer.", style="bold red"))
+            _say(f"Cannot grade: {exc}. Change that answer.", "bold red")
 
+    from rich.text import Text
+
+    from icans_cli import render
+    from icans_cli.term import err, out
+
+    con_out = err() if as_json else out()
+    con_err = err()
     result = grade_icans(findings)
     crs_grade = a.crs.grade if a.crs.mode != "unknown" else None
     rec = recommend(protocol, result, crs_grade, a.product, a.age)

@@ -423,6 +423,180 @@ def grade(
               log_path=_log_path(log_file) if to_log else None)
 
 
+# --- practice and explain -----------------------------------------------------------------------
+
+@app.command("practice")
+def practice(
+    count: int = typer.Option(5, "--count", "-n", min=1, max=100, help="Cases this session."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Repeat a session exactly."),
+    topic: Optional[str] = typer.Option(None, "--topic",
+                                        help="adult, pediatric, crs or pitfalls."),
+    case: Optional[list[str]] = typer.Option(None, "--case", help="Practise these case ids "
+                                             "(repeatable), e.g. --case A15."),
+    show_history: bool = typer.Option(False, "--history", help="Show progress across saved "
+                                      "sessions and exit."),
+    trainee: Optional[str] = typer.Option(None, "--trainee", help="Name on the saved session "
+                                          "(default: $ICANS_ASSESSOR, else your user name)."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Save the session's results."),
+) -> None:
+    """Practise on teaching cases: score ICE or CAPD, grade ICANS, choose management, and get
+    feedback after every answer. Results go to their own file (practice.jsonl), never to the
+    patient log.
+
+    Example: icans practice --count 5 --topic pitfalls --seed 7
+    """
+    from icans_cli.log import PRACTICE_FILENAME, data_dir
+    from icans_cli.practice import TOPICS
+    from icans_cli.term import err
+
+    path = data_dir() / PRACTICE_FILENAME
+    if show_history:
+        from icans_cli.practice.quiz import history
+
+        from icans_cli.term import out
+
+        history(path, out())
+        return
+    if topic is not None and topic not in TOPICS:
+        fail(f"--topic {topic!r} is not one of {', '.join(TOPICS)}")
+    from icans_cli.assess import interactive_input_available, prompt_session
+
+    if not interactive_input_available():
+        fail("icans practice is interactive and needs a terminal (icans practice --history "
+             "works anywhere).")
+    import random
+
+    from icans_cli.practice.quiz import pick_cases, render_summary, run_session, session_body
+
+    seed = seed if seed is not None else random.SystemRandom().randrange(10**6)
+    try:
+        cases = pick_cases(count, seed, topic, case or ())
+    except LookupError as exc:
+        fail(str(exc))
+    protocol = _protocol("asco-2021")
+    con = err()
+    con.print(f"icans practice · {len(cases)} cases · seed {seed} (repeat with --seed {seed}) "
+              "· Ctrl-C stops without saving")
+    try:
+        with prompt_session():
+            summary = run_session(cases, protocol, con)
+    except (KeyboardInterrupt, EOFError):
+        typer.echo("\nPractice stopped: this session was not saved.", err=True)
+        raise typer.Exit(ExitStatus.INTERRUPTED)
+    from icans_cli.term import out
+
+    render_summary(summary, out())
+    if save:
+        from icans_cli import log
+        from icans_cli.practice.quiz import save as save_session
+
+        try:
+            save_session(path, session_body(summary, seed=seed, topic=topic,
+                                            protocol_id=protocol.id,
+                                            trainee=_assessor(trainee)))
+        except log.LogError as exc:
+            fail(str(exc), ExitStatus.ERROR)
+        con.print(f"Saved to {path} (see icans practice --history).")
+
+
+@app.command("explain")
+def explain(
+    topic: Optional[str] = typer.Argument(None, help="A topic; none lists them."),
+    csf_albumin: Optional[float] = typer.Option(None, "--csf-albumin", metavar="MG_L",
+                                                help="qalb: CSF albumin in mg/L."),
+    serum_albumin: Optional[float] = typer.Option(None, "--serum-albumin", metavar="G_L",
+                                                  help="qalb: serum albumin in g/L."),
+    age: Optional[float] = typer.Option(None, "--age", metavar="YEARS",
+                                        help="qalb: age in years, for the reference limit."),
+) -> None:
+    """Explain the grading, the drugs and the biology, with sources and evidence levels.
+
+    Example: icans explain tocilizumab
+    Example: icans explain qalb --csf-albumin 450 --serum-albumin 40 --age 55
+    """
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    from icans_cli.explain import TOPICS, topic as get_topic
+    from icans_cli.term import out
+
+    con = out()
+    if topic is None:
+        t = Table(title="icans explain TOPIC", title_justify="left")
+        t.add_column("topic")
+        t.add_column("what it covers")
+        for tp in TOPICS:
+            t.add_row(tp.key, tp.title)
+        con.print(t)
+        return
+    try:
+        tp = get_topic(topic)
+    except KeyError:
+        fail(f"no topic {topic!r}; topics: {', '.join(x.key for x in TOPICS)}")
+    body = Text("\n\n".join(tp.paragraphs))
+    con.print(Panel(body, title=tp.title, expand=True))
+    if tp.key == "grading":
+        con.print(_grading_table())
+    src = Table(title="Sources", title_justify="left", show_header=True)
+    src.add_column("source")
+    src.add_column("evidence")
+    for name, level in tp.sources:
+        src.add_row(name, Text(level, style="yellow" if level == "UNVERIFIED" else ""))
+    con.print(src)
+    if tp.key == "qalb" and (csf_albumin is not None or serum_albumin is not None
+                             or age is not None):
+        if None in (csf_albumin, serum_albumin, age):
+            fail("qalb needs all three: --csf-albumin MG_L --serum-albumin G_L --age YEARS")
+        from icans_cli.core.errors import InvalidFinding
+        from icans_cli.core.qalb import LIMIT_NAME, qalb
+
+        try:
+            q = qalb(csf_albumin, serum_albumin, age)  # type: ignore[arg-type]
+        except InvalidFinding as exc:
+            fail(str(exc))
+        verdict = ("ABOVE the limit: consistent with blood-CSF barrier dysfunction"
+                   if q.above else "within the limit")
+        con.print(Text.assemble(
+            ("Q_alb = ", "bold"), f"{csf_albumin:g} mg/L / {serum_albumin:g} g/L = ",
+            (f"{q.qalb_e3:.2f} x10^-3", "bold"),
+            f"; upper reference limit at age {age:g}: {q.limit_e3:.2f} x10^-3 ({LIMIT_NAME}). ",
+            (verdict + ".", "bold red" if q.above else "bold green"),
+            ("\nContext only: Q_alb is not part of ASTCT ICANS grading."
+             + ("" if q.adult_reference else " The limit was derived in adults."), "italic")))
+
+
+def _grading_table():
+    from rich.table import Table
+
+    from icans_cli.core.grading import CONSCIOUSNESS, ICP_EDEMA, MOTOR, SEIZURE, ice_domain_grade
+
+    t = Table(title="ASTCT 2019 ICANS grading (from the tool's own rules)", title_justify="left")
+    t.add_column("domain")
+    for g in range(5):
+        t.add_column(f"grade {g}")
+
+    def row(name, table):
+        cells = ["-"] * 5
+        for value, (g, desc) in table.items():
+            cells[g] = desc if cells[g] == "-" else cells[g] + "; " + desc
+        t.add_row(name, *cells)
+
+    ice = []
+    for g in range(4):
+        scores = [s for s in range(11) if ice_domain_grade(s) == g]
+        ice.append(str(scores[0]) if len(scores) == 1 else f"{scores[0]}-{scores[-1]}")
+    ice.append("0, unarousable (cannot perform)")
+    t.add_row("ICE (12 and over)", *ice)
+    t.add_row("CAPD (under 12)", "0", "1-8", "1-8 (+ awakens to voice)", "9 or more",
+              "unable to perform")
+    row("consciousness", CONSCIOUSNESS)
+    row("seizure", SEIZURE)
+    row("motor", MOTOR)
+    row("ICP / edema", {"none": (0, "none"), **ICP_EDEMA})
+    return t
+
+
 def _short_rec(rec_id: str) -> str:
     """asco-2021@2021.1/grade2/crs-no/standard -> asco-2021 grade2 crs-no"""
     head, _, rest = rec_id.partition("@")

@@ -33,6 +33,7 @@ SECTION_TITLES = {
 EVIDENCE = {"V": "verified in a primary or reprinted source",
             "V2": "restated by a secondary source",
             "R": "recalled, UNVERIFIED"}
+FIRST_LINE_STEROIDS = ("dexamethasone", "high_dose_methylprednisolone")
 DECISION_LINE = ("Decision support only: institutional protocol and the treating team decide "
                  "every treatment.")
 
@@ -51,6 +52,7 @@ class AdviceLine:
     evidence: str
     is_dose: bool
     protocol_id: str
+    first_line: str | None = None  # first-line corticosteroid this line advises, if any
 
     @property
     def verified(self) -> bool:
@@ -105,8 +107,12 @@ class Protocol:
                                         f"{text[:60]}")
                 if section not in SECTIONS and section != "disagreement":
                     raise ProtocolError(f"{pid}: unknown section {section!r}")
+                first = raw.get("first_line")
+                if first not in (None, *FIRST_LINE_STEROIDS):
+                    raise ProtocolError(f"{pid}: first_line {first!r} is not one of "
+                                        f"{', '.join(FIRST_LINE_STEROIDS)}")
                 return AdviceLine(section, text, src, sources[src], shorts[src], ev,
-                                  bool(raw.get("dose", False)), pid)
+                                  bool(raw.get("dose", False)), pid, first)
 
             def grades(raw: Mapping[str, Any]) -> frozenset[int]:
                 g = frozenset(int(x) for x in raw["grades"])
@@ -153,6 +159,14 @@ class Branch:
     @property
     def corticosteroid_dose_advised(self) -> bool:
         return any(line.section == "corticosteroids" and line.is_dose for line in self.lines)
+
+    @property
+    def first_line_steroid(self) -> str:
+        """'dexamethasone', 'high_dose_methylprednisolone' or 'none' (first line, this branch)."""
+        for line in self.lines:
+            if line.first_line:
+                return line.first_line
+        return "none"
 
     @property
     def tocilizumab_advised(self) -> bool:

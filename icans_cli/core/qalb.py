@@ -1,0 +1,38 @@
+"""The CSF/serum albumin quotient (Q_alb): a context marker of blood-CSF barrier leakage.
+
+Not part of ASTCT grading. Reference limits differ between sources; the one used here is named:
+Hegen et al., Clin Chem Lab Med 2016: upper reference limit = age/25 + 8 (x 10^-3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from icans_cli.core.errors import InvalidFinding
+
+LIMIT_NAME = "Hegen et al. 2016 (Clin Chem Lab Med): upper reference limit = age/25 + 8, x10^-3"
+
+
+@dataclass(frozen=True)
+class QalbResult:
+    qalb_e3: float  # Q_alb x 10^-3
+    limit_e3: float
+    above: bool
+    age: float
+    adult_reference: bool  # the limit was derived in adults
+
+
+def qalb(csf_albumin_mg_l: float, serum_albumin_g_l: float, age_years: float) -> QalbResult:
+    """Q_alb = CSF albumin / serum albumin. With CSF in mg/L and serum in g/L the ratio is
+    already in units of 10^-3."""
+    if not csf_albumin_mg_l > 0:
+        raise InvalidFinding("csf_albumin", f"{csf_albumin_mg_l} is not a positive amount",
+                             "mg/L, > 0 (typical 100-400)")
+    if not serum_albumin_g_l > 0:
+        raise InvalidFinding("serum_albumin", f"{serum_albumin_g_l} is not a positive amount",
+                             "g/L, > 0 (typical 35-50)")
+    if not 0 <= age_years <= 130:
+        raise InvalidFinding("age", f"{age_years} is out of range", "0-130 years")
+    q = csf_albumin_mg_l / serum_albumin_g_l
+    limit = age_years / 25 + 8
+    return QalbResult(q, limit, q > limit, age_years, 18 <= age_years)

@@ -1,0 +1,95 @@
+"""The trainee case bank (package data) and its answer key, computed by the clinical core."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from icans_cli.core.crs import CrsFindings, grade_crs
+from icans_cli.core.grading import Findings, IcansResult, grade_icans
+from icans_cli.core.protocol import Recommendation, recommend
+from icans_cli.core.scores import IceItems
+
+TOPICS = ("adult", "pediatric", "crs", "pitfalls")
+STEROID_CHOICES = {
+    "none": "No corticosteroids (first line)",
+    "dexamethasone": "Dexamethasone",
+    "high_dose_methylprednisolone": "High-dose methylprednisolone",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    score_path: str
+    score: int | None  # None: no score can be taken (unarousable or sedated)
+    grade: int | None  # None: not assessable
+    grade_at_least: int | None
+    drivers: tuple[str, ...]
+    crs_grade: int
+    steroid: str
+    tocilizumab: bool
+    result: IcansResult
+    recommendation: Recommendation
+
+    @property
+    def grade_answer(self) -> str:
+        return str(self.grade) if self.grade is not None else "na"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    topics: tuple[str, ...]
+    age: float | None
+    product: str | None
+    narrative: str
+    teaching: str
+    trap: str | None
+    findings: Findings
+    crs_grade: int
+    crs_detail: dict[str, Any] | None
+
+    def key(self, protocol) -> Key:
+        r = grade_icans(self.findings)
+        rec = recommend(protocol, r, self.crs_grade, self.product, self.age)
+        (branch,) = rec.branches
+        score = r.ice_score if r.score_path == "ice" else r.capd_score
+        if self.findings.sedated or self.findings.consciousness == "unarousable":
+            score = None
+        return Key(r.score_path, score, r.grade, r.grade_at_least, r.drivers, self.crs_grade,
+                   branch.first_line_steroid, branch.tocilizumab_advised, r, rec)
+
+
+def _case(raw: dict[str, Any]) -> Case:
+    f = raw["findings"]
+    items = f.get("ice_items")
+    findings = Findings(
+        age_years=raw.get("age"), developmental_delay=bool(raw.get("developmental_delay")),
+        ice_items=IceItems(**items) if items else None, ice_score=f.get("ice_score"),
+        capd_points=tuple(f["capd_items"]) if f.get("capd_items") else None,
+        capd_score=f.get("capd_score"), consciousness=f.get("consciousness", "alert"),
+        seizure=f.get("seizure", "none"), motor=f.get("motor", "none"),
+        icp_edema=frozenset(f.get("icp_edema", ())), excluded=frozenset(f.get("excluded", ())),
+        sedated=bool(f.get("sedated")))
+    crs_detail = raw.get("crs")
+    if crs_detail is not None:
+        c = crs_detail
+        crs_grade = grade_crs(CrsFindings(
+            fever=c.get("fever", False), hypotension=c.get("hypotension", False),
+            vasopressors=c.get("vasopressors", 0), oxygen=c.get("oxygen", "none"),
+            oxygen_flow_l_min=c.get("flow"), treated_for_crs=c.get("treated_for_crs", False),
+        )).grade
+    else:
+        crs_grade = int(raw["crs_grade"])
+    return Case(raw["id"], tuple(raw["topics"]), raw.get("age"), raw.get("product"),
+                raw["narrative"], raw["teaching"], raw.get("trap"), findings, crs_grade,
+                crs_detail)
+
+
+@lru_cache(maxsize=1)
+def load_cases() -> tuple[Case, ...]:
+    text = resources.files(__name__).joinpath("cases.json").read_text(encoding="utf-8")
+    return tuple(_case(c) for c in json.loads(text)["cases"])
