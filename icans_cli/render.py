@@ -122,18 +122,22 @@ def source_tag(line: AdviceLine) -> str:
     return tag
 
 
-def advice_lines(lines: Iterable[AdviceLine]) -> Text:
-    text = Text()
+def advice_lines(lines: Iterable[AdviceLine]) -> Table:
+    """Section headings, then one bullet per line with a hanging indent, so a wrapped line
+    never runs back under the bullet."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=3)
+    grid.add_column(ratio=1)
     section = None
     for line in lines:
         if line.section != section:
             section = line.section
-            text.append(f"  {SECTION_TITLES.get(section, section)}\n", style="bold underline")
+            grid.add_row(Text(""), Text(SECTION_TITLES.get(section, section),
+                                        style="bold underline"))
         style = "yellow" if not line.verified else ("bold" if line.is_dose else "")
-        text.append("    • ")
-        text.append(line.text, style=style)
-        text.append(" " + source_tag(line) + "\n", style="dim")
-    return text
+        grid.add_row(Text("  •"), Text.assemble((line.text, style),
+                                                (" " + source_tag(line), "dim")))
+    return grid
 
 
 def recommendation_block(rec: Recommendation, when: datetime | None = None) -> Group:
@@ -145,14 +149,30 @@ def recommendation_block(rec: Recommendation, when: datetime | None = None) -> G
     parts.append(Text(f"  {rec.protocol_title}", style="dim"))
     if rec.protocol_note:
         parts.append(Text(f"  {rec.protocol_note}", style="dim"))
-    for b in rec.branches:
-        label_style = "bold reverse" if len(rec.branches) > 1 else "bold"
-        parts.append(Text(f"\n {b.label} ", style=label_style))
-        parts.append(advice_lines(b.lines))
+    if len(rec.branches) == 2:
+        # CRS unknown: what differs between the branches first, then what both share.
+        a, b = rec.branches
+        common = [x for x in a.lines if x in b.lines]
+        for br in rec.branches:
+            only = [x for x in br.lines if x not in common]
+            parts.append(Text(f"\n {br.label} ", style="bold reverse"))
+            parts.append(advice_lines(only) if only else Text("    (nothing beyond the lines "
+                                                              "common to both)"))
+        if common:
+            parts.append(Text("\n IN EITHER CASE ", style="bold reverse"))
+            parts.append(advice_lines(common))
+    else:
+        for br in rec.branches:
+            parts.append(Text(f"\n {br.label} ", style="bold"))
+            parts.append(advice_lines(br.lines))
     if rec.disagreements:
-        parts.append(Text("Where guidelines disagree", style="bold"))
+        parts.append(Text("\nWhere guidelines disagree", style="bold"))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=3)
+        grid.add_column(ratio=1)
         for d in rec.disagreements:
-            parts.append(Text.assemble("  • ", d.text, (" " + source_tag(d), "dim")))
+            grid.add_row(Text("  •"), Text.assemble(d.text, (" " + source_tag(d), "dim")))
+        parts.append(grid)
     due = ""
     if when is not None:
         due_at = when + timedelta(hours=rec.cadence.hours)
