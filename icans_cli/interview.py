@@ -199,8 +199,14 @@ class Answers:
 # --- prompts ------------------------------------------------------------------------------------
 
 def _select(message: str, choices: list[tuple[str, str]], default: str | None = None,
-            instruction: str | None = None) -> str:
-    cs = [Choice(title, value=value) for value, title in choices]
+            instruction: str | None = None, keys: list[str] | None = None) -> str:
+    """A list to pick from. `keys`: shortcut keys that must mean what they say (a grade's own
+    number), instead of the default 1, 2, 3... by position."""
+    if keys is not None:
+        cs = [Choice(title, value=value, shortcut_key=key)
+              for (value, title), key in zip(choices, keys)]
+    else:
+        cs = [Choice(title, value=value) for value, title in choices]
     return questionary.select(message, choices=cs, default=next(
         (c for c in cs if c.value == default), None), use_shortcuts=len(cs) <= 9,
         instruction=instruction or "(number or arrows, then Enter)", style=STYLE).unsafe_ask()
@@ -290,7 +296,9 @@ def ask_sedated(a: Answers) -> None:
 
 
 def ask_consciousness(a: Answers) -> None:
-    a.consciousness = _select("Level of consciousness", CONSCIOUSNESS_CHOICES, a.consciousness)
+    a.consciousness = _select("Level of consciousness", CONSCIOUSNESS_CHOICES, a.consciousness,
+                              "(each number is the ASTCT grade it gives; then Enter)",
+                              keys=["0", "1", "2", "3", "4"])
 
 
 def ask_ice(a: Answers) -> None:
@@ -362,8 +370,11 @@ def ask_crs(a: Answers) -> None:
         ("unknown", "Not known (both management branches will be shown)"),
     ], c.mode)
     if mode == "grade":
-        g = _select("Current ASTCT CRS grade", [(str(i), t) for i, t in enumerate(
-            ["0: no CRS", "1", "2", "3", "4"])], None if c.grade is None else str(c.grade))
+        g = _select("Current ASTCT CRS grade", [(str(i), f"CRS grade {i}" + (" (no CRS)" if
+                                                                            i == 0 else ""))
+                                                for i in range(5)],
+                    None if c.grade is None else str(c.grade),
+                    "(press the grade's number, then Enter)", keys=[str(i) for i in range(5)])
         a.crs = CrsAnswers("grade", int(g))
     elif mode == "questions":
         fever = _confirm("Fever >= 38.0 C not explained by another cause?", c.fever)

@@ -20,8 +20,8 @@ ALERT = ENTER
 ICE_10 = "a" + ENTER + "a" + ENTER + "yyy"
 ICE_0 = ENTER + ENTER + "nnn"
 NOTHING_ELSE = ENTER * 4  # seizure none, motor none, no ICP/edema, nothing excluded
-CRS_0 = "1" + ENTER + "1" + ENTER
-CRS_2 = "1" + ENTER + "3" + ENTER
+CRS_0 = "1" + ENTER + "0" + ENTER  # "I know the grade", then the grade's own number
+CRS_2 = "1" + ENTER + "2" + ENTER
 CRS_UNKNOWN = "3" + ENTER
 NO_PRODUCT = ENTER
 ACCEPT = ENTER
@@ -71,7 +71,7 @@ def test_ice_0_awake_is_grade_3(logf):
 
 
 def test_unarousable_patient_asks_no_ice_and_is_grade_4(logf):
-    unarousable = "5" + ENTER
+    unarousable = "4" + ENTER  # the key is the grade it gives
     keys = NOT_DELAYED + NOT_SEDATED + unarousable + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
         + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-3", "--age", "60", log_file=logf)
@@ -96,7 +96,7 @@ def test_child_on_capd(logf):
 
 
 def test_sedated_patient_is_not_assessable_grade_at_least(logf):
-    tactile, self_limited = "4" + ENTER, "2" + ENTER
+    tactile, self_limited = "3" + ENTER, "2" + ENTER
     keys = NOT_DELAYED + SEDATED + tactile + self_limited + ENTER * 3 + CRS_0 + NO_PRODUCT \
         + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-5", "--age", "60", log_file=logf)

@@ -106,9 +106,9 @@ def practice(keys, *args):
 
 
 # A15: ICE 0 awake -> grade 3, dexamethasone, no tocilizumab.
-A15_RIGHT = "1" + ENTER + "0" + ENTER + "4" + ENTER + "2" + ENTER + "2" + ENTER
+A15_RIGHT = "1" + ENTER + "0" + ENTER + "3" + ENTER + "2" + ENTER + "2" + ENTER
 # A17 answered with the peer bug: focal edema called grade 4 and treated as grade 4.
-A17_WRONG = "1" + ENTER + "9" + ENTER + "5" + ENTER + "3" + ENTER + "2" + ENTER
+A17_WRONG = "1" + ENTER + "9" + ENTER + "4" + ENTER + "3" + ENTER + "2" + ENTER
 
 
 def test_practice_session_right_and_wrong_answers_summary_and_saved(_isolated_data_dir):

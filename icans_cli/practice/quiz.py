@@ -74,7 +74,9 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
 
         ans, exp = _ask_score(case, key)
         feedback("score", ans, exp, "cannot be scored" if exp == "none" else exp.upper())
-        g = _select("ICANS grade (ASTCT 2019)?", GRADE_CHOICES)
+        g = _select("ICANS grade (ASTCT 2019)?", GRADE_CHOICES, None,
+                    "(press the grade's number, or n for not assessable; then Enter)",
+                    keys=["0", "1", "2", "3", "4", "n"])
         shown = (f"grade {key.grade}" if key.grade is not None
                  else f"not assessable (at least grade {key.grade_at_least})")
         feedback("grade", g, key.grade_answer, shown)
