@@ -61,6 +61,13 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
         console.print(Panel(Text(case.narrative), title=f"Case {n}/{len(cases)} · {case.id}",
                             subtitle=f"age {case.age:g} · product {case.product or '-'}"
                             if case.age is not None else None, expand=True))
+        if case.age is not None and case.age <= 2:
+            from icans_cli.core.scores import CAPD_ITEMS
+
+            console.print(Text("Developmental anchors (usual at this age):", style="bold"))
+            for spec in CAPD_ITEMS[:3]:
+                console.print(Text(f"  {spec.number}. {spec.question} " + " | ".join(
+                    f"{band}: {text}" for band, text in spec.anchors), style="dim"))
         marks: dict[str, bool] = {}
         answers: dict[str, str] = {}
 
@@ -74,6 +81,11 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
 
         ans, exp = _ask_score(case, key)
         feedback("score", ans, exp, "cannot be scored" if exp == "none" else exp.upper())
+        if ans.split(" ")[0] != exp.split(" ")[0]:
+            console.print(Text("  Which score: " + (
+                "none can be taken: the patient is unarousable, or another cause explains "
+                "the state" if exp == "none" else key.result.score_path_reason) + ".",
+                style="dim"))
         g = _select("ICANS grade (ASTCT 2019)?", GRADE_CHOICES, None,
                     "(press the grade's number, or n for not assessable; then Enter)",
                     keys=["0", "1", "2", "3", "4", "n"])
@@ -83,6 +95,10 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
         console.print(Text("  " + why_grade(key.result), style="dim"))
         s = _select("First-line corticosteroids under ASCO 2021?", list(STEROID_CHOICES.items()))
         feedback("steroid", s, key.steroid, STEROID_CHOICES[key.steroid].lower())
+        (branch,) = key.recommendation.branches
+        for line in branch.lines:
+            if line.section == "corticosteroids":
+                console.print(Text(f"  {line.short_source}: {line.text}", style="dim"))
         t = _select("Tocilizumab in this plan?", [("yes", "Yes"), ("no", "No")])
         feedback("tocilizumab", t, "yes" if key.tocilizumab else "no",
                  ("yes: there is concurrent CRS (CRS grade "
@@ -131,7 +147,8 @@ def render_summary(summary: dict[str, Any], console) -> None:
         t.add_row(labels[q], f"{round(acc[q] * n)}/{n} ({acc[q]:.0%})")
     console.print(t)
     cats = summary["grade_confusion"]["categories"]
-    m = Table(title="Grades: key (rows) against your answers (columns)", title_justify="left")
+    console.print("Grades: the key in rows, your answers in columns")
+    m = Table()
     m.add_column("key")
     for c in cats:
         m.add_column(c, justify="right")
