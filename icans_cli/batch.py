@@ -9,6 +9,7 @@ identical findings (grading is a pure function).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ YES = {"yes", "y", "true", "1"}
 NO = {"no", "n", "false", "0"}
 YES_NO = "yes/no, y/n, true/false, 1/0"
 MAX_CELL = 1000  # longer cells are refused (a patient id is at most 64)
-_BAD_CHAR = re.compile("[\udc00-\udcff]")  # NUL (mapped below) or bytes that are not UTF-8
+_BAD_CHAR = re.compile("[\x00\udc80-\udcff]")  # NUL, or bytes that are not UTF-8
 _INT = re.compile(r"^\s*[+]?\d+\s*$")
 _NUM = re.compile(r"^\s*[+]?(\d+(\.\d*)?|\.\d+)\s*$")
 
@@ -78,38 +79,21 @@ class RowOutcome:
 
 # --- reading ------------------------------------------------------------------------------------
 
-BAD_LINES = 0  # lines seen with undecodable bytes or NULs (the fast path checks this)
-
-
-def _text_lines(binary: IO[bytes]) -> Iterator[str]:
-    """UTF-8 lines (BOM dropped); undecodable bytes and NULs become markers, never errors."""
-    global BAD_LINES
-    first = True
-    for raw in binary:
-        if first:
-            first = False
-            if raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            BAD_LINES += 1
-            line = raw.decode("utf-8", "surrogateescape")
-        if "\x00" in line:
-            BAD_LINES += 1
-            line = line.replace("\x00", "\udc00")
-        yield line
-
-
 def _clean(value: str) -> str:
     """For output: markers of bad bytes become U+FFFD so the output is valid UTF-8."""
     return _BAD_CHAR.sub("\ufffd", value) if _BAD_CHAR.search(value) else value
 
 
-def read_rows(binary: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str]]]:
+def text_input(binary: IO[bytes]) -> io.TextIOWrapper:
+    """UTF-8 text (BOM dropped). Undecodable bytes become lone surrogates, never errors: a
+    clinical cell holding one is reported invalid; a passed-through cell is written back as the
+    same bytes."""
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str]]]:
     """(header as given, iterator of (row number, line number, cells | error message))."""
-    lines = _text_lines(binary)
-    reader = csv.reader(lines)
+    reader = csv.reader(text)
     header: list[str] | None = None
     while header is None:
         try:
@@ -420,6 +404,7 @@ def csv_tail(out: RowOutcome) -> list[object]:
 CLINICAL_COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("patient_id", "assessed_at"))
 # Bounded caches: memory must not grow with the file (peak RSS at 1M rows within 1.3x of 10k).
 _CACHE_MAX = 2048
+_FIND_CACHE_MAX = 8192  # its keys are single short strings
 
 
 def _parse_one(col: str, raw: str):
@@ -497,37 +482,43 @@ class RowParser:
 
     def fast_tail(self, cells: list[str], grader: "Grader") -> list | None:
         """The CSV result columns for an ordinary valid row, from caches; None when the row
-        needs the full path (anything unusual, or the first time a situation is seen)."""
+        needs the full path (anything unusual, or the first time a situation is seen).
+        Hot loop: kept flat on purpose."""
         if len(cells) != self.n:
             return None
         hit = self.find_cache.get("\x1f".join(self.get_find(cells)))
         if not hit:
             return None
-        norm_id, norm = hit
-        age = crs = product = None
-        if self.i_age is not None and cells[self.i_age]:
-            hit = self.cell_cache["age_years"].get(cells[self.i_age])
-            if hit is None or not hit[1]:
-                return None
-            age = hit[0]
-        if self.i_crs is not None and cells[self.i_crs]:
-            hit = self.cell_cache["crs_grade"].get(cells[self.i_crs])
-            if hit is None or not hit[1]:
-                return None
-            crs = hit[0]
-        if self.i_product is not None and cells[self.i_product]:
-            hit = self.cell_cache["product"].get(cells[self.i_product])
-            if hit is None or not hit[1]:
-                return None
-            product = hit[0]
-        pid = cells[self.i_pid].strip()
-        if not (0 < len(pid) <= 64 and pid.isprintable()):
+        under12 = crs = False
+        high = False
+        if self.i_age is not None:
+            raw = cells[self.i_age]
+            if raw:
+                a = self.cell_cache["age_years"].get(raw)
+                if a is None or not a[1]:
+                    return None
+                under12 = a[0] is not None and a[0] < 12
+        if self.i_crs is not None:
+            raw = cells[self.i_crs]
+            if raw:
+                c = self.cell_cache["crs_grade"].get(raw)
+                if c is None or not c[1]:
+                    return None
+                crs = c[0]
+        if self.i_product is not None:
+            raw = cells[self.i_product]
+            if raw:
+                p = self.cell_cache["product"].get(raw)
+                if p is None or not p[1]:
+                    return None
+                high = p[0] in HIGH_NEUROTOXICITY_PRODUCTS
+        pid = cells[self.i_pid]
+        if not (0 < len(pid) <= 64 and pid.isprintable() and not pid.isspace()):
             return None
-        if self.i_at is not None and cells[self.i_at]:
-            if not valid_time(cells[self.i_at]):
-                return None
-        return self.tail_cache.get((score_path(age, norm[0]), norm_id, _crs_key(crs),
-                                    product in HIGH_NEUROTOXICITY_PRODUCTS))
+        if self.i_at is not None and cells[self.i_at] and not valid_time(cells[self.i_at]):
+            return None
+        crs_key = -1 if crs is False or crs is None else (1 if crs >= 1 else 0)
+        return self.tail_cache.get((under12 or hit[1][0], hit[0], crs_key, high))
 
     def remember_tail(self, out: RowOutcome, tail: list) -> None:
         """After the full path graded an ordinary row, cache its CSV result columns."""
@@ -537,7 +528,8 @@ class RowParser:
         key_norm = out.fast_norm
         if key_norm is None:
             return
-        self.tail_cache[(score_path(age, delay), key_norm, _crs_key(out.crs_grade),
+        under12 = age is not None and age < 12
+        self.tail_cache[(under12 or delay, key_norm, _crs_key(out.crs_grade),
                          out.product in HIGH_NEUROTOXICITY_PRODUCTS)] = tail
 
     def slow(self, cells, row, line) -> RowOutcome:
@@ -581,8 +573,10 @@ class RowParser:
                 v.get("motor", "none"), v.get("icp_edema", frozenset()),
                 v.get("excluded", frozenset()), bool(v.get("sedated", False)))
 
-    def parse(self, cells: list[str], row: int, line: int, suspicious: bool) -> RowOutcome:
-        if suspicious or len(cells) != self.n:
+    def parse(self, cells: list[str], row: int, line: int) -> RowOutcome:
+        """Every clinical column rejects anything outside its grammar (and so any NUL or
+        undecodable byte), sending such rows to the slow path, which names the problem."""
+        if len(cells) != self.n:
             return self.slow(cells, row, line)
         raw = self.get_find(cells)
         joined = "\x1f".join(raw)  # one small string per cache entry keeps memory flat
@@ -594,7 +588,7 @@ class RowParser:
             else:  # findings that differ only in ICE items share a grade: one id for them
                 no_items = norm[:1] + norm[2:]
                 hit = (self.grade_ids.setdefault(no_items, len(self.grade_ids)), norm)
-            if len(self.find_cache) < _CACHE_MAX:
+            if len(self.find_cache) < _FIND_CACHE_MAX:
                 self.find_cache[joined] = hit
         if hit is False:
             return self.slow(cells, row, line)

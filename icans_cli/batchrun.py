@@ -14,9 +14,8 @@ import typer
 
 from icans_cli.batch import (
     JSONL_KEYS, KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, RowParser, UsageProblem,
-    _clean, csv_tail, jsonl_line, read_rows,
+    _clean, csv_tail, jsonl_line, read_rows, text_input,
 )
-from icans_cli import batch
 from icans_cli.csvsafe import safe_cell
 from icans_cli.exit import ExitStatus
 
@@ -52,25 +51,42 @@ class _Output:
     """Standard output, or a temporary file renamed onto -o only when the run completes, so a
     run that stops with a usage error never clobbers an existing file."""
 
-    def __init__(self, output: Optional[Path]) -> None:
+    def __init__(self, output: Optional[Path], raw_stdout: bool = False) -> None:
         self.output = output
         self.tmp: str | None = None
-        if output is None:
+        self.wrapped = False
+        if output is None and raw_stdout and hasattr(sys.stdout, "buffer"):
+            # Undecodable input bytes in passed-through cells go back out as the same bytes.
+            sys.stdout.flush()
+            self.fh = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8",
+                                       errors="surrogateescape", newline="")
+            self.wrapped = True
+        elif output is None:
             self.fh = sys.stdout
         else:
             directory = output.resolve().parent
             if not directory.is_dir():
                 _fail(f"the output directory {directory} does not exist")
             fd, self.tmp = tempfile.mkstemp(prefix=".icans-", dir=directory)
-            self.fh = io.open(fd, "w", encoding="utf-8", newline="")
+            self.fh = io.open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="")
 
     def commit(self) -> None:
+        if self.wrapped:
+            self.fh.flush()
+            self.fh.detach()
+            self.wrapped = False
         if self.tmp is not None:
             self.fh.close()
             os.replace(self.tmp, self.output)  # type: ignore[arg-type]
             self.tmp = None
 
     def abort(self) -> None:
+        if self.wrapped:
+            try:
+                self.fh.detach()
+            except ValueError:
+                pass
+            self.wrapped = False
         if self.tmp is not None:
             self.fh.close()
             os.unlink(self.tmp)
@@ -86,21 +102,27 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     binary, size = _open_input(file)
+    source = text_input(binary)
+
+    def release() -> None:
+        if binary is sys.stdin.buffer:
+            source.detach()  # never close the caller's standard input
+        else:
+            source.close()
+
     try:
-        header, rows = read_rows(binary)
+        header, rows = read_rows(source)
     except UsageProblem as exc:
-        if binary is not sys.stdin.buffer:
-            binary.close()
+        release()
         _fail(f"{'standard input' if file == '-' else file}: {exc}")
     names = [_clean(h).strip().lower() for h in header]
     passthrough_names = [h for h, n in zip(header, names) if n not in KNOWN_COLUMNS]
     passthrough_idx = [i for i, n in enumerate(names) if n not in KNOWN_COLUMNS]
     grader = Grader(protocol, want_json=fmt in ("jsonl", "json"))
     try:
-        out = _Output(output)
+        out = _Output(output, raw_stdout=fmt != "table")
     except BaseException:
-        if binary is not sys.stdin.buffer:
-            binary.close()
+        release()
         raise
     counts = {"graded": 0, "not_assessable": 0, "invalid": 0}
     first_invalid: RowOutcome | None = None
@@ -118,19 +140,15 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             out.fh.write("[\n")
         n = 0
         parser = RowParser(header, names)
-        bad_seen = batch.BAD_LINES
         fast_csv = fmt == "csv" and logger is None
         for row, line, cells in rows:
             if isinstance(cells, str):
                 outcome = RowOutcome(row, line, {})
                 outcome.errors.append({"column": "(row)", "message": cells})
                 raw_cells: list[str] = []
-                suspicious = True
             else:
-                suspicious = batch.BAD_LINES != bad_seen
-                bad_seen = batch.BAD_LINES
                 raw_cells = cells
-                if fast_csv and not suspicious:
+                if fast_csv:
                     tail = parser.fast_tail(cells, grader)
                     if tail is not None:  # an ordinary row seen before: straight out
                         counts[tail[4]] += 1
@@ -138,9 +156,9 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                                          for c in cells] + tail)
                         n += 1
                         if progress is not None and n % 2000 == 0:
-                            progress.update(binary.tell())
+                            progress.update(binary.tell() if binary.seekable() else 0)
                         continue
-                outcome = parser.parse(cells, row, line, suspicious)
+                outcome = parser.parse(cells, row, line)
             rec_json = grader.grade(outcome)
             counts[outcome.status] += 1
             if outcome.status == "invalid" and first_invalid is None:
@@ -163,15 +181,15 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                     extra = {header[i]: raw_cells[i] for i in passthrough_idx}
                 else:
                     extra = {h: outcome.cells.get(h, "") for h in passthrough_names}
-                text = jsonl_line(outcome, rec_json, extra)
+                line_out = jsonl_line(outcome, rec_json, extra)
                 if fmt == "json":
-                    text = ("  " if n == 0 else ",\n  ") + text[:-1]
-                out.fh.write(text)
+                    line_out = ("  " if n == 0 else ",\n  ") + line_out[:-1]
+                out.fh.write(line_out)
             else:
                 table_rows.append(outcome)
             n += 1
             if progress is not None and n % 2000 == 0:
-                progress.update(binary.tell())
+                progress.update(binary.tell() if binary.seekable() else 0)
         if fmt == "json":
             out.fh.write("\n]\n")
         if fmt == "table":
@@ -188,8 +206,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     finally:
         if progress is not None:
             progress.close()
-        if binary is not sys.stdin.buffer:
-            binary.close()
+        release()
     total = sum(counts.values())
     if total == 0:
         _fail("the input has a header but no data rows")
