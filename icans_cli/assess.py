@@ -126,6 +126,9 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
             _fail(f"cannot amend that record: {exc}")
         _say(f"Amending record {str(previous.get('id'))[:8]} of {previous.get('assessed_at')}: "
              "change what was wrong, then accept.", "bold")
+        if a.needs_score and a.scored:
+            _say("That record holds only a score total: answer the items again.", "bold")
+            iv.ask_score(a)
     else:
         a = iv.Answers()
         if patient:

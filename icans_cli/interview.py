@@ -133,6 +133,7 @@ class Answers:
     excluded: list[str] = field(default_factory=list)
     crs: CrsAnswers = field(default_factory=CrsAnswers)
     product: str | None = None
+    needs_score: bool = False  # amending a record that holds only an ICE total
 
     @property
     def path(self) -> str:
@@ -178,9 +179,10 @@ class Answers:
                                                   bool(items["attention"]))
             a.ice_done = True
         elif f.get("ice_score") is not None:
-            raise InvalidFinding("ice_items", "the record has only an ICE total; amend it by "
-                                 "grading a corrected CSV row instead", "records with ICE items")
+            a.needs_score = True  # a batch record holds only the total: ask the items again
         capd = f.get("capd_items")
+        if not capd and f.get("capd_score") is not None:
+            a.needs_score = True
         if capd:
             a.capd = [CAPD_ANSWERS[(4 - p) if spec.reversed else p]
                       for spec, p in zip(CAPD_ITEMS, capd)]

@@ -243,3 +243,16 @@ def test_log_file_mode_0600(logf):
         + ACCEPT + SAVE
     run(keys, "--patient", "PT-20", "--age", "60", log_file=logf)
     assert stat.S_IMODE(logf.stat().st_mode) == 0o600
+
+
+def test_amending_a_batch_record_with_only_a_total_asks_the_items_again(logf):
+    from icans_cli import log as _log
+    from tests.helpers import body
+
+    old = _log.append(logf, body(patient="PT-21", ice=4))
+    keys = ICE_10 + ACCEPT + SAVE
+    r = run(keys, "--amends", old["id"], log_file=logf)
+    assert r.exit_code == 0, r.output
+    new = records(logf)[1]
+    assert new["amends"] == old["id"] and new["result"]["ice_score"] == 10
+    assert "answer the items again" in r.stderr
