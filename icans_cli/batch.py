@@ -13,13 +13,12 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import IO, Any, Iterator
 
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, IcansResult, grade_icans,
-    score_path, score_path_reason,
+    score_path,
 )
 from icans_cli.core.identifiers import parse_time, validate_patient_id
 from icans_cli.core.protocol import (
@@ -224,22 +223,10 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
             out.assessed_at = parse_time(v).isoformat(timespec="seconds")
         except InvalidFinding as exc:
             _err(errors, "assessed_at", f"{_shown(v)} {exc.detail}")
-    age = None
-    v = values.get("age_years")
-    if v:
-        if not _NUM.match(v):
-            _err(errors, "age_years", f"{_shown(v)} is not a number; allowed: a number >= 0")
-        else:
-            age = float(v)
-            if age > 130:
-                _err(errors, "age_years", f"{v} is out of range; allowed: 0-130")
-                age = None
-            elif age.is_integer():
-                age = int(age)
-    delay = False
-    v = values.get("developmental_delay")
-    if v:
-        delay = bool(_yes_no(errors, "developmental_delay", v))
+    parsed = {col: parse_cell(col, raw, errors) for col, raw in values.items()
+              if col in CLINICAL_COLUMNS and raw}
+    age = parsed.get("age_years")
+    delay = bool(parsed.get("developmental_delay"))
     item_values = [values.get(c, "") for c in ICE_ITEM_COLUMNS]
     items = None
     if any(item_values):
@@ -248,30 +235,17 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
             _err(errors, missing[0], "blank while other ICE items are given; allowed: all five "
                  "ICE items, or none and ice_score")
         else:
-            parsed = [_int(errors, c, x, 0, spec.max_points)
-                      for c, x, spec in zip(ICE_ITEM_COLUMNS, item_values, ICE_ITEMS)]
-            if None not in parsed:
-                items = IceItems(*parsed)
-    ice = _int(errors, "ice_score", values["ice_score"], 0, 10) if values.get("ice_score") \
-        else None
-    capd = _int(errors, "capd_score", values["capd_score"], 0, 32) if values.get("capd_score") \
-        else None
-    cons = _choice(errors, "consciousness", values["consciousness"], tuple(CONSCIOUSNESS)) \
-        if values.get("consciousness") else "alert"
-    seiz = _choice(errors, "seizure", values["seizure"], tuple(SEIZURE)) \
-        if values.get("seizure") else "none"
-    motor = _choice(errors, "motor", values["motor"], tuple(MOTOR)) \
-        if values.get("motor") else "none"
-    icp = _multi(errors, "icp_edema", values["icp_edema"], tuple(ICP_EDEMA), True) \
-        if values.get("icp_edema") else frozenset()
-    excl = _multi(errors, "excluded", values["excluded"], tuple(EXCLUDED), False) \
-        if values.get("excluded") else frozenset()
-    sedated = bool(_yes_no(errors, "sedated", values["sedated"])) if values.get("sedated") \
-        else False
-    crs = _int(errors, "crs_grade", values["crs_grade"], 0, 4) if values.get("crs_grade") \
-        else None
-    product = _choice(errors, "product", values["product"], PRODUCTS) \
-        if values.get("product") else None
+            points = [parsed.get(c) for c in ICE_ITEM_COLUMNS]
+            if None not in points:
+                items = IceItems(*points)  # type: ignore[arg-type]
+    ice, capd = parsed.get("ice_score"), parsed.get("capd_score")
+    cons = parsed.get("consciousness") or "alert"
+    seiz = parsed.get("seizure") or "none"
+    motor = parsed.get("motor") or "none"
+    icp = parsed.get("icp_edema") or frozenset()
+    excl = parsed.get("excluded") or frozenset()
+    sedated = bool(parsed.get("sedated"))
+    crs, product = parsed.get("crs_grade"), parsed.get("product")
     out.crs_grade, out.product = crs, product
     if errors:
         return out
@@ -290,33 +264,6 @@ def _findings(age, delay, items, ice, capd, cons, seiz, motor, icp, excl, sedate
 
 
 # --- grading with a bounded cache ---------------------------------------------------------------
-
-def _age_class(f: Findings) -> tuple:
-    """What of the age matters to the grade and the advice (not the reason text)."""
-    age = f.age_years
-    return (score_path(age, f.developmental_delay), age is not None and age < 18)
-
-
-@lru_cache(maxsize=4096)
-def _grade_cached(key: tuple) -> IcansResult:
-    (path, _child), delay, ice, capd, cons, seiz, motor, icp, excl, sedated = key
-    age = 5 if path == "capd" and not delay else None
-    return grade_icans(Findings(age_years=age, developmental_delay=delay and path == "capd",
-                                ice_score=ice, capd_score=capd, consciousness=cons, seizure=seiz,
-                                motor=motor, icp_edema=icp, excluded=excl, sedated=sedated))
-
-
-def grade_findings(f: Findings) -> IcansResult:
-    key = (_age_class(f), f.developmental_delay, f.ice_score, f.capd_score, f.consciousness,
-           f.seizure, f.motor, f.icp_edema, f.excluded, f.sedated)
-    r = _grade_cached(key)
-    reason = score_path_reason(f.age_years, f.developmental_delay)
-    if r.score_path_reason != reason:
-        from dataclasses import replace
-
-        r = replace(r, score_path_reason=reason)
-    return r
-
 
 class Grader:
     """Grades parsed rows under one protocol, caching advice per management situation."""
@@ -351,7 +298,7 @@ class Grader:
         if out.errors or (out.findings is None and out.fast is None):
             return None
         if out.result is None:
-            out.result = grade_findings(out.real_findings())
+            out.result = grade_icans(out.real_findings())
         rec, rec_json = self.recommendation(out)
         out.recommendation = rec
         return rec_json
@@ -407,40 +354,45 @@ _CACHE_MAX = 2048
 _FIND_CACHE_MAX = 8192  # its keys are single short strings
 
 
-def _parse_one(col: str, raw: str):
-    """(value, ok) for one clinical cell, with the same rules as parse_row."""
-    errors: list = []
+def parse_cell(col: str, raw: str, errors: list) -> Any:
+    """One clinical cell by its column's grammar: the value, or None with an error appended.
+    The single statement of what each column accepts (both parse paths use it)."""
     v = raw.strip()
     if not v:
-        return None, True
+        return None
     if col == "age_years":
-        if not _NUM.match(v) or float(v) > 130:
-            return None, False
+        if not _NUM.match(v):
+            _err(errors, col, f"{_shown(v)} is not a number; allowed: a number >= 0")
+            return None
         a = float(v)
-        value: Any = int(a) if a.is_integer() else a
-    elif col in ("developmental_delay", "sedated"):
-        value = _yes_no(errors, col, v)
-    elif col in ICE_ITEM_COLUMNS:
-        spec = ICE_ITEMS[ICE_ITEM_COLUMNS.index(col)]
-        value = _int(errors, col, v, 0, spec.max_points)
-    elif col == "ice_score":
-        value = _int(errors, col, v, 0, 10)
-    elif col == "capd_score":
-        value = _int(errors, col, v, 0, 32)
-    elif col == "crs_grade":
-        value = _int(errors, col, v, 0, 4)
-    elif col == "consciousness":
-        value = _choice(errors, col, v, tuple(CONSCIOUSNESS))
-    elif col == "seizure":
-        value = _choice(errors, col, v, tuple(SEIZURE))
-    elif col == "motor":
-        value = _choice(errors, col, v, tuple(MOTOR))
-    elif col == "product":
-        value = _choice(errors, col, v, PRODUCTS)
-    elif col == "icp_edema":
-        value = _multi(errors, col, v, tuple(ICP_EDEMA), True)
-    else:  # excluded
-        value = _multi(errors, col, v, tuple(EXCLUDED), False)
+        if a > 130:
+            _err(errors, col, f"{v} is out of range; allowed: 0-130")
+            return None
+        return int(a) if a.is_integer() else a
+    if col in ("developmental_delay", "sedated"):
+        return _yes_no(errors, col, v)
+    if col in ICE_ITEM_COLUMNS:
+        return _int(errors, col, v, 0, ICE_ITEMS[ICE_ITEM_COLUMNS.index(col)].max_points)
+    if col in _INT_RANGES:
+        return _int(errors, col, v, 0, _INT_RANGES[col])
+    if col in _CHOICES:
+        return _choice(errors, col, v, _CHOICES[col])
+    if col == "icp_edema":
+        return _multi(errors, col, v, tuple(ICP_EDEMA), True)
+    if col == "excluded":
+        return _multi(errors, col, v, tuple(EXCLUDED), False)
+    raise KeyError(col)
+
+
+_INT_RANGES = {"ice_score": 10, "capd_score": 32, "crs_grade": 4}
+_CHOICES = {"consciousness": tuple(CONSCIOUSNESS), "seizure": tuple(SEIZURE),
+            "motor": tuple(MOTOR), "product": PRODUCTS}
+
+
+def _parse_one(col: str, raw: str) -> tuple[Any, bool]:
+    """(value, ok) for the caches of the fast path."""
+    errors: list = []
+    value = parse_cell(col, raw, errors)
     return value, not errors
 
 
@@ -480,7 +432,7 @@ class RowParser:
         self.tail_cache: dict[tuple, list] = {}
         self.grade_ids: dict[tuple, int] = {}
 
-    def fast_tail(self, cells: list[str], grader: "Grader") -> list | None:
+    def fast_tail(self, cells: list[str]) -> list | None:
         """The CSV result columns for an ordinary valid row, from caches; None when the row
         needs the full path (anything unusual, or the first time a situation is seen).
         Hot loop: kept flat on purpose."""
@@ -525,11 +477,10 @@ class RowParser:
         if out.fast is None or out.errors or len(self.tail_cache) >= _CACHE_MAX:
             return
         age, delay = out.fast[0], out.fast[1]
-        key_norm = out.fast_norm
-        if key_norm is None:
+        if out.fast_norm is None:
             return
         under12 = age is not None and age < 12
-        self.tail_cache[(under12 or delay, key_norm, _crs_key(out.crs_grade),
+        self.tail_cache[(under12 or delay, out.fast_norm, _crs_key(out.crs_grade),
                          out.product in HIGH_NEUROTOXICITY_PRODUCTS)] = tail
 
     def slow(self, cells, row, line) -> RowOutcome:

@@ -13,7 +13,7 @@ from typing import IO, Optional
 import typer
 
 from icans_cli.batch import (
-    JSONL_KEYS, KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, RowParser, UsageProblem,
+    KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, RowParser, UsageProblem,
     _clean, csv_tail, jsonl_line, read_rows, text_input,
 )
 from icans_cli.csvsafe import safe_cell
@@ -149,7 +149,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             else:
                 raw_cells = cells
                 if fast_csv:
-                    tail = parser.fast_tail(cells, grader)
+                    tail = parser.fast_tail(cells)
                     if tail is not None:  # an ordinary row seen before: straight out
                         counts[tail[4]] += 1
                         writer.writerow([c if not c or c[0] not in _DANGER else safe_cell(c)  # type: ignore[union-attr]
@@ -298,5 +298,3 @@ def _table(rows: list[RowOutcome]) -> None:
                   ", ".join(r.drivers) or "-", o.recommendation.id if o.recommendation else "")
     out().print(t)
 
-
-__all__ = ["run_grade", "JSONL_KEYS"]

@@ -11,7 +11,6 @@ from typing import Any
 from icans_cli import __version__
 from icans_cli.core.grading import RULES_VERSION, Findings, IcansResult
 from icans_cli.core.protocol import Recommendation
-from icans_cli.core.scores import IceItems
 
 
 def findings_dict(f: Findings, crs_grade: int | None, product: str | None,
@@ -33,27 +32,6 @@ def findings_dict(f: Findings, crs_grade: int | None, product: str | None,
         "crs_detail": crs_detail,
         "product": product,
     }
-
-
-def findings_from_dict(d: dict[str, Any]) -> tuple[Findings, int | None, str | None]:
-    """Rebuild findings from a record (for amendments); raises InvalidFinding if inconsistent."""
-    items = d.get("ice_items")
-    capd = d.get("capd_items")
-    f = Findings(
-        age_years=d.get("age_years"),
-        developmental_delay=bool(d.get("developmental_delay")),
-        ice_items=IceItems(**items) if items else None,
-        ice_score=None if items else d.get("ice_score"),
-        capd_points=tuple(capd) if capd else None,
-        capd_score=None if capd else d.get("capd_score"),
-        consciousness=d.get("consciousness", "alert"),
-        seizure=d.get("seizure", "none"),
-        motor=d.get("motor", "none"),
-        icp_edema=frozenset(d.get("icp_edema") or ()),
-        excluded=frozenset(d.get("excluded") or ()),
-        sedated=bool(d.get("sedated")),
-    )
-    return f, d.get("crs_grade"), d.get("product")
 
 
 def result_dict(r: IcansResult) -> dict[str, Any]:

@@ -1,5 +1,3 @@
-import os
-
 import pytest
 
 
@@ -11,5 +9,4 @@ def _isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.delenv("ICANS_ASSESSOR", raising=False)
     monkeypatch.delenv("FORCE_COLOR", raising=False)
-    yield data
-    os.environ.pop("ICANS_TEST_SENTINEL", None)
+    return data

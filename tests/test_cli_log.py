@@ -112,7 +112,7 @@ def test_history_shows_superseded_record_and_trend(tmp_path):
     log.append(path, body(ice=4, hours=4, amends=ids[1]))
     r = runner.invoke(app, ["history", "PT-001", "--log-file", str(path), "-f", "table"])
     assert r.exit_code == 0
-    assert f"SUPERSEDED by" in r.stdout
+    assert "SUPERSEDED by" in r.stdout
     assert "ICE trend" in r.stdout and "10 -> 4" in r.stdout
     r = runner.invoke(app, ["history", "PT-001", "--log-file", str(path), "-f", "jsonl"])
     recs = [json.loads(x) for x in r.stdout.splitlines()]
