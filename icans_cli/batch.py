@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
@@ -90,11 +91,19 @@ def text_input(binary: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
-def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str]]]:
-    """(header as given, iterator of (row number, line number, cells | error message))."""
-    reader = csv.reader(text)
+def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str,
+                                                                  str | None]]]:
+    """(header as given, iterator of (row number, line number, cells | error message, raw)).
+
+    `raw` is the line itself (without its line end) when it holds no quote, carriage return or
+    over-long field: such a line is split on commas exactly as the csv module would, and an
+    ordinary row can then be passed through untouched. Any other line goes through the csv
+    module (which may read further lines for a quoted field with line breaks)."""
+    lines = iter(text)
     header: list[str] | None = None
+    lineno = 0
     while header is None:
+        reader = csv.reader(itertools.chain(_first(lines), lines))
         try:
             first = next(reader)
         except StopIteration:
@@ -102,6 +111,7 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
                                "a patient_id column") from None
         except csv.Error as exc:
             raise UsageProblem(f"the header row cannot be read as CSV ({exc})") from None
+        lineno += reader.line_num
         if first and any(c.strip() for c in first):
             header = first
     names = [_clean(h).strip().lower() for h in header]
@@ -114,24 +124,43 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
     if "patient_id" not in seen:
         raise UsageProblem("no patient_id column in the header (columns: "
                            + ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") + ")")
+    limit = csv.field_size_limit()
 
-    def rows() -> Iterator[tuple[int, int, list[str] | str]]:
-        n = 0
-        while True:
+    def rows() -> Iterator[tuple[int, int, list[str] | str, str | None]]:
+        n, ln = 0, lineno
+        for line in lines:
+            ln += 1
+            raw = line.rstrip("\r\n") if line.endswith("\n") else line
+            if '"' not in raw and "\r" not in raw and len(raw) <= limit:
+                if not raw.strip():
+                    continue  # a blank line is not a row
+                n += 1
+                yield n, ln, raw.split(","), raw
+                continue
+            reader = csv.reader(itertools.chain((line,), lines))
             try:
                 cells = next(reader)
+            except csv.Error as exc:
+                ln += reader.line_num - 1
+                n += 1
+                yield n, ln, f"the row cannot be read as CSV ({exc})", None
+                continue
             except StopIteration:
                 return
-            except csv.Error as exc:
-                n += 1
-                yield n, reader.line_num, f"the row cannot be read as CSV ({exc})"
-                continue
+            ln += reader.line_num - 1
             if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue  # a blank line is not a row
+                continue
             n += 1
-            yield n, reader.line_num, cells
+            yield n, ln, cells, None
 
     return header, rows()
+
+
+def _first(lines: Iterator[str]) -> Iterator[str]:
+    """The next line only (so a csv reader over chain(_first(it), it) starts where it is)."""
+    for line in lines:
+        yield line
+        return
 
 
 # --- one row ------------------------------------------------------------------------------------
@@ -426,51 +455,57 @@ class RowParser:
         else:
             self.get_find = lambda cells: ()
         self.find_cache: dict[str, Any] = {}
-        self.cell_cache: dict[str, dict[str, tuple]] = {"age_years": {}, "crs_grade": {},
-                                                         "product": {}}
+        self.cell_cache: dict[str, dict[str, tuple]] = {c: {} for c in CLINICAL_COLUMNS}
         self.grade_cache: dict[tuple, IcansResult] = {}
-        self.tail_cache: dict[tuple, list] = {}
+        self.tail_cache: dict[tuple, tuple[str, str, list]] = {}
         self.grade_ids: dict[tuple, int] = {}
+        self.fast_tail = self._make_fast_tail()
 
-    def fast_tail(self, cells: list[str]) -> list | None:
-        """The CSV result columns for an ordinary valid row, from caches; None when the row
-        needs the full path (anything unusual, or the first time a situation is seen).
-        Hot loop: kept flat on purpose."""
-        if len(cells) != self.n:
-            return None
-        hit = self.find_cache.get("\x1f".join(self.get_find(cells)))
-        if not hit:
-            return None
-        under12 = crs = False
-        high = False
-        if self.i_age is not None:
-            raw = cells[self.i_age]
-            if raw:
-                a = self.cell_cache["age_years"].get(raw)
+    def _make_fast_tail(self) -> Callable[[list[str]], tuple[str, str, list] | None]:
+        """Build fast_tail(cells) -> (status, the result columns as CSV text after a comma, the
+        same as a list) for an ordinary valid row, from the caches; None when the row needs the
+        full path (anything unusual, or the first time a situation is seen). It is the hot
+        loop, so everything it touches is bound once here."""
+        n, get_find, join = self.n, self.get_find, "\x1f".join
+        find_get, tail_get = self.find_cache.get, self.tail_cache.get
+        i_age, i_crs, i_product, i_pid, i_at = (self.i_age, self.i_crs, self.i_product,
+                                                self.i_pid, self.i_at)
+        age_get = self.cell_cache["age_years"].get
+        crs_get = self.cell_cache["crs_grade"].get
+        product_get = self.cell_cache["product"].get
+        high_products = HIGH_NEUROTOXICITY_PRODUCTS
+
+        def fast_tail(cells: list[str]) -> tuple[str, str, list] | None:
+            if len(cells) != n:
+                return None
+            hit = find_get(join(get_find(cells)))
+            if not hit:
+                return None
+            under12 = high = False
+            crs_key = -1
+            if i_age is not None and cells[i_age]:
+                a = age_get(cells[i_age])
                 if a is None or not a[1]:
                     return None
                 under12 = a[0] is not None and a[0] < 12
-        if self.i_crs is not None:
-            raw = cells[self.i_crs]
-            if raw:
-                c = self.cell_cache["crs_grade"].get(raw)
+            if i_crs is not None and cells[i_crs]:
+                c = crs_get(cells[i_crs])
                 if c is None or not c[1]:
                     return None
-                crs = c[0]
-        if self.i_product is not None:
-            raw = cells[self.i_product]
-            if raw:
-                p = self.cell_cache["product"].get(raw)
+                crs_key = 1 if c[0] >= 1 else 0
+            if i_product is not None and cells[i_product]:
+                p = product_get(cells[i_product])
                 if p is None or not p[1]:
                     return None
-                high = p[0] in HIGH_NEUROTOXICITY_PRODUCTS
-        pid = cells[self.i_pid]
-        if not (0 < len(pid) <= 64 and pid.isprintable() and not pid.isspace()):
-            return None
-        if self.i_at is not None and cells[self.i_at] and not valid_time(cells[self.i_at]):
-            return None
-        crs_key = -1 if crs is False or crs is None else (1 if crs >= 1 else 0)
-        return self.tail_cache.get((under12 or hit[1][0], hit[0], crs_key, high))
+                high = p[0] in high_products
+            pid = cells[i_pid]
+            if not (0 < len(pid) <= 64 and pid.isprintable() and not pid.isspace()):
+                return None
+            if i_at is not None and cells[i_at] and not valid_time(cells[i_at]):
+                return None
+            return tail_get((under12 or hit[1][0], hit[0], crs_key, high))
+
+        return fast_tail
 
     def remember_tail(self, out: RowOutcome, tail: list) -> None:
         """After the full path graded an ordinary row, cache its CSV result columns."""
@@ -480,8 +515,11 @@ class RowParser:
         if out.fast_norm is None:
             return
         under12 = age is not None and age < 12
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\r\n").writerow(["", *tail])
         self.tail_cache[(under12 or delay, out.fast_norm, _crs_key(out.crs_grade),
-                         out.product in HIGH_NEUROTOXICITY_PRODUCTS)] = tail
+                         out.product in HIGH_NEUROTOXICITY_PRODUCTS)] = (tail[4], buf.getvalue(),
+                                                                         tail)
 
     def slow(self, cells, row, line) -> RowOutcome:
         return parse_row(self.names, cells, row, line, self.header)
@@ -502,9 +540,7 @@ class RowParser:
         for col, cell in zip(self.find_cols, raw):
             if not cell:
                 continue
-            if len(cell) > MAX_CELL:
-                return False
-            value, ok = _parse_one(col, cell)
+            value, ok = self._cell(col, cell)
             if not ok:
                 return False
             if value is not None:

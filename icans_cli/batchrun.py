@@ -141,7 +141,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         n = 0
         parser = RowParser(header, names)
         fast_csv = fmt == "csv" and logger is None
-        for row, line, cells in rows:
+        write = out.fh.write
+        for row, line, cells, raw in rows:
             if isinstance(cells, str):
                 outcome = RowOutcome(row, line, {})
                 outcome.errors.append({"column": "(row)", "message": cells})
@@ -149,11 +150,14 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             else:
                 raw_cells = cells
                 if fast_csv:
-                    tail = parser.fast_tail(cells)
-                    if tail is not None:  # an ordinary row seen before: straight out
-                        counts[tail[4]] += 1
-                        writer.writerow([c if not c or c[0] not in _DANGER else safe_cell(c)  # type: ignore[union-attr]
-                                         for c in cells] + tail)
+                    hit = parser.fast_tail(cells)
+                    if hit is not None:  # an ordinary row seen before: straight out
+                        counts[hit[0]] += 1
+                        if raw is not None and not _dangerous(raw):
+                            write(raw + hit[1])  # the input line untouched, then the results
+                        else:
+                            writer.writerow([c if not c or c[0] not in _DANGER else  # type: ignore[union-attr]
+                                             safe_cell(c) for c in cells] + hit[2])
                         n += 1
                         if progress is not None and n % 2000 == 0:
                             progress.update(binary.tell() if binary.seekable() else 0)
@@ -224,6 +228,12 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
 
 
 _DANGER = frozenset("=+-@\t\r")
+
+
+def _dangerous(raw: str) -> bool:
+    """Whether any cell of a quote-free line starts like a spreadsheet formula (cheap)."""
+    return (raw[:1] in _DANGER or ",=" in raw or ",+" in raw or ",-" in raw or ",@" in raw
+            or ",\t" in raw)
 
 
 class _Logger:
