@@ -88,7 +88,11 @@ def text_input(binary: IO[bytes]) -> io.TextIOWrapper:
     """UTF-8 text (BOM dropped). Undecodable bytes become lone surrogates, never errors: a
     clinical cell holding one is reported invalid; a passed-through cell is written back as the
     same bytes."""
-    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    if not hasattr(binary, "peek"):
+        binary = io.BufferedReader(binary)  # type: ignore[arg-type]
+    if binary.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
+        binary.read(3)  # the BOM; plain "utf-8" then decodes in C ("utf-8-sig" does not)
+    return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str,
@@ -132,7 +136,7 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
             ln += 1
             raw = line.rstrip("\r\n") if line.endswith("\n") else line
             if '"' not in raw and "\r" not in raw and len(raw) <= limit:
-                if not raw.strip():
+                if not raw or raw.isspace():
                     continue  # a blank line is not a row
                 n += 1
                 yield n, ln, raw.split(","), raw

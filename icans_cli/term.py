@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich is imported only when something is rendered (startup time)
+    from rich.console import Console
 
 
 def _width() -> int | None:
@@ -16,12 +18,16 @@ def _width() -> int | None:
     return None
 
 
-def out() -> Console:
+def out() -> "Console":
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=False, width=_width() if not sys.stdout.isatty()
                    else None)
 
 
-def err() -> Console:
+def err() -> "Console":
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, width=_width() if not sys.stderr.isatty()
                    else None)
 
