@@ -384,7 +384,8 @@ def csv_tail(out: RowOutcome) -> list[object]:
 CLINICAL_COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("patient_id", "assessed_at"))
 # Bounded caches: memory must not grow with the file (peak RSS at 1M rows within 1.3x of 10k).
 _CACHE_MAX = 2048
-_FIND_CACHE_MAX = 8192  # its keys are single short strings
+_GRADE_CACHE_MAX = 512  # a graded result is the largest entry
+_FIND_CACHE_MAX = 8192  # a short string and (id, bool) an entry
 
 
 def parse_cell(col: str, raw: str, errors: list) -> Any:
@@ -507,7 +508,7 @@ class RowParser:
                 return None
             if i_at is not None and cells[i_at] and not valid_time(cells[i_at]):
                 return None
-            return tail_get((under12 or hit[1][0], hit[0], crs_key, high))
+            return tail_get((under12 or hit[1], hit[0], crs_key, high))
 
         return fast_tail
 
@@ -571,19 +572,17 @@ class RowParser:
             return self.slow(cells, row, line)
         raw = self.get_find(cells)
         joined = "\x1f".join(raw)  # one small string per cache entry keeps memory flat
-        hit = self.find_cache.get(joined)
-        if hit is None:
-            norm = self._findings(raw)
-            if norm is False:
-                hit = False
-            else:  # findings that differ only in ICE items share a grade: one id for them
-                no_items = norm[:1] + norm[2:]
-                hit = (self.grade_ids.setdefault(no_items, len(self.grade_ids)), norm)
+        norm = self._findings(raw)  # cheap: every cell's parse is cached
+        if norm is False:
             if len(self.find_cache) < _FIND_CACHE_MAX:
-                self.find_cache[joined] = hit
-        if hit is False:
+                self.find_cache[joined] = False
             return self.slow(cells, row, line)
-        norm_id, norm = hit
+        # Findings that differ only in the ICE items share a grade: one id for them. The fast
+        # path's cache keeps just (id, developmental delay), a few bytes an entry.
+        no_items = norm[:1] + norm[2:]
+        norm_id = self.grade_ids.setdefault(no_items, len(self.grade_ids))
+        if len(self.find_cache) < _FIND_CACHE_MAX:
+            self.find_cache[joined] = (norm_id, norm[0])
         age = crs = product = None
         if self.i_age is not None and cells[self.i_age]:
             age, ok = self._cell("age_years", cells[self.i_age])
@@ -615,7 +614,7 @@ class RowParser:
                                               motor, icp, excl, sedated))
             except InvalidFinding:
                 return self.slow(cells, row, line)
-            if len(self.grade_cache) < _CACHE_MAX:
+            if len(self.grade_cache) < _GRADE_CACHE_MAX:
                 self.grade_cache[key] = result
         out = RowOutcome(row, line, {}, pid, assessed, None, result, None, crs, product, [],
                          (age, delay, items, None if items else ice, None, capd, cons, seiz,
