@@ -239,20 +239,14 @@ def _describe_record(rec: dict[str, Any]) -> str:
 def _change_line(previous: dict[str, Any], result) -> Any:
     from rich.text import Text
 
-    from icans_cli.history import entry_from
+    from icans_cli.history import entry_from, worsening
 
     e = entry_from(0, previous)
     now_score = result.ice_score if result.score_path == "ice" else result.capd_score
-    flags = []
-    if e.score is not None and now_score is not None and e.score_path == result.score_path:
-        if result.score_path == "ice" and now_score < e.score:
-            flags.append(f"ICE FELL {e.score} -> {now_score}")
-        if result.score_path == "capd" and now_score > e.score:
-            flags.append(f"CAPD ROSE {e.score} -> {now_score} (worse)")
     g = result.effective_grade
-    if e.grade is not None and g > e.grade:
-        flags.append(f"GRADE ROSE {e.grade} -> {g}")
+    flags = worsening(e, result.score_path, now_score, g)
     if flags:
-        return Text("CHANGE SINCE LAST ASSESSMENT: " + "; ".join(flags), style="bold white on red")
+        return Text("CHANGE SINCE LAST ASSESSMENT: " + "; ".join(f.upper() for f in flags),
+                    style="bold white on red")
     return Text(f"Since the last assessment: score {e.score} -> {now_score}, grade {e.grade} "
                 f"-> {g}; no fall or rise.", style="bold")

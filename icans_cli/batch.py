@@ -19,7 +19,7 @@ from typing import IO, Any, Callable, Iterator
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, IcansResult, grade_icans,
-    score_path,
+    ICE_AGE_MIN, score_path,
 )
 from icans_cli.core.identifiers import parse_time, validate_patient_id
 from icans_cli.core.protocol import (
@@ -492,7 +492,7 @@ class RowParser:
                 a = age_get(cells[i_age])
                 if a is None or not a[1]:
                     return None
-                under12 = a[0] is not None and a[0] < 12
+                under12 = a[0] is not None and a[0] < ICE_AGE_MIN
             if i_crs is not None and cells[i_crs]:
                 c = crs_get(cells[i_crs])
                 if c is None or not c[1]:
@@ -519,7 +519,7 @@ class RowParser:
         age, delay = out.fast[0], out.fast[1]
         if out.fast_norm is None:
             return
-        under12 = age is not None and age < 12
+        under12 = age is not None and age < ICE_AGE_MIN
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\r\n").writerow(["", *tail])
         self.tail_cache[(under12 or delay, out.fast_norm, _crs_key(out.crs_grade),

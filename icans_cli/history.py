@@ -59,21 +59,26 @@ def _hours(a: datetime, b: datetime) -> float:
     return (b - a).total_seconds() / 3600
 
 
+def worsening(prev: Entry, path: str | None, score: int | None, grade: int | None) -> list[str]:
+    """What got worse since `prev`: the ICE fell, the CAPD rose, the grade (or floor) rose."""
+    flags = []
+    if prev.score is not None and score is not None and prev.score_path == path:
+        if path == "ice" and score < prev.score:
+            flags.append(f"ICE fell {prev.score} -> {score} (-{prev.score - score})")
+        if path == "capd" and score > prev.score:
+            flags.append(f"CAPD rose {prev.score} -> {score} (+{score - prev.score}, worse)")
+    if prev.grade is not None and grade is not None and grade > prev.grade:
+        flags.append(f"grade rose {prev.grade} -> {grade}")
+    return flags
+
+
 def annotate(entries: list[Entry], now: datetime) -> list[str]:
     """Mark each current entry with its change flags; return patient-level flags (overdue)."""
     current = [e for e in entries if not e.superseded_by]
     for prev, cur in zip(current, current[1:]):
         h = _hours(prev.assessed_at, cur.assessed_at)
-        if prev.score is not None and cur.score is not None and prev.score_path == \
-                cur.score_path:
-            if cur.score_path == "ice" and cur.score < prev.score:
-                cur.flags.append(f"ICE fell {prev.score} -> {cur.score} "
-                                 f"(-{prev.score - cur.score}) over {h:.1f} h")
-            if cur.score_path == "capd" and cur.score > prev.score:
-                cur.flags.append(f"CAPD rose {prev.score} -> {cur.score} "
-                                 f"(+{cur.score - prev.score}, worse) over {h:.1f} h")
-        if prev.grade is not None and cur.grade is not None and cur.grade > prev.grade:
-            cur.flags.append(f"grade rose {prev.grade} -> {cur.grade} over {h:.1f} h")
+        cur.flags.extend(f"{flag} over {h:.1f} h"
+                         for flag in worsening(prev, cur.score_path, cur.score, cur.grade))
     patient_flags = []
     if current:
         last = current[-1]

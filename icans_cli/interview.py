@@ -17,7 +17,7 @@ from questionary import Choice
 from icans_cli.core.crs import CrsFindings
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
-    CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, score_path,
+    CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, score_expected, score_path,
 )
 from icans_cli.core.identifiers import validate_patient_id
 from icans_cli.core.protocol import PRODUCTS
@@ -142,7 +142,7 @@ class Answers:
     @property
     def scored(self) -> bool:
         """Whether an ICE/CAPD score is part of these answers."""
-        return not self.sedated and self.consciousness != "unarousable"
+        return score_expected(self.consciousness, self.sedated)
 
     def ice_items(self) -> IceItems:
         return IceItems(len(self.orientation), len(self.naming), int(self.commands),

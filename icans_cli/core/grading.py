@@ -74,6 +74,12 @@ EXCLUDED: dict[str, str] = {
 }
 
 
+def score_expected(consciousness: str, sedated: bool) -> bool:
+    """Whether an ICE/CAPD score can and should be taken: not from an unarousable patient (who
+    cannot perform it) and not when another cause (sedation) makes it ungradable."""
+    return consciousness != "unarousable" and not sedated
+
+
 def ice_domain_grade(score: int) -> int:
     """ICE band: 10 -> 0, 7-9 -> 1, 3-6 -> 2, 0-2 -> 3 (grade 4 only via unarousable)."""
     if score == 10:
@@ -157,7 +163,7 @@ class Findings:
                 f"cannot perform {path.upper()}",
                 "blank or 0 when unarousable",
             )
-        if score is None and self.consciousness != "unarousable" and not self.sedated:
+        if score is None and score_expected(self.consciousness, self.sedated):
             raise InvalidFinding(
                 f"{path}_score",
                 f"no {path.upper()} score: one is needed unless the patient is unarousable or "

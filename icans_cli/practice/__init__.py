@@ -9,7 +9,7 @@ from importlib import resources
 from typing import Any
 
 from icans_cli.core.crs import CrsFindings, grade_crs
-from icans_cli.core.grading import Findings, IcansResult, grade_icans
+from icans_cli.core.grading import Findings, IcansResult, grade_icans, score_expected
 from icans_cli.core.protocol import Recommendation, recommend
 from icans_cli.core.scores import IceItems
 
@@ -57,7 +57,7 @@ class Case:
         rec = recommend(protocol, r, self.crs_grade, self.product, self.age)
         (branch,) = rec.branches
         score = r.ice_score if r.score_path == "ice" else r.capd_score
-        if self.findings.sedated or self.findings.consciousness == "unarousable":
+        if not score_expected(self.findings.consciousness, self.findings.sedated):
             score = None
         return Key(r.score_path, score, r.grade, r.grade_at_least, r.drivers, self.crs_grade,
                    branch.first_line_steroid, branch.tocilizumab_advised, r, rec)
