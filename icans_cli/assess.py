@@ -144,7 +144,7 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
         else:
             _say("No earlier assessment of this patient in the log.", "dim")
         if age is not None:
-            a.age, a.age_asked = age, True
+            a.age = age
         iv.interview(a, ask_age_q=age is None)
 
     def preview(ans: iv.Answers) -> str:

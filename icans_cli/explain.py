@@ -170,7 +170,6 @@ TOPICS: tuple[Topic, ...] = (
         ("Lee 2019 via MDedge summary", V2), ("ASCO 2021 (CAPD >= 9, age > 12 with delay)", V),
         ("NCI Thesaurus C188936", V))),
 )
-TOPIC_KEYS = tuple(t.key for t in TOPICS)
 
 
 def topic(key: str) -> Topic:

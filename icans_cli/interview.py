@@ -116,7 +116,6 @@ class CrsAnswers:
 class Answers:
     patient_id: str | None = None
     age: float | None = None
-    age_asked: bool = False
     developmental_delay: bool = False
     sedated: bool = False
     consciousness: str = "alert"
@@ -164,7 +163,7 @@ class Answers:
     def from_record(cls, rec: dict[str, Any]) -> "Answers":
         """Start from a logged record (for --amends)."""
         f = rec.get("findings") or {}
-        a = cls(patient_id=rec.get("patient_id"), age=f.get("age_years"), age_asked=True,
+        a = cls(patient_id=rec.get("patient_id"), age=f.get("age_years"),
                 developmental_delay=bool(f.get("developmental_delay")),
                 sedated=bool(f.get("sedated")), consciousness=f.get("consciousness", "alert"),
                 seizure=f.get("seizure", "none"), motor=f.get("motor", "none"),
@@ -279,7 +278,6 @@ def ask_age(a: Answers) -> None:
     t = _text("Age in years", default=shown, validate=_validate_age,
               instruction="(blank if 12 or over; under 12 is scored with CAPD)").strip()
     a.age = None if not t else (int(float(t)) if float(t).is_integer() else float(t))
-    a.age_asked = True
 
 
 def ask_delay(a: Answers) -> None:

@@ -67,7 +67,6 @@ def assessment_record(
 ) -> dict[str, Any]:
     """The body of a log record (``log.append`` adds id, seq, times and hashes)."""
     body: dict[str, Any] = {
-        "schema": 1,
         "assessed_at": assessed_at.isoformat(timespec="seconds"),
         "patient_id": patient_id,
         "assessor": assessor,

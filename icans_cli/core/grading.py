@@ -35,7 +35,6 @@ RULES_SOURCE = "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplan
 ICE_AGE_MIN = 12  # Lee 2019: "<12" uses CAPD, ">=12" uses ICE
 CAPD_VALIDATED_TO_AGE = 21
 
-DOMAINS = ("ice", "capd", "consciousness", "seizure", "motor", "icp_edema")
 
 # value -> (grade, plain description)
 CONSCIOUSNESS: dict[str, tuple[int, str]] = {

@@ -37,7 +37,3 @@ def parse_time(value: str, field: str = "assessed_at") -> datetime:
     if t.tzinfo is None:
         t = t.astimezone()  # local time
     return t
-
-
-def iso(t: datetime) -> str:
-    return t.isoformat(timespec="seconds")

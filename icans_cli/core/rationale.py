@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icans_cli.core.grading import EXCLUDED, IcansResult
+from icans_cli.core.grading import EXCLUDED, RULES_SOURCE, IcansResult
 from icans_cli.core.protocol import Recommendation
 
 DOMAIN_LABELS = {
@@ -138,8 +138,7 @@ CRS_PRESENT = RationaleItem(
 
 
 def rationale(result: IcansResult, recommendation: Recommendation) -> tuple[RationaleItem, ...]:
-    items = [RationaleItem("grade", "Why this grade", why_grade(result),
-                           ("ASTCT consensus grading (Lee 2019)",), "V")]
+    items = [RationaleItem("grade", "Why this grade", why_grade(result), (RULES_SOURCE,), "V")]
     steroids = any(b.corticosteroid_dose_advised or any(
         line.section == "corticosteroids" and "corticosteroids may" in line.text
         for line in b.lines) for b in recommendation.branches)

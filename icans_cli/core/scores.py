@@ -55,7 +55,6 @@ ICE_ITEMS: tuple[IceItemSpec, ...] = (
     IceItemSpec("attention", "Attention", "Counts backwards from 100 by 10.", 1),
 )
 ICE_ITEM_KEYS = tuple(i.key for i in ICE_ITEMS)
-ICE_SOURCE = "ASTCT consensus (Lee et al., Biol Blood Marrow Transplant 2019;25:625), ICE table"
 
 
 @dataclass(frozen=True)
@@ -100,10 +99,6 @@ def ice_total(items: IceItems | None = None, score: int | None = None) -> int:
 # --- CAPD -------------------------------------------------------------------------------------
 
 CAPD_ANSWERS: tuple[str, ...] = ("never", "rarely", "sometimes", "often", "always")
-CAPD_SOURCE = (
-    "Cornell Assessment of Pediatric Delirium (Traube et al., Crit Care Med 2014;42:656), "
-    "as used in the ASTCT consensus (Lee 2019)"
-)
 ANCHORS_SOURCE = (
     "CAPD developmental anchor points (Silver et al., Palliat Support Care 2015; CHOP delirium "
     "pathway), paraphrased"
@@ -170,7 +165,6 @@ CAPD_ITEMS: tuple[CapdItemSpec, ...] = (
                  "Does it take the child a long time to respond to interactions?", False,
                  _LATER_ITEMS_ANCHOR),
 )
-CAPD_ITEM_KEYS = tuple(i.key for i in CAPD_ITEMS)
 CAPD_ANCHOR_MAX_AGE = 2  # show developmental anchors for children aged 2 and under
 
 

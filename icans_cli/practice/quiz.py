@@ -62,9 +62,10 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
                             subtitle=f"age {case.age:g} · product {case.product or '-'}"
                             if case.age is not None else None, expand=True))
         if case.age is not None and case.age <= 2:
-            from icans_cli.core.scores import CAPD_ITEMS
+            from icans_cli.core.scores import ANCHORS_SOURCE, CAPD_ITEMS
 
-            console.print(Text("Developmental anchors (usual at this age):", style="bold"))
+            console.print(Text(f"Developmental anchors (usual at this age; {ANCHORS_SOURCE}):",
+                               style="bold"))
             for spec in CAPD_ITEMS[:3]:
                 console.print(Text(f"  {spec.number}. {spec.question} " + " | ".join(
                     f"{band}: {text}" for band, text in spec.anchors), style="dim"))
