@@ -63,6 +63,28 @@ def last_assessment(path: Path, patient_id: str) -> Optional[dict[str, Any]]:
     return current[-1].record if current else None
 
 
+def last_assessable(path: Path, patient_id: str):
+    """The patient's last graded (assessable) record, for a not-assessable result."""
+    import json
+
+    from icans_cli import log
+    from icans_cli.core.protocol import LastAssessable
+    from icans_cli.history import patient_entries
+
+    try:
+        entries = patient_entries(log.iter_records(path, None,
+                                                   json.dumps(patient_id, ensure_ascii=False)),
+                                  patient_id)
+    except log.LogError:
+        return None
+    graded = [e for e in entries if not e.superseded_by and e.status == "graded"]
+    if not graded:
+        return None
+    e = graded[-1]
+    return LastAssessable(int(e.grade or 0),
+                          e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"))
+
+
 def find_record(path: Path, record_id: str) -> dict[str, Any]:
     from icans_cli import log
 
@@ -77,7 +99,8 @@ def find_record(path: Path, record_id: str) -> dict[str, Any]:
 
 def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
                protocol_name: str, log_path: Path, save: bool, as_json: bool,
-               amends: Optional[str]) -> None:
+               amends: Optional[str], weight: Optional[float] = None,
+               capd_baseline: Optional[int] = None) -> None:
     if not interactive_input_available():
         _fail("icans assess is an interactive interview and needs a terminal. For scripts, "
               "grade a CSV export instead: icans grade FILE.csv (see icans grade --help).")
@@ -90,7 +113,8 @@ def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
     try:
         with prompt_session():
             _run(patient=patient, assessor=assessor, age=age, protocol=protocol,
-                 log_path=log_path, save=save, as_json=as_json, amends=amends)
+                 log_path=log_path, save=save, as_json=as_json, amends=amends, weight=weight,
+                 capd_baseline=capd_baseline)
     except (KeyboardInterrupt, EOFError):
         typer.echo(f"\n{CANCELLED}", err=True)
         raise typer.Exit(ExitStatus.INTERRUPTED)
@@ -106,7 +130,8 @@ def _say(text: str, style: str = "") -> None:
     sys.stderr.flush()
 
 
-def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -> None:
+def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends, weight=None,
+         capd_baseline=None) -> None:
     from icans_cli import interview as iv
     from icans_cli import log
     from icans_cli.core import grade_icans, rationale, recommend
@@ -145,7 +170,12 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
             _say("No earlier assessment of this patient in the log.", "dim")
         if age is not None:
             a.age = age
-        iv.interview(a, ask_age_q=age is None)
+        if weight is not None:
+            a.weight = weight
+        if capd_baseline is not None:
+            a.capd_baseline = capd_baseline
+        iv.interview(a, skip={k for k, v in (("age", age), ("weight", weight),
+                                             ("baseline", capd_baseline)) if v is not None})
 
     def preview(ans: iv.Answers) -> str:
         try:
@@ -177,14 +207,20 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
     con_err = err()
     result = grade_icans(findings)
     crs_grade = a.crs.grade if a.crs.mode != "unknown" else None
-    rec = recommend(protocol, result, crs_grade, a.product, a.age)
+    last = None
+    if result.status == "not_assessable":
+        last = last_assessable(log_path, a.patient_id or "")
+    rec = recommend(protocol, result, crs_grade, a.product, a.age, weight_kg=a.weight,
+                    crs_controlled=a.crs.controlled, last_assessable=last,
+                    log_checked=True)
     items = rationale(result, rec)
     when = log.utc_now()
     crs_text = None
-    if a.crs.mode == "questions":
-        from icans_cli.core.crs import grade_crs
-
-        crs_text = f"grade {crs_grade}: " + grade_crs(a.crs.findings()).explanation
+    crs_result = a.crs.result()
+    if crs_result is not None:
+        crs_text = f"{crs_result.label}: {crs_result.explanation}"
+        if crs_result.disagreement:
+            crs_text += ". " + crs_result.disagreement
     elif a.crs.mode == "grade":
         crs_text = f"grade {crs_grade} (as given)"
     else:
@@ -207,7 +243,7 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends) -
                              source="amendment" if amends else "interactive", assessed_at=when,
                              findings=findings, result=result, recommendation=rec,
                              crs_grade=crs_grade, product=a.product,
-                             crs_detail=a.crs.detail(),
+                             crs_detail=a.crs.detail(), weight_kg=a.weight,
                              amends=str(previous.get("id")) if amends and previous else None)
     try:
         saved = log.append(log_path, body)

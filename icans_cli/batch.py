@@ -21,21 +21,27 @@ from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, IcansResult, grade_icans,
     ICE_AGE_MIN, score_path,
 )
+from icans_cli.core.crs import OXYGEN_DEVICES, TREATMENTS, CrsFindings, CrsResult, grade_crs
 from icans_cli.core.identifiers import parse_time, validate_patient_id
 from icans_cli.core.protocol import (
-    HIGH_NEUROTOXICITY_PRODUCTS, PRODUCTS, Protocol, Recommendation, recommend,
+    ADULT_AGE, HIGH_NEUROTOXICITY_PRODUCTS, PRODUCTS, RAISED_ICP, Protocol, Recommendation,
+    recommend,
 )
 from icans_cli.core.scores import ICE_ITEMS, IceItems
 
 ICE_ITEM_COLUMNS = tuple(f"ice_{i.key}" for i in ICE_ITEMS)
+CRS_FINDING_COLUMNS = ("temperature_c", "hypotension", "vasopressors", "vasopressin", "oxygen",
+                       "oxygen_flow_l_min", "crs_treated")
 KNOWN_COLUMNS = ("patient_id", "assessed_at", "age_years", "developmental_delay",
                  *ICE_ITEM_COLUMNS, "ice_score", "capd_score", "consciousness", "seizure",
-                 "motor", "icp_edema", "excluded", "sedated", "crs_grade", "product")
+                 "motor", "icp_edema", "excluded", "sedated", "crs_grade", "product",
+                 "weight_kg", "capd_baseline", *CRS_FINDING_COLUMNS)
 OUTPUT_COLUMNS = ("ice_score", "capd_score", "icans_grade", "grade_at_least", "status",
                   "drivers", "recommendation", "errors")
 JSONL_KEYS = ("row", "patient_id", "assessed_at", "status", "score_path", "ice_score",
-              "capd_score", "icans_grade", "grade_at_least", "drivers", "domains", "excluded",
-              "not_assessable", "crs_grade", "product", "recommendation", "errors")
+              "capd_score", "capd_baseline", "icans_grade", "grade_at_least", "drivers",
+              "domains", "excluded", "not_assessable", "crs_grade", "crs", "product",
+              "weight_kg", "recommendation", "errors")
 YES = {"yes", "y", "true", "1"}
 NO = {"no", "n", "false", "0"}
 YES_NO = "yes/no, y/n, true/false, 1/0"
@@ -62,6 +68,8 @@ class RowOutcome:
     crs_grade: int | None = None
     product: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
+    weight_kg: float | None = None
+    crs: CrsResult | None = None  # the CRS graded from its findings, when they were given
     fast: tuple | None = None  # fast path: the normalised findings, to build Findings lazily
     fast_norm: int | None = None  # fast path: the cache id of the findings cells
 
@@ -280,20 +288,55 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
     sedated = bool(parsed.get("sedated"))
     crs, product = parsed.get("crs_grade"), parsed.get("product")
     out.crs_grade, out.product = crs, product
+    out.weight_kg = parsed.get("weight_kg")
+    if any(c in parsed for c in CRS_FINDING_COLUMNS) and not errors:
+        out.crs = crs_from_cells(parsed, crs, errors)
+        if out.crs is not None:
+            out.crs_grade = out.crs.grade
     if errors:
         return out
     try:
         out.findings = _findings(age, delay, items, ice, capd, cons, seiz, motor, icp, excl,
-                                 sedated)
+                                 sedated, parsed.get("capd_baseline"))
     except InvalidFinding as exc:
         _err(errors, exc.field, exc.detail)
     return out
 
 
-def _findings(age, delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated) -> Findings:
+def crs_from_cells(parsed: dict[str, Any], crs_grade: int | None,
+                   errors: list) -> CrsResult | None:
+    """The ASTCT CRS grade from the CRS finding columns; a crs_grade that disagrees is an
+    error. Temperature is needed unless treatment for CRS already waives the fever."""
+    treatments = parsed.get("crs_treated") or frozenset()
+    temp = parsed.get("temperature_c")
+    if temp is None and not treatments:
+        _err(errors, "temperature_c", "needed to grade CRS from its findings (fever is 38.0 C "
+             "or more); allowed: 25.0-45.0")
+        return None
+    try:
+        result = grade_crs(CrsFindings(
+            fever=False if temp is None else None, temperature_c=temp,
+            hypotension=bool(parsed.get("hypotension")),
+            vasopressors=parsed.get("vasopressors") or 0,
+            vasopressin=bool(parsed.get("vasopressin")),
+            oxygen=parsed.get("oxygen") or "none",
+            oxygen_flow_l_min=parsed.get("oxygen_flow_l_min"),
+            treatments=treatments))
+    except InvalidFinding as exc:
+        _err(errors, exc.field, exc.detail)
+        return None
+    if crs_grade is not None and crs_grade != result.grade:
+        _err(errors, "crs_grade", f"{crs_grade} disagrees with the CRS findings, which give "
+             f"{result.label} ({result.explanation}); allowed: blank, or {result.grade}")
+        return None
+    return result
+
+
+def _findings(age, delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated,
+              baseline=None) -> Findings:
     return Findings(age_years=age, developmental_delay=delay, ice_items=items, ice_score=ice,
                     capd_score=capd, consciousness=cons, seizure=seiz, motor=motor,
-                    icp_edema=icp, excluded=excl, sedated=sedated)
+                    icp_edema=icp, excluded=excl, sedated=sedated, capd_baseline=baseline)
 
 
 # --- grading with a bounded cache ---------------------------------------------------------------
@@ -310,12 +353,18 @@ class Grader:
         r = out.result
         assert r is not None
         age = out.fast[0] if out.fast is not None else out.findings.age_years  # type: ignore
-        child = age is not None and age < 18
-        key = (r.effective_grade, r.status, out.crs_grade, out.product, child,
-               r.domain("seizure").value != "none")
+        controlled = out.crs is not None and out.crs.controlled
+        # Everything the advice depends on. The weight changes only the computed amounts in
+        # the JSON lines; CSV output shows the recommendation id, which does not hold it.
+        weight = out.weight_kg if self.want_json else None
+        icp = r.domain("icp_edema").value
+        key = (r.effective_grade, r.status, out.crs_grade, controlled, out.product,
+               None if age is None else age < ADULT_AGE, weight, r.domain("seizure").value,
+               bool(RAISED_ICP & set(icp.split(";"))))
         hit = self._recs.get(key)
         if hit is None:
-            rec = recommend(self.protocol, r, out.crs_grade, out.product, age)
+            rec = recommend(self.protocol, r, out.crs_grade, out.product, age, weight_kg=weight,
+                            crs_controlled=controlled)
             hit = (rec, None)
             if len(self._recs) < 512:
                 self._recs[key] = hit
@@ -349,6 +398,7 @@ def jsonl_line(out: RowOutcome, rec_json: str | None, passthrough: dict[str, str
         "score_path": r.score_path if r else None,
         "ice_score": r.ice_score if r else None,
         "capd_score": r.capd_score if r else None,
+        "capd_baseline": r.capd_baseline if r else None,
         "icans_grade": r.grade if r else None,
         "grade_at_least": r.grade_at_least if r else None,
         "drivers": list(r.drivers) if r else [],
@@ -356,13 +406,24 @@ def jsonl_line(out: RowOutcome, rec_json: str | None, passthrough: dict[str, str
         "excluded": list(r.excluded) if r else [],
         "not_assessable": list(r.not_assessable) if r else [],
         "crs_grade": out.crs_grade,
+        "crs": crs_dict(out.crs),
         "product": out.product,
+        "weight_kg": out.weight_kg,
         "errors": out.errors,
     }
     if passthrough:
         head["passthrough"] = {k: _clean(v) for k, v in passthrough.items()}
     text = json.dumps(head, ensure_ascii=False)
     return text[:-1] + ', "recommendation": ' + (rec_json or "null") + "}\n"
+
+
+def crs_dict(crs: CrsResult | None) -> dict[str, Any] | None:
+    """The CRS graded from its findings (None when only a grade, or nothing, was given)."""
+    if crs is None:
+        return None
+    return {"grade": crs.grade, "label": crs.label, "controlled": crs.controlled,
+            "fever_waived": crs.fever_waived, "explanation": crs.explanation,
+            "disagreement": crs.disagreement}
 
 
 def csv_tail(out: RowOutcome) -> list[object]:
@@ -403,8 +464,22 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
             _err(errors, col, f"{v} is out of range; allowed: 0-130")
             return None
         return int(a) if a.is_integer() else a
-    if col in ("developmental_delay", "sedated"):
+    if col in ("developmental_delay", "sedated", "hypotension", "vasopressin"):
         return _yes_no(errors, col, v)
+    if col in _NUM_RANGES:
+        low, high, allowed = _NUM_RANGES[col]
+        if not _NUM.match(v):
+            _err(errors, col, f"{_shown(v)} is not a number; allowed: {allowed}")
+            return None
+        x = float(v)
+        if not (low < x <= high if col != "temperature_c" else low <= x <= high):
+            _err(errors, col, f"{v} is out of range; allowed: {allowed}")
+            return None
+        return int(x) if x.is_integer() else x
+    if col == "crs_treated":
+        if v.lower() in ("none", "no"):
+            return frozenset()
+        return _multi(errors, col, v, TREATMENTS, False)
     if col in ICE_ITEM_COLUMNS:
         return _int(errors, col, v, 0, ICE_ITEMS[ICE_ITEM_COLUMNS.index(col)].max_points)
     if col in _INT_RANGES:
@@ -418,9 +493,13 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
     raise KeyError(col)
 
 
-_INT_RANGES = {"ice_score": 10, "capd_score": 32, "crs_grade": 4}
+_INT_RANGES = {"ice_score": 10, "capd_score": 32, "crs_grade": 4, "capd_baseline": 32,
+               "vasopressors": 10}
+_NUM_RANGES = {"weight_kg": (0.0, 350.0, "a number > 0 and <= 350 (kg)"),
+               "temperature_c": (25.0, 45.0, "25.0-45.0 (degrees C)"),
+               "oxygen_flow_l_min": (0.0, 80.0, "a number > 0 and <= 80 (L/min)")}
 _CHOICES = {"consciousness": tuple(CONSCIOUSNESS), "seizure": tuple(SEIZURE),
-            "motor": tuple(MOTOR), "product": PRODUCTS}
+            "motor": tuple(MOTOR), "product": PRODUCTS, "oxygen": tuple(OXYGEN_DEVICES)}
 
 
 def _parse_one(col: str, raw: str) -> tuple[Any, bool]:
@@ -431,7 +510,8 @@ def _parse_one(col: str, raw: str) -> tuple[Any, bool]:
 
 
 _FINDING_COLUMNS = tuple(c for c in CLINICAL_COLUMNS
-                         if c not in ("age_years", "crs_grade", "product"))
+                         if c not in ("age_years", "crs_grade", "product", "weight_kg",
+                                      *CRS_FINDING_COLUMNS))
 
 
 class RowParser:
@@ -450,6 +530,9 @@ class RowParser:
         self.i_age = idx.get("age_years")
         self.i_crs = idx.get("crs_grade")
         self.i_product = idx.get("product")
+        self.i_weight = idx.get("weight_kg")
+        # CRS findings (vitals) take the full path: they grade the CRS, and may contradict it.
+        self.i_crs_findings = tuple(idx[c] for c in CRS_FINDING_COLUMNS if c in idx)
         self.find_cols = tuple(c for c in _FINDING_COLUMNS if c in idx)
         positions = [idx[c] for c in self.find_cols]
         if len(positions) >= 2:
@@ -475,9 +558,11 @@ class RowParser:
         find_get, tail_get = self.find_cache.get, self.tail_cache.get
         i_age, i_crs, i_product, i_pid, i_at = (self.i_age, self.i_crs, self.i_product,
                                                 self.i_pid, self.i_at)
+        i_weight, i_crs_findings = self.i_weight, self.i_crs_findings
         age_get = self.cell_cache["age_years"].get
         crs_get = self.cell_cache["crs_grade"].get
         product_get = self.cell_cache["product"].get
+        weight_get = self.cell_cache["weight_kg"].get
         high_products = HIGH_NEUROTOXICITY_PRODUCTS
 
         def fast_tail(cells: list[str]) -> tuple[str, str, list] | None:
@@ -486,18 +571,26 @@ class RowParser:
             hit = find_get(join(get_find(cells)))
             if not hit:
                 return None
-            under12 = high = False
+            under12 = high = child = False
             crs_key = -1
             if i_age is not None and cells[i_age]:
                 a = age_get(cells[i_age])
                 if a is None or not a[1]:
                     return None
                 under12 = a[0] is not None and a[0] < ICE_AGE_MIN
+                child = a[0] is not None and a[0] < ADULT_AGE
             if i_crs is not None and cells[i_crs]:
                 c = crs_get(cells[i_crs])
                 if c is None or not c[1]:
                     return None
-                crs_key = 1 if c[0] >= 1 else 0
+                crs_key = c[0]
+            for i in i_crs_findings:
+                if cells[i]:
+                    return None
+            if i_weight is not None and cells[i_weight]:
+                w = weight_get(cells[i_weight])
+                if w is None or not w[1]:
+                    return None
             if i_product is not None and cells[i_product]:
                 p = product_get(cells[i_product])
                 if p is None or not p[1]:
@@ -508,7 +601,7 @@ class RowParser:
                 return None
             if i_at is not None and cells[i_at] and not valid_time(cells[i_at]):
                 return None
-            return tail_get((under12 or hit[1], hit[0], crs_key, high))
+            return tail_get((under12 or hit[1], hit[0], crs_key, high, child))
 
         return fast_tail
 
@@ -520,11 +613,12 @@ class RowParser:
         if out.fast_norm is None:
             return
         under12 = age is not None and age < ICE_AGE_MIN
+        child = age is not None and age < ADULT_AGE
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\r\n").writerow(["", *tail])
-        self.tail_cache[(under12 or delay, out.fast_norm, _crs_key(out.crs_grade),
-                         out.product in HIGH_NEUROTOXICITY_PRODUCTS)] = (tail[4], buf.getvalue(),
-                                                                         tail)
+        key = (under12 or delay, out.fast_norm, -1 if out.crs_grade is None else out.crs_grade,
+               out.product in HIGH_NEUROTOXICITY_PRODUCTS, child)
+        self.tail_cache[key] = (tail[4], buf.getvalue(), tail)
 
     def slow(self, cells, row, line) -> RowOutcome:
         return parse_row(self.names, cells, row, line, self.header)
@@ -539,8 +633,8 @@ class RowParser:
         return hit
 
     def _findings(self, raw: tuple) -> Any:
-        """Normalised (delay, items, ice, capd, cons, seizure, motor, icp, excluded, sedated),
-        or False when a cell is bad (the slow path then reports it)."""
+        """Normalised (delay, items, ice, capd, cons, seizure, motor, icp, excluded, sedated,
+        capd baseline), or False when a cell is bad (the slow path then reports it)."""
         v: dict[str, Any] = {}
         for col, cell in zip(self.find_cols, raw):
             if not cell:
@@ -563,7 +657,8 @@ class RowParser:
         return (bool(v.get("developmental_delay", False)), items, ice, v.get("capd_score"),
                 v.get("consciousness", "alert"), v.get("seizure", "none"),
                 v.get("motor", "none"), v.get("icp_edema", frozenset()),
-                v.get("excluded", frozenset()), bool(v.get("sedated", False)))
+                v.get("excluded", frozenset()), bool(v.get("sedated", False)),
+                v.get("capd_baseline"))
 
     def parse(self, cells: list[str], row: int, line: int) -> RowOutcome:
         """Every clinical column rejects anything outside its grammar (and so any NUL or
@@ -596,6 +691,13 @@ class RowParser:
             product, ok = self._cell("product", cells[self.i_product])
             if not ok:
                 return self.slow(cells, row, line)
+        if any(cells[i] for i in self.i_crs_findings):
+            return self.slow(cells, row, line)
+        weight = None
+        if self.i_weight is not None and cells[self.i_weight]:
+            weight, ok = self._cell("weight_kg", cells[self.i_weight])
+            if not ok:
+                return self.slow(cells, row, line)
         pid = cells[self.i_pid].strip()
         if not (0 < len(pid) <= 64 and pid.isprintable()):
             return self.slow(cells, row, line)
@@ -605,25 +707,23 @@ class RowParser:
                 assessed = parse_time(cells[self.i_at]).isoformat(timespec="seconds")
             except InvalidFinding:
                 return self.slow(cells, row, line)
-        delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated = norm
+        delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated, baseline = norm
         key = (score_path(age, delay), norm_id)
         result = self.grade_cache.get(key)
         if result is None:
             try:
                 result = grade_icans(Findings(age, delay, None, ice, None, capd, cons, seiz,
-                                              motor, icp, excl, sedated))
+                                              motor, icp, excl, sedated, baseline))
             except InvalidFinding:
                 return self.slow(cells, row, line)
             if len(self.grade_cache) < _GRADE_CACHE_MAX:
                 self.grade_cache[key] = result
         out = RowOutcome(row, line, {}, pid, assessed, None, result, None, crs, product, [],
-                         (age, delay, items, None if items else ice, None, capd, cons, seiz,
-                          motor, icp, excl, sedated), norm_id)
+                         weight_kg=weight,
+                         fast=(age, delay, items, None if items else ice, None, capd, cons,
+                               seiz, motor, icp, excl, sedated, baseline),
+                         fast_norm=norm_id)
         return out
-
-
-def _crs_key(crs: int | None) -> int:
-    return -1 if crs is None else (1 if crs >= 1 else 0)
 
 
 def valid_time(text: str, _parse=__import__("datetime").datetime.fromisoformat) -> bool:

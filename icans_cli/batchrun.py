@@ -252,10 +252,13 @@ class _Logger:
         findings = o.real_findings()
         result = grade_icans(findings)  # exact, with this row's own score-path reason
         when = parse_time(o.assessed_at) if o.assessed_at else log.utc_now()
+        from icans_cli.batch import crs_dict
+
         body = assessment_record(patient_id=o.patient_id, assessor=self.assessor,
                                  source="batch", assessed_at=when, findings=findings,
                                  result=result, recommendation=o.recommendation,
                                  crs_grade=o.crs_grade, product=o.product,
+                                 crs_detail=crs_dict(o.crs), weight_kg=o.weight_kg,
                                  extra={"input_row": o.row})
         try:
             log.append(self.path, body)  # type: ignore[arg-type]

@@ -342,6 +342,13 @@ def assess(
                                            "$ICANS_ASSESSOR, else your user name)."),
     age: Optional[float] = typer.Option(None, "--age", min=0, max=130,
                                         help="Age in years (under 12: CAPD instead of ICE)."),
+    weight: Optional[float] = typer.Option(None, "--weight", min=0.1, max=350,
+                                           help="Weight in kg (asked for everyone under 18: "
+                                                "children's doses are per kg)."),
+    capd_baseline: Optional[int] = typer.Option(None, "--capd-baseline", min=0, max=32,
+                                                help="CAPD documented before infusion (shown "
+                                                     "beside the score; the grade stays "
+                                                     "ASTCT)."),
     protocol: str = typer.Option("asco-2021", "--protocol", "-p",
                                  help="Management protocol: asco-2021 or cartox-2018."),
     save: bool = typer.Option(True, "--save/--no-save", help="--no-save: try it, save nothing."),
@@ -359,7 +366,8 @@ def assess(
     """
     from icans_cli.assess import run_assess
 
-    run_assess(patient=patient, assessor=_assessor(assessor), age=age, protocol_name=protocol,
+    run_assess(patient=patient, assessor=_assessor(assessor), age=age, weight=weight,
+               capd_baseline=capd_baseline, protocol_name=protocol,
                log_path=_log_path(log_file), save=save, as_json=as_json, amends=amends)
 
 
@@ -562,8 +570,7 @@ def explain(
             (f"{q.qalb_e3:.2f} x10^-3", "bold"),
             f"; upper reference limit at age {age:g}: {q.limit_e3:.2f} x10^-3 ({LIMIT_NAME}). ",
             (verdict + ".", "bold red" if q.above else "bold green"),
-            ("\nContext only: Q_alb is not part of ASTCT ICANS grading."
-             + ("" if q.adult_reference else " The limit was derived in adults."), "italic")))
+            ("\nContext only: Q_alb is not part of ASTCT ICANS grading.", "italic")))
 
 
 def _grading_table():

@@ -25,7 +25,8 @@ TOPICS: tuple[Topic, ...] = (
         "counting back from 100 by 10 (1). 10 means no impairment.",
         "ASTCT 2019 grades ICANS as the worst of five domains: ICE (10 = 0, 7-9 = 1, 3-6 = 2, "
         "0-2 = 3), level of consciousness (wakes spontaneously 1, to voice 2, only to touch 3, "
-        "unarousable 4), seizure (rapidly resolving 3, prolonged over 5 min or repeated 4), "
+        "unarousable 4), seizure (rapidly resolving 3; prolonged over 5 min, or repeated "
+        "without return to baseline in between, 4), "
         "motor (deep focal weakness 4) and raised ICP/edema (focal edema 3; diffuse edema, "
         "posturing, CN VI palsy, papilledema, Cushing's triad 4).",
         "Traps: ICE 10 alone is grade 0. ICE 0 in an awake patient with global aphasia is "
@@ -40,15 +41,19 @@ TOPICS: tuple[Topic, ...] = (
     ), (("Lee et al. 2019 (ASTCT consensus)", V),)),
     Topic("steroids", "Why corticosteroids for ICANS", (
         "ICANS is inflammation behind the blood-brain barrier, so a treatment has to get there. "
-        "Dexamethasone and methylprednisolone are small, fat-soluble molecules; by ordinary "
-        "pharmacology they cross the barrier (a general principle: no ICANS-specific source "
-        "was found that states it).",
+        "Dexamethasone and methylprednisolone are small, fat-soluble molecules that pass "
+        "through cell membranes, where a large antibody cannot. The passage is not free: "
+        "dexamethasone is a substrate of P-glycoprotein, the barrier's efflux pump, and mice "
+        "lacking the pump take up more of it into the brain. So part of a dose reaches the "
+        "brain, not all of it (and no ICANS-specific source measures how much).",
         "Inside cells, glucocorticoids damp the transcription of many inflammatory genes at "
         "once by interfering with NF-kB and AP-1, so they turn down IL-1 as well as IL-6, and "
         "they help tighten brain endothelium in laboratory studies. They are not uniformly "
         "anti-inflammatory in the brain, a reminder that the mechanism is not the whole story.",
         "ASCO 2021: moderate to severe ICANS is managed with corticosteroids.",
     ), (("De Bosscher 2000, J Neuroimmunol (NF-kB/AP-1)", V),
+        ("Mason et al., Endocrinology 2008;149:5244 (P-glycoprotein and dexamethasone brain "
+         "uptake, PMC2629618)", V),
         ("Cell Tissue Res 2014 review; in vitro dexamethasone studies (barrier tightening)", V),
         ("Dinkel 2003 (glucocorticoid paradox in the CNS)", V),
         ("ASCO 2021 (Santomasso, JCO 2021;39:3978)", V))),
@@ -145,10 +150,16 @@ TOPICS: tuple[Topic, ...] = (
         "occur before CRS, with it, after it resolves, or with no CRS at all. The tool never "
         "assumes that ICANS follows CRS.",
         "Without CRS, tocilizumab has no place: it does not treat isolated neurotoxicity and "
-        "may worsen it. Corticosteroids are the treatment, dosed by grade.",
-        "After tocilizumab or steroids for CRS, the fever can be masked: such a patient still "
-        "has CRS and belongs on the CRS branch.",
+        "may worsen it. Corticosteroids are the treatment, dosed by grade: at grade 1 isolated "
+        "ICANS gets supportive care, not steroids, except with the high-neurotoxicity products "
+        "axi-cel and brexu-cel, for which ASCO allows them from grade 1; at grade 2 ASCO "
+        "keeps them for high-risk products or patients; from grade 3 everyone gets them.",
+        "After tocilizumab or steroids for CRS, the fever can be masked: with hypotension or "
+        "hypoxia the patient still has CRS and belongs on the CRS branch. With neither, no "
+        "ASTCT grade is met: the CRS is controlled after treatment, and the neurotoxicity is "
+        "managed as isolated ICANS, without more tocilizumab.",
     ), (("Carvykti (cilta-cel) FDA label", V), ("Review PMC10329188", V),
+        ("ASCO 2021 (grade 1-2 steroids by product and risk)", V),
         ("SITC 2020 CRS table (fever after treatment)", V))),
     Topic("capd", "CAPD in children", (
         "The Cornell Assessment of Pediatric Delirium has eight nurse-observed items scored "

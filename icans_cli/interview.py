@@ -14,7 +14,7 @@ from typing import Any, Callable
 import questionary
 from questionary import Choice
 
-from icans_cli.core.crs import CrsFindings
+from icans_cli.core.crs import CrsFindings, CrsResult, grade_crs
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, score_expected, score_path,
@@ -93,7 +93,7 @@ class CrsAnswers:
     mode: str = "unknown"  # "grade" | "questions" | "unknown"
     grade: int | None = None
     fever: bool = False
-    treated: bool = False
+    treatments: list[str] = field(default_factory=list)  # already given for CRS
     hypotension: str = "none"
     oxygen: str = "none"
     flow: float | None = None
@@ -102,20 +102,33 @@ class CrsAnswers:
         return CrsFindings(
             fever=self.fever, hypotension=self.hypotension != "none",
             vasopressors={"one": 1, "several": 2}.get(self.hypotension, 0),
-            oxygen=self.oxygen, oxygen_flow_l_min=self.flow, treated_for_crs=self.treated)
+            oxygen=self.oxygen, oxygen_flow_l_min=self.flow,
+            treatments=frozenset(self.treatments))
+
+    def result(self) -> CrsResult | None:
+        """The graded CRS when it was worked out from the questions."""
+        return grade_crs(self.findings()) if self.mode == "questions" else None
+
+    @property
+    def controlled(self) -> bool:
+        r = self.result()
+        return bool(r and r.controlled)
 
     def detail(self) -> dict[str, Any] | None:
         if self.mode != "questions":
             return None
-        return {"fever": self.fever, "treated_for_crs": self.treated,
+        r = self.result()
+        return {"fever": self.fever, "treatments": sorted(self.treatments),
                 "hypotension": self.hypotension, "oxygen": self.oxygen,
-                "oxygen_flow_l_min": self.flow}
+                "oxygen_flow_l_min": self.flow, "controlled": bool(r and r.controlled),
+                "disagreement": r.disagreement if r else None}
 
 
 @dataclass
 class Answers:
     patient_id: str | None = None
     age: float | None = None
+    weight: float | None = None
     developmental_delay: bool = False
     sedated: bool = False
     consciousness: str = "alert"
@@ -126,6 +139,7 @@ class Answers:
     attention: bool = False
     ice_done: bool = False
     capd: list[str] = field(default_factory=list)  # eight Never..Always answers
+    capd_baseline: int | None = None
     seizure: str = "none"
     motor: str = "none"
     icp: list[str] = field(default_factory=list)
@@ -157,13 +171,15 @@ class Answers:
                         ice_items=ice_items, capd_points=capd,
                         consciousness=self.consciousness, seizure=self.seizure,
                         motor=self.motor, icp_edema=frozenset(self.icp),
-                        excluded=frozenset(self.excluded), sedated=self.sedated)
+                        excluded=frozenset(self.excluded), sedated=self.sedated,
+                        capd_baseline=self.capd_baseline if self.path == "capd" else None)
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> "Answers":
         """Start from a logged record (for --amends)."""
         f = rec.get("findings") or {}
         a = cls(patient_id=rec.get("patient_id"), age=f.get("age_years"),
+                weight=f.get("weight_kg"), capd_baseline=f.get("capd_baseline"),
                 developmental_delay=bool(f.get("developmental_delay")),
                 sedated=bool(f.get("sedated")), consciousness=f.get("consciousness", "alert"),
                 seizure=f.get("seizure", "none"), motor=f.get("motor", "none"),
@@ -187,9 +203,12 @@ class Answers:
                       for spec, p in zip(CAPD_ITEMS, capd)]
         crs = f.get("crs_grade")
         detail = f.get("crs_detail")
-        if detail:
-            a.crs = CrsAnswers("questions", crs, bool(detail.get("fever")),
-                               bool(detail.get("treated_for_crs")),
+        if detail and "hypotension" in detail:
+            treatments = list(detail.get("treatments") or [])
+            if detail.get("treated_for_crs") and not treatments:
+                treatments = ["tocilizumab"]  # records before 0.2 said only "tocilizumab or
+                # corticosteroids": either waives fever alike; the review screen shows it
+            a.crs = CrsAnswers("questions", crs, bool(detail.get("fever")), treatments,
                                detail.get("hypotension", "none"), detail.get("oxygen", "none"),
                                detail.get("oxygen_flow_l_min"))
         elif crs is not None:
@@ -259,6 +278,26 @@ def _validate_age(text: str) -> bool | str:
     return True
 
 
+def _validate_weight(required: bool) -> Callable[[str], bool | str]:
+    def check(text: str) -> bool | str:
+        t = text.strip()
+        if not t:
+            return "Weight is needed under 18: children's doses are per kg" if required else True
+        try:
+            v = float(t)
+        except ValueError:
+            return "Weight in kg as a number, e.g. 23.5"
+        return True if 0 < v <= 350 else "Weight must be above 0 and at most 350 kg"
+    return check
+
+
+def _validate_baseline(text: str) -> bool | str:
+    t = text.strip()
+    if not t:
+        return True
+    return (t.isdigit() and 0 <= int(t) <= 32) or "A CAPD total 0-32, or blank if none"
+
+
 def _validate_flow(text: str) -> bool | str:
     try:
         v = float(text.strip())
@@ -280,6 +319,23 @@ def ask_age(a: Answers) -> None:
     a.age = None if not t else (int(float(t)) if float(t).is_integer() else float(t))
 
 
+def ask_weight(a: Answers) -> None:
+    child = a.age is not None and a.age < 18
+    shown = "" if a.weight is None else f"{a.weight:g}"
+    t = _text("Weight in kg", default=shown, validate=_validate_weight(child),
+              instruction="(children's doses are per kg, capped at the adult dose)" if child
+              else "(optional for adults; per-kg doses then show their amount)").strip()
+    a.weight = None if not t else (int(float(t)) if float(t).is_integer() else float(t))
+
+
+def ask_capd_baseline(a: Answers) -> None:
+    shown = "" if a.capd_baseline is None else str(a.capd_baseline)
+    t = _text("CAPD baseline before infusion, if documented", default=shown,
+              validate=_validate_baseline,
+              instruction="(blank if none; the grade stays ASTCT, the change is shown)").strip()
+    a.capd_baseline = int(t) if t else None
+
+
 def ask_delay(a: Answers) -> None:
     if a.age is not None and a.age < 12:
         a.developmental_delay = False
@@ -291,8 +347,8 @@ def ask_delay(a: Answers) -> None:
 
 def ask_sedated(a: Answers) -> None:
     a.sedated = _confirm(
-        "Is drowsiness or confusion explained by ANOTHER cause (sedation, intubation, "
-        "another diagnosis)?", default=a.sedated)
+        "Is drowsiness or confusion explained by a SEDATING DRUG or another diagnosis (not "
+        "ICANS)? Intubation alone is not a cause.", default=a.sedated)
 
 
 def ask_consciousness(a: Answers) -> None:
@@ -378,7 +434,10 @@ def ask_crs(a: Answers) -> None:
         a.crs = CrsAnswers("grade", int(g))
     elif mode == "questions":
         fever = _confirm("Fever >= 38.0 C not explained by another cause?", c.fever)
-        treated = _confirm("Tocilizumab or corticosteroids already given for CRS?", c.treated)
+        treated = _checkbox("Already given for the CRS (marks what was given)?", [
+            ("tocilizumab", "Tocilizumab"), ("corticosteroids", "Corticosteroids"),
+            ("antipyretic", "Antipyretic (e.g. paracetamol)")], c.treatments,
+            "(Space marks, Enter when done; none marked = none)")
         hyp = _select("Hypotension", HYPOTENSION_CHOICES, c.hypotension)
         oxy = _select("Oxygen", OXYGEN_CHOICES, c.oxygen)
         flow = None
@@ -406,10 +465,12 @@ def ask_product(a: Answers) -> None:
 # (key, label, ask, applies?) in interview order; the review screen uses the same table.
 QUESTIONS: list[tuple[str, str, Callable[[Answers], None], Callable[[Answers], bool]]] = [
     ("age", "Age", ask_age, lambda a: True),
+    ("weight", "Weight", ask_weight, lambda a: True),
     ("delay", "Developmental delay", ask_delay, lambda a: a.age is None or a.age >= 12),
     ("sedated", "Another cause (sedation etc.)", ask_sedated, lambda a: True),
     ("consciousness", "Level of consciousness", ask_consciousness, lambda a: True),
     ("score", "ICE / CAPD", ask_score, lambda a: a.scored),
+    ("baseline", "CAPD baseline", ask_capd_baseline, lambda a: a.path == "capd"),
     ("seizure", "Seizure", ask_seizure, lambda a: True),
     ("motor", "Motor", ask_motor, lambda a: True),
     ("icp", "ICP / edema", ask_icp, lambda a: True),
@@ -422,6 +483,10 @@ QUESTIONS: list[tuple[str, str, Callable[[Answers], None], Callable[[Answers], b
 def describe(a: Answers, key: str) -> str:
     if key == "age":
         return "12 or over (not given)" if a.age is None else f"{a.age:g} years"
+    if key == "weight":
+        return "not given" if a.weight is None else f"{a.weight:g} kg"
+    if key == "baseline":
+        return "none documented" if a.capd_baseline is None else f"CAPD {a.capd_baseline}"
     if key == "delay":
         return "yes" if a.developmental_delay else "no"
     if key == "sedated":
@@ -459,10 +524,10 @@ def describe(a: Answers, key: str) -> str:
     raise KeyError(key)
 
 
-def interview(a: Answers, ask_age_q: bool = True) -> Answers:
-    """Ask every question that applies, in order."""
+def interview(a: Answers, skip: set[str] | frozenset[str] = frozenset()) -> Answers:
+    """Ask every question that applies, in order (`skip`: answered by an option)."""
     for key, _, ask, applies in QUESTIONS:
-        if key == "age" and not ask_age_q:
+        if key in skip:
             continue
         if applies(a):
             ask(a)

@@ -14,14 +14,17 @@ from icans_cli.core.protocol import Recommendation
 
 
 def findings_dict(f: Findings, crs_grade: int | None, product: str | None,
-                  crs_detail: dict[str, Any] | None = None) -> dict[str, Any]:
+                  crs_detail: dict[str, Any] | None = None,
+                  weight_kg: float | None = None) -> dict[str, Any]:
     return {
         "age_years": f.age_years,
+        "weight_kg": weight_kg,
         "developmental_delay": f.developmental_delay,
         "ice_items": f.ice_items.as_dict() if f.ice_items else None,
         "ice_score": f.ice_score,
         "capd_items": list(f.capd_points) if f.capd_points else None,
         "capd_score": f.capd_score,
+        "capd_baseline": f.capd_baseline,
         "consciousness": f.consciousness,
         "seizure": f.seizure,
         "motor": f.motor,
@@ -64,6 +67,7 @@ def assessment_record(
     crs_detail: dict[str, Any] | None = None,
     amends: str | None = None,
     extra: dict[str, Any] | None = None,
+    weight_kg: float | None = None,
 ) -> dict[str, Any]:
     """The body of a log record (``log.append`` adds id, seq, times and hashes)."""
     body: dict[str, Any] = {
@@ -75,10 +79,11 @@ def assessment_record(
         "rules_version": RULES_VERSION,
         "protocol": {"id": recommendation.protocol_id,
                      "version": recommendation.protocol_version},
-        "findings": findings_dict(findings, crs_grade, product, crs_detail),
+        "findings": findings_dict(findings, crs_grade, product, crs_detail, weight_kg),
         "result": result_dict(result),
         "recommendation": {"id": recommendation.id,
-                           "next_assessment_hours": recommendation.cadence.hours},
+                           "next_assessment_hours": recommendation.cadence.hours,
+                           "crs": recommendation.crs},
         "amends": amends,
     }
     if extra:

@@ -29,6 +29,9 @@ SAVE = "y"
 
 
 def run(keys, *args, log_file=None):
+    if "--age" in args and "--weight" not in args:
+        age = float(args[args.index("--age") + 1])
+        args = (*args, "--weight", "70" if age >= 18 else "20")
     with create_pipe_input() as inp:
         inp.send_text(keys)
         inp.close()  # end of input after the keys: an unexpected prompt fails, never hangs
@@ -110,7 +113,7 @@ def test_concurrent_crs_shows_tocilizumab(logf):
     keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_2 + NO_PRODUCT \
         + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-6", "--age", "60", log_file=logf)
-    assert "Tocilizumab 8 mg/kg IV" in r.stdout
+    assert "tocilizumab 8 mg/kg → 560 mg at 70 kg" in r.stdout
     assert "YES, for the concurrent CRS" in r.stdout
     assert "[ASCO 2021 · protocol asco-2021]" in r.stdout
 
@@ -119,7 +122,7 @@ def test_isolated_icans_no_tocilizumab_and_steroids_explained(logf):
     keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
         + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-7", "--age", "60", log_file=logf)
-    assert "Tocilizumab 8 mg/kg" not in r.stdout
+    assert "tocilizumab 8 mg/kg" not in r.stdout
     assert "NO: there is no CRS" in r.stdout
     assert "Why corticosteroids" in r.stdout
     assert "Why not tocilizumab for ICANS without CRS" in r.stdout
@@ -127,7 +130,7 @@ def test_isolated_icans_no_tocilizumab_and_steroids_explained(logf):
 
 
 def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
-    crs_questions = "2" + ENTER + "y" + "n" + ENTER + "2" + ENTER + "6" + ENTER
+    crs_questions = "2" + ENTER + "y" + ENTER + ENTER + "2" + ENTER + "6" + ENTER
     keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + crs_questions \
         + NO_PRODUCT + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8", "--age", "60", log_file=logf)
@@ -138,8 +141,8 @@ def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
 
 
 def test_change_an_answer_on_the_review_screen(logf):
-    # Review rows: Accept, Age, Delay, Sedated, Consciousness, Score, Seizure, ...
-    to_seizure = DOWN * 6 + ENTER + "2" + ENTER
+    # Review rows: Accept, Age, Weight, Delay, Sedated, Consciousness, Score, Seizure, ...
+    to_seizure = DOWN * 7 + ENTER + "2" + ENTER
     keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
         + to_seizure + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-9", "--age", "60", log_file=logf)
@@ -206,7 +209,7 @@ def test_amends_starts_from_record_and_saves_correction(logf):
         + ACCEPT + SAVE
     assert run(first, "--patient", "PT-16", "--age", "60", log_file=logf).exit_code == 0
     old = records(logf)[0]
-    fix_score = DOWN * 5 + ENTER + ICE_10  # change the ICE answers
+    fix_score = DOWN * 6 + ENTER + ICE_10  # change the ICE answers
     r = run(fix_score + ACCEPT + SAVE, "--amends", old["id"][:8], log_file=logf)
     assert r.exit_code == 0, r.output
     new = records(logf)[1]
@@ -215,7 +218,7 @@ def test_amends_starts_from_record_and_saves_correction(logf):
 
 
 def test_patient_pseudonym_asked_and_validated(logf):
-    keys = ("x" * 70) + ENTER + "\x7f" * 70 + "PT-17" + ENTER + "60" + ENTER + NOT_DELAYED \
+    keys = ("x" * 70) + ENTER + "\x7f" * 70 + "PT-17" + ENTER + "60" + ENTER + ENTER + NOT_DELAYED \
         + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT + ACCEPT + SAVE
     r = run(keys, log_file=logf)
     assert r.exit_code == 0, r.output

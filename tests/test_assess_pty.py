@@ -21,9 +21,11 @@ def test_full_interview_in_a_real_terminal(tmp_path):
     try:
         child.expect("Age in years")
         child.send("45\r")
+        child.expect("Weight in kg")
+        child.send("72\r")
         child.expect("developmental delay")
         child.send("n")
-        child.expect("ANOTHER cause")
+        child.expect("SEDATING DRUG")
         child.send("n")
         child.expect("Level of consciousness")
         child.send("\r")
@@ -66,4 +68,4 @@ def test_full_interview_in_a_real_terminal(tmp_path):
     (line,) = logf.read_text().splitlines()
     rec = json.loads(line)
     assert rec["patient_id"] == "PT-PTY" and rec["result"]["icans_grade"] == 1
-    assert rec["findings"]["product"] == "axi-cel"
+    assert rec["findings"]["product"] == "axi-cel" and rec["findings"]["weight_kg"] == 72

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from icans_cli.cli import app
 from icans_cli.core.agreement import confusion_matrix, linear_weighted_kappa
 from icans_cli.practice import load_cases
+from icans_cli.practice.quiz import pick_cases
 from icans_cli.protocols import load
 
 ENTER = "\r"
@@ -215,3 +216,35 @@ def test_qalb_cli_needs_all_three_and_positive_values():
     r = runner.invoke(app, ["explain", "qalb", "--csf-albumin", "0", "--serum-albumin", "40",
                             "--age", "50"])
     assert r.exit_code == 2 and "positive" in r.stderr
+
+
+def test_key_icans_3_with_crs_grade_3_is_dexamethasone_from_the_crs_table():
+    (case,) = pick_cases(1, 0, None, ["A19"])
+    k = case.key(load())
+    assert k.crs_grade == 3 and k.steroid == "dexamethasone" and k.tocilizumab
+    assert "CRS table" in case.teaching
+
+
+def test_key_treated_crs_without_hypotension_or_hypoxia_is_controlled_no_tocilizumab():
+    (case,) = pick_cases(1, 0, None, ["A05"])
+    k = case.key(load())
+    assert k.recommendation.crs == "controlled" and not k.tocilizumab
+    assert "controlled after treatment" in case.teaching
+
+
+def test_explain_qalb_refuses_ages_under_18_because_the_hegen_limit_is_adult():
+    r = runner.invoke(app, ["explain", "qalb", "--csf-albumin", "200", "--serum-albumin", "40",
+                            "--age", "9"])
+    assert r.exit_code == 2 and "derived in adults" in r.stderr
+
+
+def test_explain_texts_carry_the_corrected_rules():
+    from icans_cli.explain import topic
+
+    ice = " ".join(topic("ice").paragraphs)
+    assert "without return to baseline" in ice
+    isolated = " ".join(topic("isolated").paragraphs)
+    assert "at grade 1 isolated ICANS gets supportive care, not steroids" in isolated
+    assert "controlled after treatment" in isolated
+    steroids = " ".join(topic("steroids").paragraphs)
+    assert "P-glycoprotein" in steroids and "part of a dose reaches the brain" in steroids

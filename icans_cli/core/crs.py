@@ -6,8 +6,14 @@ Concurrent CRS never changes the ICANS grade.
 Traps (each has a named test):
 - Exactly 6 L/min by nasal cannula is LOW-flow (grade 2); only > 6 L/min is high-flow (grade 3).
 - Vasopressin is not counted towards "multiple vasopressors".
-- After tocilizumab or corticosteroids for CRS, fever is no longer required; such a patient is
-  never called "no CRS".
+- After treatment for CRS, fever is no longer required: the grade rests on hypotension and
+  hypoxia. With neither, no ASTCT grade is met: the CRS is *controlled* (grade 0 for management,
+  no further tocilizumab). An earlier version called that patient "still CRS, grade 1" and
+  advised more tocilizumab; spec section 3 was corrected.
+- Which treatments waive fever differs between sources: Lee 2019's footnote names "antipyretic
+  or anticytokine therapy such as tocilizumab or steroids"; other reprints name only
+  tocilizumab or steroids. Lee 2019 is followed, and when only an antipyretic was given the
+  result says that the sources differ and what the other reading gives.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ OXYGEN_DEVICES: dict[str, int | None] = {
 }
 
 
+TREATMENTS = ("tocilizumab", "corticosteroids", "antipyretic")
+ANTICYTOKINE = frozenset({"tocilizumab", "corticosteroids"})
+
+
 @dataclass(frozen=True)
 class CrsFindings:
     fever: bool | None = None  # fever >= 38.0 C not attributable to another cause
@@ -42,9 +52,14 @@ class CrsFindings:
     vasopressin: bool = False
     oxygen: str = "none"
     oxygen_flow_l_min: float | None = None
-    treated_for_crs: bool = False  # tocilizumab or corticosteroids already given for CRS
+    treatments: frozenset[str] = frozenset()  # of TREATMENTS: already given for the CRS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "treatments", frozenset(self.treatments))
+        for t in self.treatments:
+            if t not in TREATMENTS:
+                raise InvalidFinding("crs_treated", f"{t!r} is not recognised",
+                                     "none, or " + ", ".join(TREATMENTS) + ", separated by ;")
         if self.oxygen not in OXYGEN_DEVICES:
             raise InvalidFinding("oxygen", f"{self.oxygen!r} is not recognised",
                                  ", ".join(OXYGEN_DEVICES))
@@ -64,6 +79,11 @@ class CrsFindings:
                                      "of range", "> 0 and <= 80")
 
     @property
+    def treated_for_crs(self) -> bool:
+        """Tocilizumab or corticosteroids given for CRS (the reading every source shares)."""
+        return bool(self.treatments & ANTICYTOKINE)
+
+    @property
     def has_fever(self) -> bool:
         if self.temperature_c is not None:
             return self.temperature_c >= FEVER_C
@@ -72,12 +92,22 @@ class CrsFindings:
 
 @dataclass(frozen=True)
 class CrsResult:
-    grade: int  # 0 = no CRS
+    grade: int  # 0 = no CRS (or controlled: see `controlled`)
     hypotension_grade: int
     hypoxia_grade: int
     fever: bool
-    fever_waived: bool  # graded without fever because of prior tocilizumab/steroids
+    fever_waived: bool  # graded without fever because of earlier treatment for CRS
     explanation: str
+    controlled: bool = False  # treated, and now neither hypotension nor hypoxia
+    disagreement: str | None = None  # only an antipyretic waived the fever: sources differ
+
+    @property
+    def label(self) -> str:
+        """Plain words for the summary: 'CRS grade 2', 'no CRS', 'CRS controlled after
+        treatment'."""
+        if self.controlled:
+            return "CRS controlled after treatment"
+        return f"CRS grade {self.grade}" if self.grade else "no CRS"
 
 
 def hypotension_grade(f: CrsFindings) -> int:
@@ -102,19 +132,30 @@ def hypoxia_grade(f: CrsFindings) -> int:
 def grade_crs(f: CrsFindings) -> CrsResult:
     hyp = hypotension_grade(f)
     oxy = hypoxia_grade(f)
-    fever = f.has_fever
-    if fever:
+    if f.has_fever:
         g = max(hyp, oxy)
         why = f"fever >= {FEVER_C:.1f} C with the worse of hypotension (grade {hyp}) and " \
               f"hypoxia (grade {oxy})"
         return CrsResult(g, hyp, oxy, True, False, why)
-    if f.treated_for_crs:
+    if f.treatments:
+        given = " and ".join(t for t in TREATMENTS if t in f.treatments)
+        disagreement = None
+        if not f.treated_for_crs:
+            disagreement = (
+                "Sources differ on an antipyretic alone: Lee 2019's footnote says fever is no "
+                "longer required after \"antipyretic or anticytokine therapy\" (followed here); "
+                "other reprints name only tocilizumab or steroids, and by them this patient "
+                "would have no CRS (no fever).")
+        if hyp == 1 and oxy == 1:
+            why = (f"no fever after {given} for CRS, and neither hypotension nor hypoxia: no "
+                   "ASTCT grade is met, so the CRS is controlled after treatment (no further "
+                   "tocilizumab)")
+            return CrsResult(0, hyp, oxy, False, True, why, True, disagreement)
         g = max(hyp, oxy)
-        why = ("no fever, but tocilizumab or corticosteroids were given for CRS, so fever is "
-               f"no longer required: graded on hypotension (grade {hyp}) and hypoxia "
-               f"(grade {oxy}); this is still CRS")
-        return CrsResult(g, hyp, oxy, False, True, why)
-    why = "no fever >= 38.0 C and no prior tocilizumab/corticosteroids for CRS: no CRS"
+        why = (f"no fever, but {given} was given for CRS, so fever is no longer required: "
+               f"graded on hypotension (grade {hyp}) and hypoxia (grade {oxy})")
+        return CrsResult(g, hyp, oxy, False, True, why, False, disagreement)
+    why = "no fever >= 38.0 C and no treatment for CRS so far: no CRS"
     if hyp > 1 or oxy > 1:
         why += " (hypotension or hypoxia without fever has another cause to look for)"
     return CrsResult(0, hyp, oxy, False, False, why)

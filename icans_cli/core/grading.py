@@ -10,11 +10,17 @@ The tables below are the single source of truth; nothing else in the project res
 Traps (each has a named test):
 - ICE 10 alone is grade 0, not 1.
 - ICE 0 in an awake patient (global aphasia) is grade 3; grade 4 needs an unarousable patient.
-- An unarousable patient cannot perform ICE/CAPD: the score is blank or 0; higher is an error.
+- An unarousable patient cannot perform ICE/CAPD: the score is not taken (stored as None). ICE 0
+  is accepted on input as a synonym; CAPD 0 is refused, because CAPD 0 means a normal child and
+  would read as improvement in a trend.
 - Focal edema is grade 3; only diffuse edema and the raised-ICP signs are grade 4.
 - Tremor, myoclonus and intracranial haemorrhage are recorded, never graded.
 - Exactly 12 years uses ICE (Lee 2019); the NCI Thesaurus puts 12 on the CAPD side.
-- Sedation (another cause) makes consciousness and the score domains not assessable.
+- Sedation (another cause: a sedating drug or another diagnosis) makes consciousness and the
+  score domains not assessable. Intubation is not itself a cause: a patient intubated because of
+  ICANS is graded.
+- A CAPD baseline (documented before infusion) never changes the grade: the ASTCT bands apply to
+  the total; the baseline is shown beside it.
 """
 
 from __future__ import annotations
@@ -121,6 +127,7 @@ class Findings:
     icp_edema: frozenset[str] = field(default_factory=frozenset)
     excluded: frozenset[str] = field(default_factory=frozenset)
     sedated: bool = False
+    capd_baseline: int | None = None  # documented pre-infusion CAPD (never changes the grade)
 
     def __post_init__(self) -> None:
         if self.age_years is not None:
@@ -155,13 +162,30 @@ class Findings:
                                  "leave it blank and give " + ("ice_score" if path == "ice"
                                                                else "capd_score"))
         score = self.ice_score if path == "ice" else self.capd_score
-        if self.consciousness == "unarousable" and score not in (None, 0):
-            raise InvalidFinding(
-                f"{path}_score",
-                f"{score} contradicts consciousness 'unarousable': an unarousable patient "
-                f"cannot perform {path.upper()}",
-                "blank or 0 when unarousable",
-            )
+        if self.consciousness == "unarousable" and score is not None:
+            if path == "ice" and score == 0:
+                # ICE 0 is accepted as "not performed"; the score is not taken.
+                object.__setattr__(self, "ice_score", None)
+                object.__setattr__(self, "ice_items", None)
+                score = None
+            elif path == "capd" and score == 0:
+                raise InvalidFinding(
+                    "capd_score", "0 means a normal child, but the patient is unarousable and "
+                    "cannot be scored", "blank when unarousable (CAPD is not taken)")
+            else:
+                raise InvalidFinding(
+                    f"{path}_score",
+                    f"{score} contradicts consciousness 'unarousable': an unarousable patient "
+                    f"cannot perform {path.upper()}",
+                    "blank when unarousable" + (", or 0" if path == "ice" else ""),
+                )
+        if self.capd_baseline is not None:
+            if path != "capd":
+                raise InvalidFinding("capd_baseline", "not used for this patient: "
+                                     + self.score_path_reason, "leave it blank")
+            from icans_cli.core.scores import CAPD_MAX, _check_int
+
+            _check_int("capd_baseline", self.capd_baseline, 0, CAPD_MAX)
         if score is None and score_expected(self.consciousness, self.sedated):
             raise InvalidFinding(
                 f"{path}_score",
@@ -230,6 +254,14 @@ class IcansResult:
     capd_score: int | None
     not_assessable: tuple[str, ...] = ()
     rules_version: str = RULES_VERSION
+    capd_baseline: int | None = None
+
+    @property
+    def capd_change(self) -> int | None:
+        """CAPD now minus the documented baseline (positive is worse), when both are known."""
+        if self.capd_baseline is None or self.capd_score is None:
+            return None
+        return self.capd_score - self.capd_baseline
 
     @property
     def effective_grade(self) -> int:
@@ -252,10 +284,10 @@ def grade_icans(f: Findings) -> IcansResult:
     # The encephalopathy score domain.
     if f.sedated:
         shown = "not scored" if score is None else str(score)
-        domains.append(DomainResult(path, shown, "not assessable: another cause (sedation, "
-                                    "intubation or another diagnosis) explains it", None, False))
+        domains.append(DomainResult(path, shown, "not assessable: another cause (a sedating "
+                                    "drug or another diagnosis) explains it", None, False))
     elif f.consciousness == "unarousable":
-        domains.append(DomainResult(path, "0" if score == 0 else "not performed",
+        domains.append(DomainResult(path, "not performed",
                                     f"unable to perform {path.upper()} (unarousable)", 4))
     else:
         assert score is not None
@@ -308,4 +340,5 @@ def grade_icans(f: Findings) -> IcansResult:
         ice_score=f.ice_score,
         capd_score=f.capd_score,
         not_assessable=not_assessable,
+        capd_baseline=f.capd_baseline,
     )

@@ -1,30 +1,50 @@
-"""Management protocols as data, and choosing the advice for a result.
+"""Management protocols as data, and choosing the advice that fits the patient.
 
-A protocol is a plain mapping (loaded from JSON outside the core) of lines of advice, each with
-the grades, concurrent-CRS branch (yes/no/any), product risk (high/other/any) and optionally
-patient (child) or seizure conditions it applies to, its section, its source and evidence level.
+A protocol is a plain mapping (loaded from JSON outside the core): the ICANS table (``lines``),
+the CRS table (``crs_lines``, applied by the concurrent CRS grade), ``disagreements`` and the
+reassessment ``cadence``. Each line carries its conditions (ICANS grades, CRS, product, adult or
+child, seizure kind, raised ICP, graded or not assessable, weight band), its section, its text
+with ``{name}`` placeholders for its structured doses, its source and its evidence level.
 
 Evidence levels follow the project's evidence file: V (read in a primary or reprinted source),
 V2 (restated by a secondary source), R (recalled, UNVERIFIED: the text itself must say so).
+
+What the advice must do for the patient in front of the clinician (spec section 4; each rule has
+a named test):
+- doses are structured and rendered for the patient's weight, capped at their maximum;
+- a child (under 18) never sees an adult fixed amount: the loader refuses a fixed-amount dose on
+  any line that is not marked ``patient: adult``;
+- concurrent CRS is treated by its own grade too: the CRS table's lines are merged in, and the
+  stronger corticosteroid regimen of the two tables is shown first, naming its table;
+- seizures are advised by kind, a lumbar puncture only when nothing contraindicates it;
+- a high-neurotoxicity product that changes nothing says why;
+- a not-assessable result never reads as "all clear".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from icans_cli.core.dosing import AMOUNT_IN_TEXT, Dose, DoseError
 from icans_cli.core.errors import InvalidFinding
-from icans_cli.core.grading import IcansResult
+from icans_cli.core.grading import ICP_EDEMA, IcansResult
 
 HIGH_NEUROTOXICITY_PRODUCTS = frozenset({"axi-cel", "brexu-cel"})
 PRODUCTS = ("axi-cel", "brexu-cel", "tisa-cel", "liso-cel", "ide-cel", "cilta-cel", "obe-cel",
             "other")
-SECTIONS = ("level_of_care", "corticosteroids", "anti_cytokine", "supportive", "workup",
-            "refractory", "taper")
+ADULT_AGE = 18
+# Raised intracranial pressure: every ICP/edema finding of grade 4 (not focal edema).
+RAISED_ICP = frozenset(k for k, (g, _) in ICP_EDEMA.items() if g == 4)
+SECTIONS = ("caution", "level_of_care", "corticosteroids", "anti_cytokine", "seizures",
+            "supportive", "workup", "refractory", "taper")
 SECTION_TITLES = {
+    "caution": "Before acting",
     "level_of_care": "Level of care",
     "corticosteroids": "Corticosteroids",
     "anti_cytokine": "Anti-cytokine therapy",
+    "seizures": "Seizures",
     "supportive": "Supportive care",
     "workup": "Work-up",
     "refractory": "If steroid-refractory",
@@ -32,41 +52,112 @@ SECTION_TITLES = {
 }
 EVIDENCE = {"V": "verified in a primary or reprinted source",
             "V2": "restated by a secondary source",
-            "R": "recalled, UNVERIFIED"}
+            "R": "recalled, UNVERIFIED",
+            "D": "derived by the tool from the rules it cites; no source states it"}
 FIRST_LINE_STEROIDS = ("dexamethasone", "high_dose_methylprednisolone")
+STARTS = ("now", "consider", "if_refractory")
+_START_RANK = {"now": 3, "consider": 2, "if_refractory": 1, None: 0}
+# Corticosteroid potency, to rank two regimens: dexamethasone 0.75 mg ~ methylprednisolone 4 mg
+# (the standard glucocorticoid equivalence table). Used only to order lines, never printed.
+_DEX_EQUIVALENT = {"dexamethasone": 1.0, "methylprednisolone": 0.75 / 4}
 DECISION_LINE = ("Decision support only: institutional protocol and the treating team decide "
                  "every treatment.")
+_LINE_KEYS = {"grades", "crs", "product", "patient", "seizure", "icp", "status", "weight",
+              "section", "text", "doses", "source", "evidence", "start", "first_line"}
+_PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 
 
 class ProtocolError(ValueError):
-    """A protocol's data is malformed."""
+    """A protocol's data is malformed. `problems` names every bad field."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        text = self.problems[0] if len(self.problems) == 1 else (
+            f"{len(self.problems)} problems: " + "; ".join(self.problems[:5])
+            + ("; ..." if len(self.problems) > 5 else ""))
+        super().__init__(text)
 
 
 @dataclass(frozen=True)
 class AdviceLine:
+    """One line of advice, rendered for this patient."""
+
     section: str
     text: str
     source_id: str
     citation: str
     short_source: str
     evidence: str
-    is_dose: bool
     protocol_id: str
-    first_line: str | None = None  # first-line corticosteroid this line advises, if any
+    doses: tuple[tuple[str, Dose], ...] = ()
+    weight_kg: float | None = None
+    start: str | None = None  # corticosteroids: "now" | "consider" | "if_refractory"
+    first_line: str | None = None  # the first-line corticosteroid this line advises, if any
+    table: str = "icans"  # "icans" | "crs" | "tool" (generated from the result, not a table)
+    crs_grades: tuple[int, ...] = ()  # CRS-table lines: the CRS grades they belong to
 
     @property
     def verified(self) -> bool:
         return self.evidence != "R"
 
+    @property
+    def is_dose(self) -> bool:
+        return bool(self.doses)
+
+    @property
+    def table_label(self) -> str:
+        if self.table == "crs":
+            return "CRS table, CRS " + crs_grades_text(self.crs_grades)
+        return "ICANS table" if self.table == "icans" else ""
+
+    def dose_dicts(self) -> list[dict[str, Any]]:
+        return [d.as_dict(self.weight_kg) for _, d in self.doses]
+
+    def as_dict(self) -> dict[str, Any]:
+        doses = self.dose_dicts()
+        out: dict[str, Any] = {"section": self.section, "text": self.text,
+                               "source": self.citation, "evidence": self.evidence,
+                               "protocol": self.protocol_id, "table": self.table,
+                               "dose": doses[0] if doses else None}
+        if len(doses) > 1:
+            out["doses"] = doses
+        if self.start:
+            out["start"] = self.start
+        return out
+
+    def steroid_strength(self) -> tuple[int, float]:
+        """(how firmly it is advised, daily dexamethasone-equivalent mg) to rank regimens."""
+        mg = 0.0
+        for _, d in self.doses:
+            factor = _DEX_EQUIVALENT.get(d.drug.split()[0].lower())
+            if factor is None:
+                continue
+            amount = d.computed_amount(self.weight_kg)
+            if amount is None:
+                amount = d.max_amount if d.per_kg and d.max_amount else d.amount
+            per_day = amount if d.per_day else amount * (d.doses_per_day() or 1)
+            mg = max(mg, per_day * factor)
+        return _START_RANK[self.start], mg
+
 
 @dataclass(frozen=True)
 class _Rule:
+    table: str
     grades: frozenset[int]
-    crs: str
+    crs: Any  # "any" | "no" | "yes" | frozenset of CRS grades (1-4)
     product: str
     patient: str
-    seizure: bool
-    line: AdviceLine
+    seizure: str
+    icp: str
+    status: str
+    weight: tuple[str, float] | None  # ("below", 30) | ("from", 30)
+    section: str
+    text: str
+    doses: tuple[tuple[str, Dose], ...]
+    source_id: str
+    evidence: str
+    start: str | None
+    first_line: str | None
 
 
 @dataclass(frozen=True)
@@ -78,73 +169,26 @@ class Cadence:
 
 
 @dataclass(frozen=True)
+class Source:
+    citation: str
+    short: str
+
+
+@dataclass(frozen=True)
 class Protocol:
     id: str
     version: str
     title: str
     note: str
+    sources: Mapping[str, Source]
     rules: tuple[_Rule, ...]
-    disagreements: tuple[tuple[frozenset[int], AdviceLine], ...]
+    disagreements: tuple[_Rule, ...]
     cadence: tuple[tuple[frozenset[int], Cadence], ...]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
-        try:
-            pid = str(data["id"])
-            sources = {k: str(v["citation"]) for k, v in data["sources"].items()}
-            shorts = {k: str(v.get("short") or v["citation"]) for k, v in data["sources"].items()}
-
-            def line(raw: Mapping[str, Any], section: str) -> AdviceLine:
-                src = raw["source"]
-                if src not in sources:
-                    raise ProtocolError(f"{pid}: unknown source {src!r}")
-                ev = raw.get("evidence", "")
-                if ev not in EVIDENCE:
-                    raise ProtocolError(f"{pid}: evidence {ev!r} must be one of V, V2, R")
-                text = str(raw["text"])
-                if ev == "R" and "UNVERIFIED" not in text and "unverified" not in text:
-                    raise ProtocolError(f"{pid}: a recalled line must say it is unverified: "
-                                        f"{text[:60]}")
-                if section not in SECTIONS and section != "disagreement":
-                    raise ProtocolError(f"{pid}: unknown section {section!r}")
-                first = raw.get("first_line")
-                if first not in (None, *FIRST_LINE_STEROIDS):
-                    raise ProtocolError(f"{pid}: first_line {first!r} is not one of "
-                                        f"{', '.join(FIRST_LINE_STEROIDS)}")
-                return AdviceLine(section, text, src, sources[src], shorts[src], ev,
-                                  bool(raw.get("dose", False)), pid, first)
-
-            def grades(raw: Mapping[str, Any]) -> frozenset[int]:
-                g = frozenset(int(x) for x in raw["grades"])
-                if not g or not g <= {0, 1, 2, 3, 4}:
-                    raise ProtocolError(f"{pid}: grades must be within 0-4")
-                return g
-
-            rules = []
-            for raw in data["lines"]:
-                crs = raw.get("crs", "any")
-                product = raw.get("product", "any")
-                patient = raw.get("patient", "any")
-                if crs not in ("yes", "no", "any") or product not in ("high", "other", "any") \
-                        or patient not in ("child", "any"):
-                    raise ProtocolError(f"{pid}: bad condition in {raw.get('text', '')[:60]}")
-                rules.append(_Rule(grades(raw), crs, product, patient,
-                                   bool(raw.get("seizure", False)),
-                                   line(raw, raw["section"])))
-            disagreements = tuple((grades(raw), line(raw, "disagreement"))
-                                  for raw in data.get("disagreements", []))
-            cadence = tuple((grades(raw), Cadence(int(raw["hours"]), str(raw["text"]),
-                                                  sources[raw["source"]], raw["evidence"]))
-                            for raw in data["cadence"])
-            for g in range(5):
-                if sum(1 for gs, _ in cadence if g in gs) != 1:
-                    raise ProtocolError(f"{pid}: grade {g} needs exactly one cadence")
-            return cls(pid, str(data["version"]), str(data["title"]), str(data.get("note", "")),
-                       tuple(rules), disagreements, cadence)
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ProtocolError):
-                raise
-            raise ProtocolError(f"malformed protocol: {exc!r}") from exc
+        """Validate and build; a ProtocolError lists every bad field."""
+        return _Loader(data).build()
 
     def cadence_for(self, grade: int) -> Cadence:
         return next(c for gs, c in self.cadence if grade in gs)
@@ -155,22 +199,35 @@ class Branch:
     crs: bool
     label: str
     lines: tuple[AdviceLine, ...]
+    crs_grade: int | None = None  # known CRS grade on a CRS branch (None: not graded)
 
     @property
     def corticosteroid_dose_advised(self) -> bool:
-        return any(line.section == "corticosteroids" and line.is_dose for line in self.lines)
+        return any(x.section == "corticosteroids" and x.is_dose for x in self.lines)
+
+    @property
+    def corticosteroids_advised(self) -> bool:
+        """Corticosteroids to give now or to consider (not only 'if refractory')."""
+        return any(x.section == "corticosteroids" and x.start in ("now", "consider")
+                   for x in self.lines)
 
     @property
     def first_line_steroid(self) -> str:
-        """'dexamethasone', 'high_dose_methylprednisolone' or 'none' (first line, this branch)."""
+        """'dexamethasone', 'high_dose_methylprednisolone' or 'none': the first-line
+        corticosteroid of the strongest regimen shown (the first corticosteroid line)."""
         for line in self.lines:
-            if line.first_line:
-                return line.first_line
+            if line.section == "corticosteroids" and line.start == "now":
+                return line.first_line or "none"
         return "none"
 
     @property
     def tocilizumab_advised(self) -> bool:
-        return any(line.section == "anti_cytokine" and line.is_dose for line in self.lines)
+        return any(x.section == "anti_cytokine" and x.is_dose for x in self.lines)
+
+    @property
+    def steroid_line(self) -> AdviceLine | None:
+        """The corticosteroid line to act on first (the strongest regimen)."""
+        return next((x for x in self.lines if x.section == "corticosteroids"), None)
 
 
 @dataclass(frozen=True)
@@ -181,30 +238,30 @@ class Recommendation:
     protocol_note: str
     grade: int
     grade_is_floor: bool  # not assessable: advice for "at least" this grade
-    crs: str  # "yes" | "no" | "unknown"
+    crs: str  # "yes" | "no" | "unknown" | "controlled"
     product: str | None
     high_risk_product: bool
     branches: tuple[Branch, ...]
     disagreements: tuple[AdviceLine, ...]
     cadence: Cadence
+    patient: str = "adult"  # "adult" | "child"
+    weight_kg: float | None = None
+    crs_grade: int | None = None
     decision_line: str = DECISION_LINE
 
     @property
     def id(self) -> str:
         prod = "high-risk" if self.high_risk_product else "standard"
         floor = "+" if self.grade_is_floor else ""
+        crs = self.crs if self.crs in ("unknown", "no", "controlled") else str(self.crs_grade)
         return (f"{self.protocol_id}@{self.protocol_version}/grade{self.grade}{floor}/"
-                f"crs-{self.crs}/{prod}")
+                f"crs-{crs}/{prod}/{self.patient}")
 
     @property
     def all_lines(self) -> tuple[AdviceLine, ...]:
         return tuple(line for b in self.branches for line in b.lines) + self.disagreements
 
     def as_dict(self) -> dict[str, Any]:
-        def ld(line: AdviceLine) -> dict[str, Any]:
-            return {"section": line.section, "text": line.text, "source": line.citation,
-                    "evidence": line.evidence, "dose": line.is_dose,
-                    "protocol": line.protocol_id}
         return {
             "id": self.id,
             "protocol": self.protocol_id,
@@ -212,10 +269,13 @@ class Recommendation:
             "grade": self.grade,
             "grade_is_floor": self.grade_is_floor,
             "crs": self.crs,
+            "crs_grade": self.crs_grade,
             "product": self.product,
-            "branches": [{"crs": b.crs, "label": b.label, "lines": [ld(x) for x in b.lines]}
-                         for b in self.branches],
-            "disagreements": [ld(x) for x in self.disagreements],
+            "patient": self.patient,
+            "weight_kg": self.weight_kg,
+            "branches": [{"crs": b.crs, "label": b.label, "crs_grade": b.crs_grade,
+                          "lines": [x.as_dict() for x in b.lines]} for b in self.branches],
+            "disagreements": [x.as_dict() for x in self.disagreements],
             "next_assessment_hours": self.cadence.hours,
             "decision": self.decision_line,
         }
@@ -229,65 +289,556 @@ def crs_status(crs_grade: int | None) -> str:
     return "yes" if crs_grade >= 1 else "no"
 
 
+@dataclass(frozen=True)
+class LastAssessable:
+    """The patient's last assessable (graded) assessment, for a not-assessable result."""
+
+    grade: int
+    assessed_at: str  # as the caller wants it shown
+
+
+@dataclass(frozen=True)
+class _Context:
+    grade: int
+    graded: bool
+    child: bool
+    age_known: bool
+    weight_kg: float | None
+    high: bool
+    seizure: str
+    raised_icp: bool
+
+
 def recommend(
     protocol: Protocol,
     result: IcansResult,
     crs_grade: int | None = None,
     product: str | None = None,
     age_years: float | None = None,
-    seizure: bool | None = None,
+    *,
+    weight_kg: float | None = None,
+    crs_controlled: bool = False,
+    last_assessable: LastAssessable | None = None,
+    log_checked: bool = False,
 ) -> Recommendation:
-    """Advice for a graded (or not-assessable) result under one protocol.
+    """Advice for a graded (or not-assessable) result under one protocol, for this patient.
 
     CRS unknown gives both branches, each labelled. A not-assessable result is advised at its
-    floor (`grade_at_least`), and says so.
-    """
+    floor (`grade_at_least`) and says so. `crs_controlled`: CRS treated and now without
+    hypotension or hypoxia (grade 0 for management). `log_checked`: the caller looked for the
+    patient's last assessable grade (`last_assessable` None then means there is none)."""
+    from icans_cli.core.dosing import validate_weight
+
     if product is not None and product not in PRODUCTS:
         raise InvalidFinding("product", f"{product!r} is not recognised", ", ".join(PRODUCTS))
+    weight_kg = validate_weight(weight_kg)
     status = crs_status(crs_grade)
+    if crs_controlled:
+        if crs_grade not in (0, None):
+            raise InvalidFinding("crs_grade", f"{crs_grade} contradicts a controlled CRS",
+                                 "0 when the CRS is controlled after treatment")
+        status, crs_grade = "controlled", 0
     grade = result.effective_grade
-    high = product in HIGH_NEUROTOXICITY_PRODUCTS
-    child = age_years is not None and age_years < 18
-    has_seizure = (result.domain("seizure").value != "none") if seizure is None else seizure
-
-    def lines_for(crs: bool) -> tuple[AdviceLine, ...]:
-        chosen = []
-        for r in protocol.rules:
-            if grade not in r.grades:
-                continue
-            if r.crs != "any" and (r.crs == "yes") != crs:
-                continue
-            if r.product != "any" and (r.product == "high") != high:
-                continue
-            if r.patient == "child" and not child:
-                continue
-            if r.seizure and not has_seizure:
-                continue
-            chosen.append(r.line)
-        order = {s: i for i, s in enumerate(SECTIONS)}
-        return tuple(sorted(chosen, key=lambda line: order[line.section]))
+    ctx = _Context(
+        grade=grade, graded=result.status == "graded",
+        child=age_years is not None and age_years < ADULT_AGE, age_known=age_years is not None,
+        weight_kg=weight_kg, high=product in HIGH_NEUROTOXICITY_PRODUCTS,
+        seizure=result.domain("seizure").value,
+        raised_icp=bool(RAISED_ICP & set(result.domain("icp_edema").value.split(";"))),
+    )
 
     if status == "unknown":
         branches = (
-            Branch(False, "IF THERE IS NO CRS (isolated ICANS)", lines_for(False)),
-            Branch(True, "IF THERE IS CONCURRENT CRS", lines_for(True)),
+            _branch(protocol, ctx, False, None, "IF THERE IS NO CRS (isolated ICANS)", product),
+            _branch(protocol, ctx, True, None, "IF THERE IS CONCURRENT CRS (grade it: the CRS "
+                    "grade changes the advice)", product),
         )
     elif status == "yes":
-        branches = (Branch(True, f"With concurrent CRS (grade {crs_grade})", lines_for(True)),)
+        branches = (_branch(protocol, ctx, True, crs_grade,
+                            f"With concurrent CRS (grade {crs_grade})", product),)
+    elif status == "controlled":
+        branches = (_branch(protocol, ctx, False, 0, "CRS controlled after treatment: managed "
+                            "as isolated ICANS, no further tocilizumab", product),)
     else:
-        branches = (Branch(False, "No concurrent CRS (isolated ICANS)", lines_for(False)),)
-    disagreements = tuple(line for gs, line in protocol.disagreements if grade in gs)
+        branches = (_branch(protocol, ctx, False, 0, "No concurrent CRS (isolated ICANS)",
+                            product),)
+    if not ctx.graded:
+        caution = _not_assessable_lines(protocol, result, last_assessable, log_checked)
+        branches = tuple(Branch(b.crs, b.label, caution + b.lines, b.crs_grade)
+                         for b in branches)
+    disagreements = tuple(
+        _render(protocol, r, ctx.weight_kg) for r in protocol.disagreements
+        if _matches(r, ctx, crs_branch=None, crs_grade=None))
+    cadence_grade = grade
+    if not ctx.graded:
+        # Not assessable never relaxes the watch: at least the grade-1 cadence, and the
+        # last assessable grade's when it is higher.
+        cadence_grade = max(grade, 1, last_assessable.grade if last_assessable else 0)
     return Recommendation(
         protocol_id=protocol.id,
         protocol_version=protocol.version,
         protocol_title=protocol.title,
         protocol_note=protocol.note,
         grade=grade,
-        grade_is_floor=result.status == "not_assessable",
+        grade_is_floor=not ctx.graded,
         crs=status,
         product=product,
-        high_risk_product=high,
+        high_risk_product=ctx.high,
         branches=branches,
         disagreements=disagreements,
-        cadence=protocol.cadence_for(grade),
+        cadence=protocol.cadence_for(cadence_grade),
+        patient="child" if ctx.child else "adult",
+        weight_kg=weight_kg,
+        crs_grade=crs_grade if status in ("yes", "no", "controlled") else None,
     )
+
+
+# --- choosing and ordering lines ----------------------------------------------------------------
+
+def _matches(r: _Rule, ctx: _Context, crs_branch: bool | None, crs_grade: int | None) -> bool:
+    """Whether a rule applies. crs_branch None: a disagreement (CRS does not matter)."""
+    if ctx.grade not in r.grades:
+        return False
+    if crs_branch is not None and not _crs_matches(r.crs, crs_branch, crs_grade):
+        return False
+    if r.product != "any" and (r.product == "high") != ctx.high:
+        return False
+    if r.patient != "any" and (r.patient == "child") != ctx.child:
+        return False
+    if r.seizure != "any":
+        if r.seizure == "seizure":
+            if ctx.seizure == "none":
+                return False
+        elif r.seizure != ctx.seizure:
+            return False
+    if r.icp != "any" and (r.icp == "raised") != ctx.raised_icp:
+        return False
+    if r.status != "any" and (r.status == "graded") != ctx.graded:
+        return False
+    if r.weight is not None:
+        kind, limit = r.weight
+        if ctx.weight_kg is None:
+            # Unknown weight: a child sees every band (each labelled); an adult is taken to
+            # weigh at least the limit.
+            return ctx.child or kind == "from"
+        if (ctx.weight_kg < limit) != (kind == "below"):
+            return False
+    return True
+
+
+def _crs_matches(cond: Any, crs_branch: bool, crs_grade: int | None) -> bool:
+    if cond == "any":
+        return True
+    if cond == "no":
+        return not crs_branch
+    if cond == "yes":
+        return crs_branch
+    # a set of CRS grades: on a CRS branch whose grade is known and in it, or (each labelled)
+    # on the hypothetical CRS branch whose grade is not known
+    return crs_branch and (crs_grade is None or crs_grade in cond)
+
+
+def _branch(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None, label: str,
+            product: str | None) -> Branch:
+    lines = [_render(protocol, r, ctx.weight_kg,
+                     prefix=_prefix(r, ctx, crs_grade))
+             for r in protocol.rules if _matches(r, ctx, crs, crs_grade)]
+    lines = _dedupe(lines)
+    lines += _product_lines(protocol, ctx, crs, crs_grade, product, lines)
+    if not ctx.age_known and any(x.is_dose for x in lines):
+        lines.append(_tool_line(protocol, "caution", (
+            "Age not given: adult doses are shown. For a patient under 18, give the age and "
+            "the weight to see children's doses."), "asco2021"))
+    if ctx.child and ctx.weight_kg is None and any(
+            d.per_kg for x in lines for _, d in x.doses):
+        lines.append(_tool_line(protocol, "caution", (
+            "Weight not given: children's doses are per kg and their amounts are not "
+            "computed. Weigh the child (or take the admission weight)."), "asco2021"))
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    steroids = _order_steroids([x for x in lines if x.section == "corticosteroids"])
+    rest = [x for x in lines if x.section != "corticosteroids"]
+    ordered = sorted(rest + steroids, key=lambda x: order[x.section])  # stable: steroid order
+    return Branch(crs, label, tuple(ordered), crs_grade)
+
+
+def _prefix(r: _Rule, ctx: _Context, crs_grade: int | None) -> str:
+    bits = []
+    if crs_grade is None and isinstance(r.crs, frozenset):
+        bits.append("If the CRS is " + crs_grades_text(r.crs))
+    if r.weight is not None and ctx.weight_kg is None and ctx.child:
+        kind, limit = r.weight
+        bits.append(f"if under {limit:g} kg" if kind == "below" else f"if {limit:g} kg or more")
+    if not bits:
+        return ""
+    text = ", ".join(bits)
+    return text[0].upper() + text[1:] + ": "
+
+
+def crs_grades_text(grades: frozenset[int] | tuple[int, ...]) -> str:
+    """{2, 3, 4} -> 'grade 2 or higher'; {3} -> 'grade 3'; {1, 2} -> 'grade 1 or 2'."""
+    gs = sorted(grades)
+    if len(gs) > 1 and gs == list(range(gs[0], 5)):
+        return f"grade {gs[0]} or higher"
+    return "grade " + " or ".join(str(g) for g in gs)
+
+
+def _dedupe(lines: list[AdviceLine]) -> list[AdviceLine]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for x in lines:
+        key = (x.section, x.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(x)
+    return out
+
+
+def _order_steroids(lines: list[AdviceLine]) -> list[AdviceLine]:
+    """The stronger table's corticosteroid lines first (each names its table); the other
+    table's lines after, in their own order. Lines without a table (tool notes) go last."""
+    if not lines:
+        return []
+    tables: dict[str, list[AdviceLine]] = {}
+    for x in lines:
+        tables.setdefault(x.table, []).append(x)
+    notes = tables.pop("tool", [])
+    if len(tables) < 2:
+        return [x for t in tables.values() for x in t] + notes
+
+    def strength(group: list[AdviceLine]) -> tuple[int, float]:
+        return max(x.steroid_strength() for x in group)
+
+    icans, crs = tables["icans"], tables["crs"]
+    first, second = (crs, icans) if strength(crs) > strength(icans) else (icans, crs)
+    return first + second + notes
+
+
+def _render(protocol: Protocol, r: _Rule, weight_kg: float | None,
+            prefix: str = "") -> AdviceLine:
+    text = r.text
+    for name, dose in r.doses:
+        text = text.replace("{" + name + "}", dose.text(weight_kg))
+    src = protocol.sources[r.source_id]
+    text = prefix + _uncap(text) if prefix else _cap(text)
+    return AdviceLine(r.section, text, r.source_id,
+                      src.citation, src.short, r.evidence, protocol.id, r.doses, weight_kg,
+                      r.start, r.first_line, r.table,
+                      tuple(sorted(r.crs)) if isinstance(r.crs, frozenset) else ())
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _uncap(text: str) -> str:
+    """'Supportive care' -> 'supportive care', but 'ICU' and 'CRS' stay as they are."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+# --- lines the tool adds from the result (each with a source) -----------------------------------
+
+def _tool_line(protocol: Protocol, section: str, text: str, source_id: str,
+               evidence: str = "V") -> AdviceLine:
+    src = protocol.sources.get(source_id) or Source(_TOOL_SOURCES[source_id],
+                                                    _TOOL_SOURCES[source_id])
+    return AdviceLine(section, text, source_id, src.citation, src.short, evidence, protocol.id,
+                      table="tool")
+
+
+_TOOL_SOURCES = {
+    "asco2021": "ASCO 2021 (Santomasso BD et al., J Clin Oncol 2021;39:3978)",
+    "astct2019": "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplant "
+                 "2019;25:625)",
+}
+
+
+def _product_lines(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None,
+                   product: str | None, lines: list[AdviceLine]) -> list[AdviceLine]:
+    """One line when a high-neurotoxicity product changes nothing in this branch (and why), or
+    when the product is not recorded at the grades where it would."""
+    if product is None:
+        if 1 <= ctx.grade <= 3 and not crs:
+            return [_tool_line(protocol, "corticosteroids", (
+                "Product not recorded: the advice above is for a standard-risk product. For "
+                "axi-cel or brexu-cel, ASCO allows corticosteroids earlier (from grade 1), and "
+                "high-dose steroids may be an option at grade 3."), "asco2021")]
+        return []
+    if not ctx.high:
+        return []
+    other = _Context(**{**ctx.__dict__, "high": False})
+    plain = _dedupe([_render(protocol, r, ctx.weight_kg)
+                     for r in protocol.rules if _matches(r, other, crs, crs_grade)])
+    if [x.text for x in plain] != [x.text for x in lines]:
+        return []  # the product already changes the advice; its lines say so
+    name = product
+    if ctx.grade == 0:
+        why = ("there is no ICANS now; ASCO's earlier corticosteroids for this product start "
+               "at grade 1")
+    elif any(x.section == "corticosteroids" and x.table == "crs" and x.start == "now"
+             for x in lines):
+        why = (f"with concurrent CRS grade {crs_grade} the CRS regimen already includes "
+               "corticosteroids")
+    elif any(x.section == "corticosteroids" and x.start == "now" for x in lines):
+        why = f"at grade {ctx.grade} corticosteroids are already advised for every product"
+    elif crs:
+        why = ("with concurrent CRS the ICANS table gives tocilizumab first and adds "
+               "corticosteroids if refractory, whatever the product")
+    else:
+        why = "this protocol gives the same advice at this grade for every product"
+    return [_tool_line(protocol, "corticosteroids", (
+        f"{name} is a high-neurotoxicity product (ASCO allows corticosteroids earlier for it), "
+        f"but that changes nothing here: {why}."), "asco2021")]
+
+
+def _not_assessable_lines(protocol: Protocol, result: IcansResult, last: LastAssessable | None,
+                          log_checked: bool) -> tuple[AdviceLine, ...]:
+    floor = result.grade_at_least
+    now = (f"the grade now is at least {floor}" if floor else
+           "no assessable finding is above grade 0")
+    if last is not None:
+        head = (f"Not assessable, which is not \"all clear\": the last assessable grade was "
+                f"{last.grade} ({last.assessed_at}); {now}.")
+    elif log_checked:
+        head = (f"Not assessable, which is not \"all clear\": {now}, and no earlier assessable "
+                "grade is in the log.")
+    else:
+        head = (f"Not assessable, which is not \"all clear\": {now}; check the patient's last "
+                "assessable grade (icans history).")
+    return (
+        _tool_line(protocol, "caution", head + " Do not stop treatment already under way "
+                   "because of this result; reassess as soon as the other cause allows.",
+                   "astct2019"),
+        _tool_line(protocol, "caution", "EEG to look for non-convulsive seizures, which a "
+                   "sedated patient cannot show (ASCO: EEG for unexplained altered mental "
+                   "status).", "asco2021"),
+    )
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+class _Loader:
+    """Validates a protocol mapping, collecting every problem with its place."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.problems: list[str] = []
+
+    def bad(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def build(self) -> Protocol:
+        d = self.data
+        if not isinstance(d, Mapping):
+            raise ProtocolError("a protocol is a JSON object")
+        for key in ("id", "version", "title", "sources", "cadence", "lines"):
+            if key not in d:
+                self.bad(key, "missing")
+        unknown = set(d) - {"id", "version", "title", "note", "sources", "cadence", "lines",
+                            "crs_lines", "disagreements", "$schema", "comment"}
+        for key in sorted(unknown):
+            self.bad(key, "unknown top-level field (allowed: id, version, title, note, "
+                          "sources, cadence, lines, crs_lines, disagreements)")
+        if self.problems:
+            raise ProtocolError(self.problems)
+        pid = str(d["id"])
+        sources: dict[str, Source] = {}
+        if not isinstance(d["sources"], Mapping) or not d["sources"]:
+            self.bad("sources", "must be an object of named sources")
+        else:
+            for k, v in d["sources"].items():
+                if not isinstance(v, Mapping) or not isinstance(v.get("citation"), str) \
+                        or not v["citation"].strip():
+                    self.bad(f"sources.{k}", "needs a citation")
+                    continue
+                sources[k] = Source(v["citation"], str(v.get("short") or v["citation"]))
+        self.sources = sources
+        rules = [self.rule(raw, f"lines[{i}]", "icans") for i, raw in
+                 enumerate(self.list_of("lines"))]
+        rules += [self.rule(raw, f"crs_lines[{i}]", "crs") for i, raw in
+                  enumerate(self.list_of("crs_lines"))]
+        disagreements = [self.rule(raw, f"disagreements[{i}]", "icans", disagreement=True)
+                         for i, raw in enumerate(self.list_of("disagreements"))]
+        cadence = []
+        for i, raw in enumerate(self.list_of("cadence")):
+            where = f"cadence[{i}]"
+            try:
+                gs = self.grades(raw.get("grades"), f"{where}.grades")
+                hours = raw["hours"]
+                if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 48:
+                    self.bad(f"{where}.hours", "must be a whole number of hours, 1-48")
+                    continue
+                src = self.source(raw.get("source"), f"{where}.source")
+                ev = self.evidence(raw, where)
+                if ev == "R" and "UNVERIFIED" not in str(raw.get("text", "")):
+                    self.bad(f"{where}.text", "a recalled (R) cadence must say UNVERIFIED")
+                if gs is None or src is None or ev is None:
+                    continue
+                cadence.append((gs, Cadence(hours, str(raw.get("text", "")),
+                                            sources[src].citation, ev)))
+            except (KeyError, TypeError, AttributeError):
+                self.bad(where, "needs grades, hours, text, source and evidence")
+        for g in range(5):
+            n = sum(1 for gs, _ in cadence if g in gs)
+            if n != 1:
+                self.bad("cadence", f"grade {g} needs exactly one cadence (has {n})")
+        good = [r for r in rules if r is not None]
+        self.coverage(good)
+        if self.problems:
+            raise ProtocolError([f"{pid}: {p}" for p in self.problems])
+        return Protocol(pid, str(d["version"]), str(d["title"]), str(d.get("note", "")),
+                        sources, tuple(good), tuple(r for r in disagreements if r is not None),
+                        tuple(cadence))
+
+    def list_of(self, key: str) -> list[Any]:
+        value = self.data.get(key, [])
+        if not isinstance(value, list):
+            self.bad(key, "must be a list")
+            return []
+        return value
+
+    def grades(self, raw: Any, where: str) -> frozenset[int] | None:
+        if not isinstance(raw, list) or not raw or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 4 for x in raw):
+            self.bad(where, "must be a list of grades within 0-4")
+            return None
+        return frozenset(raw)
+
+    def source(self, raw: Any, where: str) -> str | None:
+        if raw not in self.sources:
+            self.bad(where, f"{raw!r} is not a named source" if raw else
+                     "missing: every line names its source")
+            return None
+        return raw
+
+    def evidence(self, raw: Mapping[str, Any], where: str) -> str | None:
+        ev = raw.get("evidence")
+        if ev not in EVIDENCE:
+            self.bad(f"{where}.evidence", f"{ev!r} is not one of V, V2, R")
+            return None
+        return ev
+
+    def rule(self, raw: Any, where: str, table: str, disagreement: bool = False) -> _Rule | None:
+        if not isinstance(raw, Mapping):
+            self.bad(where, "must be an object")
+            return None
+        before = len(self.problems)
+        for key in sorted(set(raw) - _LINE_KEYS):
+            self.bad(f"{where}.{key}", "unknown field (allowed: " + ", ".join(sorted(_LINE_KEYS))
+                     + ")")
+        if table == "crs":
+            crs = self.crs_grades(raw.get("crs"), f"{where}.crs")
+            grades = (self.grades(raw["grades"], f"{where}.grades") if "grades" in raw
+                      else frozenset(range(5)))
+        else:
+            crs = (self.crs_grades(raw["crs"], f"{where}.crs") if isinstance(raw.get("crs"), list)
+                   else self.choice(raw, "crs", ("any", "no", "yes"), where))
+            grades = self.grades(raw.get("grades"), f"{where}.grades")
+        product = self.choice(raw, "product", ("any", "high", "other"), where)
+        patient = self.choice(raw, "patient", ("any", "adult", "child"), where)
+        seizure = self.choice(raw, "seizure", ("any", "none", "seizure", "self_limited",
+                                               "prolonged"), where)
+        icp = self.choice(raw, "icp", ("any", "raised", "not_raised"), where)
+        status = self.choice(raw, "status", ("any", "graded", "not_assessable"), where)
+        weight = None
+        if "weight" in raw:
+            w = raw["weight"]
+            if isinstance(w, Mapping) and len(w) == 1 and next(iter(w)) in ("below_kg",
+                                                                               "from_kg") \
+                    and isinstance(next(iter(w.values())), (int, float)) \
+                    and 0 < next(iter(w.values())) < 350:
+                k, v = next(iter(w.items()))
+                weight = ("below" if k == "below_kg" else "from", float(v))
+            else:
+                self.bad(f"{where}.weight", 'must be {"below_kg": N} or {"from_kg": N}')
+        section = "disagreement" if disagreement else raw.get("section")
+        if not disagreement and section not in SECTIONS:
+            self.bad(f"{where}.section", f"unknown section {section!r} (allowed: "
+                     + ", ".join(SECTIONS) + ")")
+        text = raw.get("text")
+        if not isinstance(text, str) or not text.strip():
+            self.bad(f"{where}.text", "missing")
+            text = ""
+        src = self.source(raw.get("source"), f"{where}.source")
+        ev = self.evidence(raw, where)
+        if ev == "R" and "UNVERIFIED" not in text and "unverified" not in text:
+            self.bad(f"{where}.text", "a recalled (R) line must say it is UNVERIFIED in its text")
+        doses: list[tuple[str, Dose]] = []
+        raw_doses = raw.get("doses", {})
+        if not isinstance(raw_doses, Mapping):
+            self.bad(f"{where}.doses", "must be an object of named doses")
+            raw_doses = {}
+        for name, rd in raw_doses.items():
+            try:
+                if not isinstance(rd, Mapping):
+                    raise DoseError("a dose must be an object")
+                dose = Dose.from_dict(rd)
+            except DoseError as exc:
+                self.bad(f"{where}.doses.{name}", str(exc))
+                continue
+            if not dose.per_kg and patient != "adult":
+                self.bad(f"{where}.doses.{name}", "a fixed amount on a line that a child can "
+                         "see: give it per kg with the adult dose as max_amount, or mark the "
+                         'line "patient": "adult"')
+            if dose.per_kg and dose.max_amount is None and patient != "adult" \
+                    and not (weight and weight[0] == "below"):
+                self.bad(f"{where}.doses.{name}", "a per-kg dose a child can see needs its "
+                         "maximum (max_amount), unless the line is for a weight band below a "
+                         "limit")
+            doses.append((name, dose))
+        names = set(_PLACEHOLDER.findall(text))
+        for name in sorted(names - {n for n, _ in doses}):
+            self.bad(f"{where}.text", f"{{{name}}} has no dose of that name in 'doses'")
+        for name, _ in doses:
+            if name not in names:
+                self.bad(f"{where}.text", f"the dose {name!r} is not placed in the text "
+                         f"(write {{{name}}} where it goes)")
+        if AMOUNT_IN_TEXT.search(_PLACEHOLDER.sub("", text)):
+            self.bad(f"{where}.text", "states an amount as free text: a dose must be "
+                     "structured (put it in 'doses' and write {name} in the text)")
+        start = raw.get("start")
+        if start is not None and start not in STARTS:
+            self.bad(f"{where}.start", f"{start!r} is not one of {', '.join(STARTS)}")
+        first = raw.get("first_line")
+        if first is not None and (first not in FIRST_LINE_STEROIDS or start != "now"):
+            self.bad(f"{where}.first_line", "must be one of " + ", ".join(FIRST_LINE_STEROIDS)
+                     + ' on a line with "start": "now"')
+        if section == "corticosteroids" and doses and start is None:
+            self.bad(f"{where}.start", "a corticosteroid dose line needs start: now, consider "
+                     "or if_refractory")
+        if len(self.problems) > before or None in (grades, crs, src, ev):
+            return None
+        return _Rule(table, grades, crs, product, patient, seizure, icp, status, weight,  # type: ignore[arg-type]
+                     section, text, tuple(doses), src, ev, start, first)  # type: ignore[arg-type]
+
+    def choice(self, raw: Mapping[str, Any], key: str, allowed: tuple[str, ...],
+               where: str) -> str:
+        value = raw.get(key, "any")
+        if value not in allowed:
+            self.bad(f"{where}.{key}", f"{value!r} is not one of {', '.join(allowed)}")
+            return "any"
+        return value
+
+    def crs_grades(self, raw: Any, where: str) -> frozenset[int] | None:
+        if not isinstance(raw, list) or not raw or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4 for x in raw):
+            self.bad(where, "must be the CRS grades the line applies to: a list within 1-4 "
+                            "(a CRS-table line always needs one)")
+            return None
+        return frozenset(raw)
+
+    def coverage(self, rules: list[_Rule]) -> None:
+        """Every ICANS grade, with and without CRS, for adults and children, whatever the
+        product, has at least one corticosteroid line (saying what to give, or that none is
+        advised)."""
+        for g in range(5):
+            for crs in (False, True):
+                for child in (False, True):
+                    for high in (False, True):
+                        ctx = _Context(g, True, child, True, 40.0, high, "none", False)
+                        if not any(r.section == "corticosteroids" and r.table == "icans"
+                                   and _matches(r, ctx, crs, 2 if crs else 0) for r in rules):
+                            self.bad("lines", f"grade {g} has no corticosteroid line "
+                                     f"({'with' if crs else 'without'} CRS, "
+                                     f"{'child' if child else 'adult'}, "
+                                     f"{'high-risk' if high else 'standard'} product)")
+                            return

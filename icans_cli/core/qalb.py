@@ -19,7 +19,6 @@ class QalbResult:
     limit_e3: float
     above: bool
     age: float
-    adult_reference: bool  # the limit was derived in adults
 
 
 def qalb(csf_albumin_mg_l: float, serum_albumin_g_l: float, age_years: float) -> QalbResult:
@@ -33,6 +32,10 @@ def qalb(csf_albumin_mg_l: float, serum_albumin_g_l: float, age_years: float) ->
                              "g/L, > 0 (typical 35-50)")
     if not 0 <= age_years <= 130:
         raise InvalidFinding("age", f"{age_years} is out of range", "0-130 years")
+    if age_years < 18:
+        raise InvalidFinding("age", f"{age_years:g} is under 18: the Hegen limit was derived in "
+                             "adults, and no paediatric limit is used here",
+                             "18-130 years")
     q = csf_albumin_mg_l / serum_albumin_g_l
     limit = age_years / 25 + 8
-    return QalbResult(q, limit, q > limit, age_years, 18 <= age_years)
+    return QalbResult(q, limit, q > limit, age_years)

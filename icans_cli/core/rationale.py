@@ -46,8 +46,8 @@ def why_grade(result: IcansResult) -> str:
     else:
         na = " and ".join(DOMAIN_LABELS[n] for n in result.not_assessable)
         floor = result.grade_at_least
-        parts.append(f"Not assessable: {na} cannot be graded because another cause (sedation, "
-                     f"intubation or another diagnosis) explains them. The grade is at least "
+        parts.append(f"Not assessable: {na} cannot be graded because another cause (a sedating "
+                     f"drug or another diagnosis) explains them. The grade is at least "
                      f"{floor}" + (" from " + " and ".join(
                          f"{d.description}" for d in graded if d.domain in result.drivers)
                          if result.drivers else "") + "; reassess when the other cause allows.")
@@ -64,20 +64,40 @@ def why_grade(result: IcansResult) -> str:
                      "grade 4 needs an unarousable patient.")
     for name in result.excluded:
         parts.append(f"Recorded, not graded: {EXCLUDED[name]}.")
+    if result.capd_baseline is not None:
+        parts.append(capd_baseline_text(result))
     parts.append(f"Score used: {result.score_path_reason}.")
     return " ".join(parts)
+
+
+def capd_baseline_text(result: IcansResult) -> str:
+    """The change from a documented CAPD baseline; grading stays on the ASTCT bands."""
+    base = result.capd_baseline
+    change = result.capd_change
+    text = (f"CAPD baseline {base}" + ("" if change is None else
+                                         f"; now {result.capd_score}, "
+                                         f"{'+' if change > 0 else ''}{change} from baseline")
+            + ". The grade uses the ASTCT bands on the total, not the change.")
+    if base:
+        text += (" A baseline above 0 is common in young or developmentally delayed children, "
+                 "so judge the change as well as the band (a reasoned point, not a source's).")
+    return text
 
 
 CORTICOSTEROIDS = RationaleItem(
     "corticosteroids",
     "Why corticosteroids",
     "ICANS is inflammation behind the blood-brain barrier, so the drug has to get there. "
-    "Dexamethasone and methylprednisolone are small, fat-soluble molecules that cross the barrier "
-    "by ordinary pharmacology (a general principle; no ICANS-specific source states it). Once "
-    "inside cells they damp the transcription of many inflammatory genes at once, through NF-kB "
+    "Dexamethasone and methylprednisolone are small, fat-soluble molecules that pass through "
+    "cell membranes, unlike an antibody. The passage is not free: the barrier's efflux pump, "
+    "P-glycoprotein, carries dexamethasone back out (mice lacking the pump take up more of it "
+    "into the brain), so part of a dose reaches the brain, not all of it. Once inside cells "
+    "corticosteroids damp the transcription of many inflammatory genes at once, through NF-kB "
     "and AP-1, so IL-1 is turned down as well as IL-6, and they help tighten leaky brain "
     "endothelium. ASCO 2021: moderate to severe ICANS is managed with corticosteroids.",
     ("De Bosscher 2000, J Neuroimmunol (NF-kB/AP-1)",
+     "Mason et al., Endocrinology 2008;149:5244 (P-glycoprotein and dexamethasone brain "
+     "uptake, PMC2629618)",
      "Cell Tissue Res 2014 review (glucocorticoids and the blood-brain barrier)",
      "ASCO 2021 (Santomasso, JCO 2021;39:3978)"),
     "V",
@@ -137,11 +157,21 @@ CRS_PRESENT = RationaleItem(
 )
 
 
+CRS_CONTROLLED = RationaleItem(
+    "crs_controlled",
+    "CRS controlled after treatment",
+    "Once CRS has been treated, fever no longer has to be present to grade it, so the grade "
+    "rests on hypotension and hypoxia. With neither, no ASTCT grade is met: the CRS is "
+    "controlled, further tocilizumab has nothing to treat, and the neurotoxicity is managed as "
+    "isolated ICANS, with corticosteroids by its grade.",
+    ("ASTCT consensus (Lee 2019), CRS footnote", "SITC 2020 CRS table"),
+    "V",
+)
+
+
 def rationale(result: IcansResult, recommendation: Recommendation) -> tuple[RationaleItem, ...]:
     items = [RationaleItem("grade", "Why this grade", why_grade(result), (RULES_SOURCE,), "V")]
-    steroids = any(b.corticosteroid_dose_advised or any(
-        line.section == "corticosteroids" and "corticosteroids may" in line.text
-        for line in b.lines) for b in recommendation.branches)
+    steroids = any(b.corticosteroids_advised for b in recommendation.branches)
     isolated = any(not b.crs for b in recommendation.branches)
     with_crs = any(b.crs for b in recommendation.branches)
     grade = recommendation.grade
@@ -149,6 +179,8 @@ def rationale(result: IcansResult, recommendation: Recommendation) -> tuple[Rati
         items.append(CORTICOSTEROIDS)
     if isolated and grade >= 1:
         items.append(TOCILIZUMAB)
+    if recommendation.crs == "controlled":
+        items.append(CRS_CONTROLLED)
     if recommendation.crs == "unknown" and grade >= 1:
         items.append(CRS_UNKNOWN)
     elif with_crs and grade >= 1:

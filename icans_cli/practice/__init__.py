@@ -51,10 +51,12 @@ class Case:
     findings: Findings
     crs_grade: int
     crs_detail: dict[str, Any] | None
+    crs_controlled: bool = False
 
     def key(self, protocol) -> Key:
         r = grade_icans(self.findings)
-        rec = recommend(protocol, r, self.crs_grade, self.product, self.age)
+        rec = recommend(protocol, r, self.crs_grade, self.product, self.age,
+                        crs_controlled=self.crs_controlled)
         (branch,) = rec.branches
         score = r.ice_score if r.score_path == "ice" else r.capd_score
         if not score_expected(self.findings.consciousness, self.findings.sedated):
@@ -75,18 +77,20 @@ def _case(raw: dict[str, Any]) -> Case:
         icp_edema=frozenset(f.get("icp_edema", ())), excluded=frozenset(f.get("excluded", ())),
         sedated=bool(f.get("sedated")))
     crs_detail = raw.get("crs")
+    controlled = False
     if crs_detail is not None:
         c = crs_detail
-        crs_grade = grade_crs(CrsFindings(
+        crs = grade_crs(CrsFindings(
             fever=c.get("fever", False), hypotension=c.get("hypotension", False),
             vasopressors=c.get("vasopressors", 0), oxygen=c.get("oxygen", "none"),
-            oxygen_flow_l_min=c.get("flow"), treated_for_crs=c.get("treated_for_crs", False),
-        )).grade
+            oxygen_flow_l_min=c.get("flow"), treatments=frozenset(c.get("treatments", ())),
+        ))
+        crs_grade, controlled = crs.grade, crs.controlled
     else:
         crs_grade = int(raw["crs_grade"])
     return Case(raw["id"], tuple(raw["topics"]), raw.get("age"), raw.get("product"),
                 raw["narrative"], raw["teaching"], raw.get("trap"), findings, crs_grade,
-                crs_detail)
+                crs_detail, controlled)
 
 
 @lru_cache(maxsize=1)

@@ -101,12 +101,13 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
             if line.section == "corticosteroids":
                 console.print(Text(f"  {line.short_source}: {line.text}", style="dim"))
         t = _select("Tocilizumab in this plan?", [("yes", "Yes"), ("no", "No")])
+        crs_words = ("CRS controlled after treatment" if key.recommendation.crs == "controlled"
+                     else f"CRS grade {key.crs_grade}")
         feedback("tocilizumab", t, "yes" if key.tocilizumab else "no",
-                 ("yes: there is concurrent CRS (CRS grade "
-                  f"{key.crs_grade})") if key.tocilizumab else
-                 (f"no (CRS grade {key.crs_grade}" + (", grade 0 ICANS needs nothing)"
-                                                      if key.result.effective_grade == 0
-                                                      else ": it does not treat ICANS)")))
+                 f"yes: there is concurrent CRS ({crs_words})" if key.tocilizumab else
+                 (f"no ({crs_words}" + (", grade 0 ICANS needs nothing)"
+                                        if key.result.effective_grade == 0
+                                        else ": it does not treat ICANS)")))
         console.print(Text("  Teaching point: " + case.teaching, style="bold"))
         if case.trap:
             console.print(Text(f"  (A trap peers have fallen into: {case.trap}.)", style="italic"))

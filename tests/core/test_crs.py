@@ -86,15 +86,54 @@ def test_worse_of_hypotension_and_hypoxia_sets_grade():
 
 
 def test_after_tocilizumab_or_steroids_fever_not_required():
-    r = crs(fever=False, treated_for_crs=True, hypotension=True)
-    assert r.grade == 2
-    assert r.fever_waived
+    for given in ({"tocilizumab"}, {"corticosteroids"}):
+        r = crs(fever=False, treatments=given, hypotension=True)
+        assert r.grade == 2
+        assert r.fever_waived and not r.controlled
+        assert r.disagreement is None
 
 
-def test_treated_patient_without_fever_is_never_called_no_crs():
-    r = crs(fever=False, treated_for_crs=True)
-    assert r.grade >= 1
-    assert "still CRS" in r.explanation
+def test_treated_crs_without_hypotension_or_hypoxia_is_controlled_not_grade_1():
+    # Spec section 3 (corrected): after treatment, with neither hypotension nor hypoxia, no
+    # ASTCT grade is met; the CRS is controlled (grade 0 for management), never "still CRS".
+    r = crs(fever=False, treatments={"tocilizumab"})
+    assert r.grade == 0
+    assert r.controlled
+    assert "controlled" in r.explanation and "no further tocilizumab" in r.explanation
+    assert r.label == "CRS controlled after treatment"
+
+
+def test_treated_crs_with_hypoxia_is_graded_on_hypoxia():
+    r = crs(fever=False, treatments={"corticosteroids"}, oxygen="facemask")
+    assert r.grade == 3 and not r.controlled
+
+
+def test_fever_after_treatment_still_grades_normally():
+    r = crs(fever=True, treatments={"tocilizumab"}, hypotension=True)
+    assert r.grade == 2 and not r.fever_waived
+
+
+def test_antipyretic_alone_waives_fever_per_lee_2019_and_says_sources_differ():
+    r = crs(fever=False, treatments={"antipyretic"}, hypotension=True)
+    assert r.grade == 2 and r.fever_waived
+    assert r.disagreement and "antipyretic" in r.disagreement
+    assert "would have no CRS" in r.disagreement
+
+
+def test_antipyretic_with_tocilizumab_needs_no_disagreement():
+    r = crs(fever=False, treatments={"antipyretic", "tocilizumab"}, hypotension=True)
+    assert r.grade == 2 and r.disagreement is None
+
+
+def test_untreated_without_fever_is_no_crs_label():
+    r = crs(fever=False)
+    assert r.label == "no CRS" and not r.controlled
+
+
+def test_unknown_treatment_rejected():
+    with pytest.raises(InvalidFinding) as e:
+        CrsFindings(treatments={"aspirin"})
+    assert e.value.field == "crs_treated" and "antipyretic" in e.value.allowed
 
 
 def test_hypoxia_without_fever_untreated_is_not_crs():

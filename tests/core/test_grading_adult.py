@@ -234,3 +234,15 @@ def test_age_out_of_range_rejected(age):
     with pytest.raises(InvalidFinding) as e:
         Findings(ice_score=10, age_years=age)
     assert e.value.field == "age_years"
+
+
+def test_unarousable_ice_0_is_accepted_as_not_performed_and_stored_as_none():
+    r = grade_icans(Findings(ice_score=0, consciousness="unarousable"))
+    assert r.grade == 4 and r.ice_score is None
+    assert r.domain("ice").value == "not performed"
+
+
+def test_sedation_is_a_sedating_drug_or_another_diagnosis_not_intubation():
+    r = grade_icans(Findings(sedated=True, consciousness="unarousable"))
+    assert "sedating drug" in r.domain("ice").description
+    assert "intubation" not in r.domain("ice").description

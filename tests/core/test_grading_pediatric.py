@@ -114,3 +114,43 @@ def test_sedated_child_capd_not_assessable():
     r = child(capd_score=None, sedated=True, consciousness="tactile")
     assert r.status == "not_assessable"
     assert set(r.not_assessable) == {"capd", "consciousness"}
+
+
+def test_unarousable_child_capd_is_not_taken_and_stored_as_none():
+    r = grade_icans(Findings(age_years=6, consciousness="unarousable"))
+    assert r.grade == 4 and r.capd_score is None
+    assert r.domain("capd").value == "not performed"
+
+
+def test_unarousable_child_capd_0_is_refused_because_0_means_a_normal_child():
+    with pytest.raises(InvalidFinding) as e:
+        Findings(age_years=6, consciousness="unarousable", capd_score=0)
+    assert e.value.field == "capd_score" and "normal child" in e.value.message
+
+
+def test_capd_baseline_never_changes_the_grade_and_gives_the_change():
+    with_base = grade_icans(Findings(age_years=3, capd_score=14, capd_baseline=6))
+    without = grade_icans(Findings(age_years=3, capd_score=14))
+    assert with_base.grade == without.grade == 3
+    assert with_base.capd_change == 8
+
+
+def test_capd_baseline_text_says_when_a_young_childs_baseline_is_above_0():
+    from icans_cli.core.rationale import why_grade
+
+    text = why_grade(grade_icans(Findings(age_years=2, capd_score=7, capd_baseline=5)))
+    assert "CAPD baseline 5; now 7, +2 from baseline" in text
+    assert "baseline above 0 is common in young" in text
+    zero = why_grade(grade_icans(Findings(age_years=2, capd_score=7, capd_baseline=0)))
+    assert "above 0" not in zero
+
+
+def test_capd_baseline_for_an_ice_patient_is_refused():
+    with pytest.raises(InvalidFinding) as e:
+        Findings(age_years=40, ice_score=8, capd_baseline=3)
+    assert e.value.field == "capd_baseline"
+
+
+def test_capd_baseline_out_of_range_is_refused():
+    with pytest.raises(InvalidFinding):
+        Findings(age_years=4, capd_score=8, capd_baseline=33)

@@ -1,0 +1,408 @@
+"""Advice that fits the patient (spec section 4): one named test per rule, through the core, for
+both protocols, adults and children."""
+
+import itertools
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from icans_cli.core.crs import CrsFindings, grade_crs
+from icans_cli.core.dosing import Dose
+from icans_cli.core.grading import Findings, grade_icans
+from icans_cli.core.protocol import LastAssessable, recommend
+from icans_cli.protocols import BUILTIN, load
+
+FIXED_AMOUNT = re.compile(r"\b\d[\d,.]*\s*(mg|g|mg PE)\b(?!/kg)")
+ADULT_STEROID_AMOUNTS = ("10 mg", "1,000 mg", "500 mg")
+
+
+def advise(protocol="asco-2021", crs=None, product=None, age=40, weight=None, last=None,
+           controlled=False, **findings):
+    if age is not None and age < 12:
+        if findings.get("consciousness") != "unarousable" and not findings.get("sedated"):
+            findings.setdefault("capd_score", 4)
+    elif findings.get("consciousness") != "unarousable" and not findings.get("sedated"):
+        findings.setdefault("ice_score", 10)
+    r = grade_icans(Findings(age_years=age, **findings))
+    return recommend(load(protocol), r, crs, product, age, weight_kg=weight,
+                     last_assessable=last, crs_controlled=controlled)
+
+
+def only(rec):
+    (branch,) = rec.branches
+    return branch
+
+
+def text(branch_or_rec):
+    lines = branch_or_rec.lines if hasattr(branch_or_rec, "lines") else branch_or_rec.all_lines
+    return "\n".join(x.text for x in lines)
+
+
+def section(branch, name):
+    return [x for x in branch.lines if x.section == name]
+
+
+# --- doses are structured data ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_dose_line_is_structured_and_sourced(name):
+    p = load(name)
+    for r in (*p.rules, *p.disagreements):
+        assert p.sources[r.source_id].citation
+        rendered = r.text
+        for key, dose in r.doses:
+            assert isinstance(dose, Dose)
+            rendered = rendered.replace("{" + key + "}", "")
+        # no amount is left as free text once the structured doses are taken out
+        assert not re.search(r"\d[\d,.]*\s*(mg|g|mcg|mL)\b", rendered), r.text
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_json_dose_object_has_the_spec_keys_on_every_dose_line(name):
+    rec = advise(name, crs=3, ice_score=2, weight=70)
+    for line in rec.all_lines:
+        d = line.as_dict()
+        if line.is_dose:
+            assert set(d["dose"]) >= {"drug", "amount", "unit", "per_kg", "max_amount", "route",
+                                      "every_hours", "computed_amount"}
+            assert d["source"] and d["protocol"] == name
+        else:
+            assert d["dose"] is None
+    json.dumps(rec.as_dict())  # serialisable
+
+
+def test_per_kg_dose_shows_its_computed_amount_capped_tocilizumab_8_mg_kg_at_70_kg():
+    b = only(advise(crs=2, ice_score=5, weight=70))
+    line = next(x for x in section(b, "anti_cytokine") if x.is_dose)
+    assert "tocilizumab 8 mg/kg → 560 mg at 70 kg (maximum 800 mg per dose)" in line.text
+    assert line.as_dict()["dose"]["computed_amount"] == 560
+
+
+def test_per_kg_dose_above_the_cap_is_capped_at_the_maximum():
+    b = only(advise(crs=2, ice_score=5, weight=130))
+    line = next(x for x in section(b, "anti_cytokine") if x.is_dose)
+    assert "→ 800 mg at 130 kg (capped at the maximum 800 mg per dose)" in line.text
+    assert line.as_dict()["dose"]["computed_amount"] == 800
+
+
+def test_per_kg_dose_without_weight_says_the_amount_is_not_computed():
+    b = only(advise(crs=2, ice_score=5))
+    line = next(x for x in section(b, "anti_cytokine") if x.is_dose)
+    assert "no weight: amount not computed" in line.text
+    assert line.as_dict()["dose"]["computed_amount"] is None
+
+
+# --- children -----------------------------------------------------------------------------------
+
+def _child_situations():
+    for name, g, crs, seizure, icp in itertools.product(
+            BUILTIN, ("ice0", "g1", "g2", "g3", "g4"), (None, 0, 1, 2, 3, 4),
+            ("none", "self_limited", "prolonged"), (frozenset(), frozenset({"posturing"}))):
+        yield name, g, crs, seizure, icp
+
+
+CHILD_GRADES = {"ice0": dict(capd_score=0), "g1": dict(capd_score=5),
+                "g2": dict(capd_score=5, consciousness="voice"), "g3": dict(capd_score=12),
+                "g4": dict(consciousness="unarousable")}
+
+
+def test_child_never_sees_an_adult_fixed_amount_in_any_situation_either_protocol():
+    checked = 0
+    for name, g, crs, seizure, icp in _child_situations():
+        for weight in (None, 20):
+            rec = advise(name, crs=crs, age=6, weight=weight, seizure=seizure, icp_edema=icp,
+                         **CHILD_GRADES[g])
+            for line in rec.all_lines:
+                for _, dose in line.doses:
+                    assert dose.per_kg, (name, g, crs, line.text)
+                    if weight is None:
+                        continue
+                    computed = dose.computed_amount(weight)
+                    assert computed is not None
+                    if dose.max_amount is not None:
+                        assert computed <= dose.max_amount
+            checked += 1
+    assert checked > 700
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_unarousable_6_year_old_20_kg_gets_no_adult_methylprednisolone(name):
+    b = only(advise(name, crs=0, age=6, weight=20, consciousness="unarousable"))
+    steroid = b.steroid_line
+    assert steroid is not None and steroid.first_line == "high_dose_methylprednisolone"
+    assert "institutional" in steroid.text and "UNVERIFIED" in steroid.text
+    assert not any(a in text(b) for a in ADULT_STEROID_AMOUNTS)
+    assert "1,000 mg/day" not in text(b)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_4_year_old_capd_14_gets_no_adult_dexamethasone_10_mg(name):
+    b = only(advise(name, crs=0, age=4, weight=16, capd_score=14))
+    assert b.steroid_line.first_line == "dexamethasone"
+    assert "Dexamethasone 10 mg" not in text(b) and "dexamethasone 10 mg" not in text(b)
+    assert "paediatric dose per institutional protocol" in b.steroid_line.text
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_child_seizure_lines_have_no_adult_levetiracetam_or_phenobarbital(name):
+    rec = advise(name, crs=0, age=7, weight=22, capd_score=6, seizure="self_limited")
+    t = text(rec)
+    assert "750 mg" not in t and "500 mg" not in t and "60 mg" not in t
+    assert "levetiracetam" in t
+
+
+def test_child_tocilizumab_under_30_kg_is_12_mg_kg_from_the_label():
+    b = only(advise(crs=2, age=6, weight=20, capd_score=6))
+    line = next(x for x in section(b, "anti_cytokine") if x.is_dose)
+    assert "tocilizumab 12 mg/kg → 240 mg at 20 kg" in line.text
+    assert "Kymriah" in line.citation and line.evidence == "V"
+    assert "8 mg/kg" not in text(b)
+
+
+def test_child_tocilizumab_from_30_kg_is_8_mg_kg_capped():
+    b = only(advise(crs=2, age=15, weight=45, ice_score=5))
+    line = next(x for x in section(b, "anti_cytokine") if x.is_dose)
+    assert "tocilizumab 8 mg/kg → 360 mg at 45 kg" in line.text
+
+
+def test_child_without_weight_sees_both_tocilizumab_bands_labelled_and_a_weigh_prompt():
+    b = only(advise(crs=2, age=6, capd_score=6))
+    t = text(b)
+    assert "If under 30 kg:" in t and "If 30 kg or more:" in t
+    assert "Weight not given" in t
+
+
+def test_adult_never_sees_the_under_30_kg_tocilizumab_band_without_a_weight():
+    assert "12 mg/kg" not in text(only(advise(crs=2, ice_score=5)))
+
+
+def test_age_not_given_says_adult_doses_are_shown():
+    b = only(advise(crs=0, age=None, ice_score=2))
+    assert "Age not given: adult doses are shown" in text(b)
+
+
+# --- concurrent CRS treated by its own grade ----------------------------------------------------
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_icans_2_with_crs_3_gets_crs_table_dexamethasone_first(name):
+    b = only(advise(name, crs=3, ice_score=5, weight=70))
+    first = b.steroid_line
+    assert first.table == "crs" and first.start == "now"
+    assert "Dexamethasone 10 mg IV every 6 h" in first.text
+    assert "with tocilizumab" in first.text
+    assert first.table_label == "CRS table, CRS grade 3"
+    later = [x for x in section(b, "corticosteroids") if x.table == "icans"]
+    assert later and later[0].start == "if_refractory"  # the ICANS table's line, named after
+
+
+def test_icans_3_axi_cel_with_crs_3_is_dexamethasone_now_not_only_if_refractory():
+    b = only(advise(crs=3, ice_score=2, product="axi-cel", weight=80))
+    assert b.first_line_steroid == "dexamethasone"
+    assert b.steroid_line.table == "crs"
+    assert "the CRS regimen already includes corticosteroids" in text(b)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_crs_4_gets_methylprednisolone_500_mg_every_12_h_with_taper(name):
+    b = only(advise(name, crs=4, ice_score=8, weight=70))
+    first = b.steroid_line
+    assert first.table == "crs" and first.first_line == "high_dose_methylprednisolone"
+    assert "ethylprednisolone 500 mg IV every 12 h for 3 days, then 250 mg every 12 h" in \
+        first.text
+    assert "60 mg every 12 h until CRS grade 1" in first.text
+
+
+def test_icans_4_with_crs_3_keeps_the_stronger_icans_regimen_first():
+    b = only(advise(crs=3, motor="focal_weakness", weight=70))
+    assert b.steroid_line.table == "icans"
+    assert "1,000 mg/day" in b.steroid_line.text
+    assert any(x.table == "crs" and "dexamethasone" in x.text.lower()
+               for x in section(b, "corticosteroids"))
+
+
+def test_icans_0_with_crs_3_still_treats_the_crs():
+    b = only(advise(crs=3, ice_score=10, weight=70))
+    assert b.tocilizumab_advised
+    assert b.steroid_line.table == "crs"
+
+
+def test_consider_icu_if_crs_2_or_more_is_resolved_against_the_known_grade():
+    with_2 = only(advise(crs=2, ice_score=5))
+    with_1 = only(advise(crs=1, ice_score=5))
+    assert any("Consider ICU" in x.text for x in section(with_2, "level_of_care"))
+    assert not section(with_1, "level_of_care")
+    unknown = advise(crs=None, ice_score=5)
+    crs_branch = unknown.branches[1]
+    assert any(x.text.startswith("If the CRS is grade 2 or higher: consider ICU")
+               for x in crs_branch.lines)
+
+
+def test_unknown_crs_branch_lists_what_each_crs_grade_adds():
+    crs_branch = advise(crs=None, ice_score=5, weight=70).branches[1]
+    t = text(crs_branch)
+    assert "If the CRS is grade 3: dexamethasone 10 mg IV every 6 h" in t
+    assert "If the CRS is grade 4: methylprednisolone 500 mg" in t
+
+
+def test_crs_controlled_after_treatment_is_isolated_icans_without_tocilizumab():
+    crs = grade_crs(CrsFindings(fever=False, treatments={"tocilizumab"}))
+    rec = advise(crs=crs.grade, controlled=crs.controlled, ice_score=5)
+    b = only(rec)
+    assert not b.crs and not b.tocilizumab_advised
+    assert "CRS controlled after treatment" in b.label
+    assert rec.crs == "controlled" and "crs-controlled" in rec.id
+
+
+# --- seizures by kind ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_self_limited_seizure_starts_levetiracetam_and_eeg(name):
+    b = only(advise(name, crs=0, ice_score=8, seizure="self_limited", weight=70))
+    s = section(b, "seizures")
+    assert any("levetiracetam" in x.text and "EEG" in x.text for x in s)
+    assert not any("STATUS EPILEPTICUS" in x.text for x in s)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("age,weight", [(40, 70), (8, 25)])
+def test_prolonged_seizure_gets_the_convulsive_status_algorithm_weight_based(name, age, weight):
+    kw = dict(ice_score=7) if age >= 12 else dict(capd_score=5)
+    b = only(advise(name, crs=0, age=age, weight=weight, seizure="prolonged", **kw))
+    s = section(b, "seizures")
+    first = s[0]
+    assert "STATUS EPILEPTICUS" in first.text and "convulsive status algorithm" in first.text
+    assert f"lorazepam 0.1 mg/kg → {min(0.1 * weight, 4):g} mg at {weight} kg" in first.text
+    assert any("second-line" in x.text and "levetiracetam 60 mg/kg" in x.text
+               and "ICU" in x.text for x in s)
+
+
+def test_prolonged_seizure_is_not_under_treated_by_the_non_convulsive_regimen_alone():
+    b = only(advise(crs=0, ice_score=7, seizure="prolonged", weight=70))
+    ncse = [x for x in section(b, "seizures") if "lorazepam 0.5 mg" in x.text]
+    assert ncse and all("Non-convulsive status on EEG only (not convulsive status)" in x.text
+                        for x in ncse)
+    assert section(b, "seizures").index(ncse[0]) > 0  # the convulsive algorithm comes first
+
+
+# --- lumbar puncture only without a contraindication --------------------------------------------
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("sign", ["diffuse_edema", "posturing", "papilledema", "cn6_palsy",
+                                  "cushing_triad"])
+def test_raised_icp_turns_the_lp_line_into_a_warning(name, sign):
+    b = only(advise(name, crs=0, ice_score=8, icp_edema={sign}))
+    lp = [x for x in b.lines if "umbar puncture" in x.text]
+    assert lp and all("Do NOT do a lumbar puncture" in x.text for x in lp)
+    assert lp[0].section == "caution"
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_lp_line_names_its_contraindications(name):
+    for findings in (dict(ice_score=5), dict(ice_score=2), dict(icp_edema={"focal_edema"}),
+                     dict(consciousness="unarousable")):
+        for line in advise(name, crs=0, **findings).all_lines:
+            if "umbar puncture" in line.text and "Do NOT" not in line.text:
+                assert ("if there is no contraindication (raised intracranial pressure, "
+                        "thrombocytopenia or coagulopathy)") in line.text
+
+
+# --- the product explained ----------------------------------------------------------------------
+
+def test_high_risk_product_that_changes_nothing_at_grade_4_says_why():
+    t = text(only(advise(crs=0, consciousness="unarousable", product="brexu-cel")))
+    assert "brexu-cel is a high-neurotoxicity product" in t
+    assert "already advised for every product" in t
+
+
+def test_high_risk_product_at_grade_0_says_why():
+    t = text(only(advise(crs=0, ice_score=10, product="axi-cel")))
+    assert "there is no ICANS now" in t
+
+
+def test_high_risk_product_that_changes_the_advice_needs_no_explanation():
+    t = text(only(advise(crs=0, ice_score=5, product="axi-cel", weight=70)))
+    assert "high-neurotoxicity product" not in t
+    assert "dexamethasone 10 mg IV x2" in t
+
+
+def test_product_not_recorded_at_grade_2_says_the_advice_assumes_standard_risk():
+    t = text(only(advise(crs=0, ice_score=5)))
+    assert "Product not recorded" in t
+
+
+# --- cadence by grade ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,hours0", [("asco-2021", 12), ("cartox-2018", 8)])
+def test_cadence_by_grade(name, hours0):
+    assert advise(name, ice_score=10).cadence.hours == hours0
+    assert advise(name, ice_score=8).cadence.hours == 8
+    assert advise(name, ice_score=5).cadence.hours == 8
+    for findings in (dict(ice_score=2), dict(consciousness="unarousable")):
+        c = advise(name, **findings).cadence
+        assert c.hours == 4 and "ICU" in c.text and "UNVERIFIED" in c.text
+
+
+# --- not assessable never reads as "all clear" --------------------------------------------------
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_not_assessable_is_never_all_clear(name):
+    rec = advise(name, crs=0, sedated=True, consciousness="unarousable")
+    b = only(rec)
+    t = text(b)
+    assert rec.grade_is_floor
+    assert 'not "all clear"' in t and "Do not stop treatment already under way" in t
+    assert "non-convulsive seizures" in t and "EEG" in t
+    assert "No ICANS treatment at grade 0" not in t
+    assert rec.cadence.hours <= 8
+
+
+def test_not_assessable_shows_the_last_assessable_grade():
+    rec = advise(crs=0, sedated=True, consciousness="unarousable",
+                 last=LastAssessable(4, "2026-11-28 22:00"))
+    t = text(only(rec))
+    assert "the last assessable grade was 4 (2026-11-28 22:00)" in t
+    assert rec.cadence.hours == 4  # the watch follows the last grade, not the floor
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+findings_st = st.fixed_dictionaries({
+    "capd_score": st.integers(0, 32),
+    "consciousness": st.sampled_from(["alert", "spontaneous", "voice", "tactile"]),
+    "seizure": st.sampled_from(["none", "self_limited", "prolonged"]),
+    "motor": st.sampled_from(["none", "focal_weakness"]),
+    "icp_edema": st.frozensets(st.sampled_from(["focal_edema", "diffuse_edema", "posturing"])),
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(findings_st, st.floats(0, 17.99), st.floats(0.5, 150), st.sampled_from(BUILTIN),
+       st.sampled_from([None, 0, 1, 2, 3, 4]),
+       st.sampled_from([None, "axi-cel", "tisa-cel", "brexu-cel"]))
+def test_property_child_with_weight_has_no_fixed_amount_and_every_amount_within_its_max(
+        findings, age, weight, name, crs, product):
+    if age >= 12:
+        findings = dict(findings, capd_score=None, ice_score=findings["capd_score"] % 11)
+    rec = advise(name, crs=crs, product=product, age=age, weight=weight, **findings)
+    for line in rec.all_lines:
+        for _, dose in line.doses:
+            assert dose.per_kg, line.text
+            computed = dose.computed_amount(weight)
+            assert computed is not None
+            if dose.max_amount is not None:
+                assert computed <= dose.max_amount
+        assert not any(a in line.text for a in ("dexamethasone 10 mg", "1,000 mg/day"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.floats(0.5, 350), st.sampled_from(BUILTIN), st.sampled_from([None, 2, 3, 4]),
+       st.sampled_from([10, 5, 2]), st.sampled_from(["none", "prolonged"]))
+def test_property_every_computed_amount_is_at_most_its_maximum(weight, name, crs, ice, seizure):
+    rec = advise(name, crs=crs, weight=weight, ice_score=ice, seizure=seizure)
+    for line in rec.all_lines:
+        for d in line.dose_dicts():
+            if d["computed_amount"] is not None and d["max_amount"] is not None:
+                assert d["computed_amount"] <= d["max_amount"]
