@@ -1,9 +1,12 @@
-"""`icans assess`: the interview, the summary, the confirmation and the save."""
+"""`icans assess` and `icans show`: the interview, the summary, the confirmation and the save,
+and the same summary for a saved record."""
 
 from __future__ import annotations
 
+import copy
 import sys
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -46,38 +49,34 @@ def prompt_session() -> Iterator[None]:
         yield
 
 
-def last_assessment(path: Path, patient_id: str) -> Optional[dict[str, Any]]:
+def _entries(path: Path, patient_id: str):
     import json
 
     from icans_cli import log
     from icans_cli.history import patient_entries
 
-    problems: list = []
     try:
-        entries = patient_entries(log.iter_records(path, problems.append,
-                                                   json.dumps(patient_id, ensure_ascii=False)),
-                                  patient_id)
+        return patient_entries(log.iter_records(path, None,
+                                                json.dumps(patient_id, ensure_ascii=False)),
+                               patient_id)
     except log.LogError:
-        return None
-    current = [e for e in entries if not e.superseded_by]
+        return []
+
+
+def last_assessment(path: Path, patient_id: str, before: datetime | None = None,
+                    exclude: str | None = None) -> Optional[dict[str, Any]]:
+    """The patient's last current (not superseded) record, optionally before a time."""
+    current = [e for e in _entries(path, patient_id) if not e.superseded_by
+               and e.id != exclude and (before is None or e.assessed_at < before)]
     return current[-1].record if current else None
 
 
-def last_assessable(path: Path, patient_id: str):
+def last_assessable(path: Path, patient_id: str, before: datetime | None = None):
     """The patient's last graded (assessable) record, for a not-assessable result."""
-    import json
-
-    from icans_cli import log
     from icans_cli.core.protocol import LastAssessable
-    from icans_cli.history import patient_entries
 
-    try:
-        entries = patient_entries(log.iter_records(path, None,
-                                                   json.dumps(patient_id, ensure_ascii=False)),
-                                  patient_id)
-    except log.LogError:
-        return None
-    graded = [e for e in entries if not e.superseded_by and e.status == "graded"]
+    graded = [e for e in _entries(path, patient_id) if not e.superseded_by
+              and e.status == "graded" and (before is None or e.assessed_at < before)]
     if not graded:
         return None
     e = graded[-1]
@@ -88,19 +87,26 @@ def last_assessable(path: Path, patient_id: str):
 def find_record(path: Path, record_id: str) -> dict[str, Any]:
     from icans_cli import log
 
-    matches = [r for _, r in log.iter_records(path, None, record_id)
-               if str(r.get("id", "")).startswith(record_id)]
+    needle = record_id.strip()
+    if not needle:
+        _fail("give a record id (icans log show lists them)")
+    try:
+        matches = [r for _, r in log.iter_records(path, None, needle)
+                   if str(r.get("id", "")).startswith(needle)]
+    except log.LogError as exc:
+        _fail(str(exc), ExitStatus.ERROR)
     if not matches:
-        _fail(f"no record with id {record_id!r} in {path}")
+        _fail(f"no record with that id in {path} (icans log show lists them)")
     if len(matches) > 1:
-        _fail(f"{len(matches)} records start with {record_id!r}; give more of the id")
+        _fail(f"{len(matches)} records start with that id; give more of it")
     return matches[0]
 
 
 def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
                protocol_name: str, log_path: Path, save: bool, as_json: bool,
                amends: Optional[str], weight: Optional[float] = None,
-               capd_baseline: Optional[int] = None) -> None:
+               capd_baseline: Optional[int] = None, allow_id: bool = False,
+               full: bool = False) -> None:
     if not interactive_input_available():
         _fail("icans assess is an interactive interview and needs a terminal. For scripts, "
               "grade a CSV export instead: icans grade FILE.csv (see icans grade --help).")
@@ -110,11 +116,23 @@ def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
         protocol = load(protocol_name)
     except UnknownProtocol as exc:
         _fail(str(exc))
+    if patient is not None:
+        from icans_cli.core.errors import InvalidFinding
+        from icans_cli.core.identifiers import identifying_reason, validate_patient_id
+
+        try:
+            patient = validate_patient_id(patient)
+        except InvalidFinding as exc:
+            _fail(f"--patient {exc.detail}")
+        reason = None if allow_id else identifying_reason(patient)
+        if reason:
+            _fail(f"--patient {reason}: give the ward's pseudonym, never a name, record number "
+                  "or birth date (a site whose pseudonyms look like this: --allow-id)")
     try:
         with prompt_session():
-            _run(patient=patient, assessor=assessor, age=age, protocol=protocol,
-                 log_path=log_path, save=save, as_json=as_json, amends=amends, weight=weight,
-                 capd_baseline=capd_baseline)
+            _run(patient=patient, assessor=assessor, protocol=protocol, log_path=log_path,
+                 save=save, as_json=as_json, amends=amends, allow_id=allow_id, full=full,
+                 given={"age": age, "weight": weight, "baseline": capd_baseline})
     except (KeyboardInterrupt, EOFError):
         typer.echo(f"\n{CANCELLED}", err=True)
         raise typer.Exit(ExitStatus.INTERRUPTED)
@@ -124,132 +142,134 @@ def _say(text: str, style: str = "") -> None:
     """A status line on stderr before the summary, without importing rich (startup time)."""
     import os
 
+    from icans_cli.term import plain
+
     codes = {"bold": "1", "dim": "2", "bold red": "1;31", "bold green": "1;32"}.get(style)
     colour = codes and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    text = plain(text)
     sys.stderr.write((f"\x1b[{codes}m{text}\x1b[0m" if colour else text) + "\n")
     sys.stderr.flush()
 
 
-def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends, weight=None,
-         capd_baseline=None) -> None:
+def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_id, full,
+         given) -> None:
     from icans_cli import interview as iv
     from icans_cli import log
-    from icans_cli.core import grade_icans, rationale, recommend
     from icans_cli.core.errors import InvalidFinding
-    from icans_cli.core.identifiers import validate_patient_id
-    from icans_cli.records import assessment_record
+    from icans_cli.core.identifiers import parse_time
 
-    _say(f"icans assess · ASTCT 2019 ICANS assessment · protocol {protocol.id} · assessor "
-         f"{assessor}", "bold")
-    _say("Ctrl-C cancels at any prompt; nothing is saved until you confirm.", "dim")
+    _say(f"icans assess · ASTCT 2019 · protocol {protocol.id} · assessor {assessor}", "bold")
+    _say("Ctrl-C or Ctrl-D cancels at any prompt; nothing is saved until you confirm.", "dim")
+    skip = {k for k, v in given.items() if v is not None}
     previous = None
+    before = None
+    before_label = "the last assessment"
     if amends:
         previous = find_record(log_path, amends)
         try:
             a = iv.Answers.from_record(previous)
+            a.findings()
         except InvalidFinding as exc:
             _fail(f"cannot amend that record: {exc}")
-        _say(f"Amending record {str(previous.get('id'))[:8]} of {previous.get('assessed_at')}: "
-             "change what was wrong, then accept.", "bold")
+        a.assessed_at = str(previous.get("assessed_at") or "")
+        before, before_label = copy.deepcopy(a), "the record being corrected"
+        _say(f"Correcting record {str(previous.get('id'))[:8]} of {a.assessed_at}: change what "
+             "was wrong, then accept. The correction keeps the original time unless you "
+             "change it.", "bold")
         if a.needs_score and a.scored:
-            _say("That record holds only a score total: answer the items again.", "bold")
+            _say("That record holds only a score total: mark the items again.", "bold")
             iv.ask_score(a)
     else:
-        a = iv.Answers()
-        if patient:
-            try:
-                a.patient_id = validate_patient_id(patient)
-            except InvalidFinding as exc:
-                _fail(f"--patient {exc.detail}")
-        else:
-            iv.ask_patient(a)
-        previous = last_assessment(log_path, a.patient_id or "")
-        if previous:
+        if patient is None:
+            a = iv.Answers()
+            iv.ask_patient(a, allow_id)
+            patient = a.patient_id
+        previous = last_assessment(log_path, patient)
+        if previous is not None:
             _say("Last assessment: " + _describe_record(previous), "bold")
+            a = iv.Answers.from_record(previous, with_scores=False)
+            before = iv.Answers.from_record(previous)
         else:
             _say("No earlier assessment of this patient in the log.", "dim")
-        if age is not None:
-            a.age = age
-        if weight is not None:
-            a.weight = weight
-        if capd_baseline is not None:
-            a.capd_baseline = capd_baseline
-        iv.interview(a, skip={k for k, v in (("age", age), ("weight", weight),
-                                             ("baseline", capd_baseline)) if v is not None})
+            a = iv.Answers()
+        a.patient_id = patient
+        for key, attr in (("age", "age"), ("weight", "weight"), ("baseline", "capd_baseline")):
+            if given[key] is not None:
+                setattr(a, attr, given[key])
+        if previous is not None:
+            iv.reassess(a, skip)
+        else:
+            iv.interview(a, skip)
 
     def preview(ans: iv.Answers) -> str:
+        from icans_cli.core import grade_icans
+        from icans_cli.core.rationale import DOMAIN_LABELS
+
         try:
             r = grade_icans(ans.findings())
         except InvalidFinding as exc:
             return f"cannot grade yet: {exc}"
-        from icans_cli.core.rationale import DOMAIN_LABELS
-
         if r.status == "graded":
             return f"ICANS grade {r.grade}" + (
-                f" (driven by {', '.join(DOMAIN_LABELS[d] for d in r.drivers)})"
+                f", driven by {', '.join(DOMAIN_LABELS[d] for d in r.drivers)}"
                 if r.drivers else "")
         return f"not assessable, grade at least {r.grade_at_least}"
 
     while True:
-        a = iv.review(a, preview)
+        a = iv.review(a, preview, before, before_label)
         try:
             findings = a.findings()
             break
         except InvalidFinding as exc:
             _say(f"Cannot grade: {exc}. Change that answer.", "bold red")
 
+    now = log.utc_now()
+    when = parse_time(a.assessed_at) if amends and a.assessed_at else now
+    summary = build_summary(findings, a.patient_id or "", protocol, log_path,
+                            assessed_at=when, crs=a.crs, product=a.product, weight=a.weight,
+                            previous=None if amends else previous, exclude=None)
     from rich.text import Text
 
-    from icans_cli import render
     from icans_cli.term import err, out
 
     con_out = err() if as_json else out()
     con_err = err()
-    result = grade_icans(findings)
-    crs_grade = a.crs.grade if a.crs.mode != "unknown" else None
-    last = None
-    if result.status == "not_assessable":
-        last = last_assessable(log_path, a.patient_id or "")
-    rec = recommend(protocol, result, crs_grade, a.product, a.age, weight_kg=a.weight,
-                    crs_controlled=a.crs.controlled, last_assessable=last,
-                    log_checked=True)
-    items = rationale(result, rec)
-    when = log.utc_now()
-    crs_text = None
-    crs_result = a.crs.result()
-    if crs_result is not None:
-        crs_text = f"{crs_result.label}: {crs_result.explanation}"
-        if crs_result.disagreement:
-            crs_text += ". " + crs_result.disagreement
-    elif a.crs.mode == "grade":
-        crs_text = f"grade {crs_grade} (as given)"
-    else:
-        crs_text = "not known: both management branches are shown"
-    con_out.print(render.assessment_summary(result, rec, items, patient_id=a.patient_id,
-                                            when=when, crs_text=crs_text))
-    change = _change_line(previous, result) if previous and not amends else None
-    if change:
-        con_out.print(change)
+    con_out.print(summary.bedside())
+    if full:
+        con_out.print(summary.details())
     if not save:
         con_err.print(Text("--no-save: nothing was saved.", style="bold"))
         return
-    import questionary
-
-    if not questionary.confirm("Save this assessment to the log?", default=True,
-                               style=iv.STYLE).unsafe_ask():
+    if amends and before is not None and iv.unchanged(a, before):
+        iv.note("Nothing changed from the record being corrected.", "error")
+        if iv.keypress("Save it anyway?", [("y", "save anyway"), ("n", "do not save")],
+                       "n") != "y":
+            con_err.print(Text("Not saved.", style="bold"))
+            return
+    while True:
+        choice = iv.keypress("Save this assessment to the log?",
+                             [("y", "save"), ("n", "do not save"), ("d", "details")], "y")
+        if choice != "d":
+            break
+        con_out.print(summary.details())
+        con_out.print(summary.bedside())
+    if choice != "y":
         con_err.print(Text("Not saved.", style="bold"))
         return
+    from icans_cli.records import assessment_record
+
     body = assessment_record(patient_id=a.patient_id or "", assessor=assessor,
                              source="amendment" if amends else "interactive", assessed_at=when,
-                             findings=findings, result=result, recommendation=rec,
-                             crs_grade=crs_grade, product=a.product,
-                             crs_detail=a.crs.detail(), weight_kg=a.weight,
+                             findings=findings, result=summary.result,
+                             recommendation=summary.rec, crs_grade=summary.crs_grade,
+                             product=a.product, crs_detail=a.crs.detail(), weight_kg=a.weight,
                              amends=str(previous.get("id")) if amends and previous else None)
     try:
         saved = log.append(log_path, body)
     except log.LogError as exc:
-        _fail(str(exc), ExitStatus.ERROR)
-    con_err.print(Text(f"Saved as record {saved['id'][:8]} (#{saved['seq']}) in {log_path}",
+        _fail(str(exc), ExitStatus.LOG_WRITE)
+    con_err.print(Text(f"Saved as record {saved['id'][:8]} (#{saved['seq']}) in {log_path}. "
+                       f"Details later: icans show {saved['id'][:8]} --full",
                        style="bold green"))
     if as_json:
         import json
@@ -257,32 +277,108 @@ def _run(*, patient, assessor, age, protocol, log_path, save, as_json, amends, w
         sys.stdout.write(json.dumps(saved, ensure_ascii=False) + "\n")
 
 
-def _describe_record(rec: dict[str, Any]) -> str:
-    from datetime import datetime, timezone
+class Summary:
+    """One assessment's result, advice and context, rendered two ways (assess and show)."""
 
-    from icans_cli.history import entry_from
+    def __init__(self, result, rec, items, ctx, crs_grade) -> None:
+        self.result, self.rec, self.items, self.ctx = result, rec, items, ctx
+        self.crs_grade = crs_grade
+
+    def bedside(self):
+        from icans_cli import render
+
+        return render.bedside(self.result, self.rec, self.ctx)
+
+    def details(self):
+        from icans_cli import render
+
+        return render.details(self.result, self.rec, self.items, self.ctx)
+
+
+def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assessed_at: datetime,
+                  crs=None, product=None, weight=None, crs_grade=None, crs_controlled=False,
+                  crs_text=None, previous=None, exclude=None,
+                  record_id: str | None = None) -> Summary:
+    """Grade, advise and explain, with what the log knows of this patient."""
+    from icans_cli.core import grade_icans, rationale, recommend
+    from icans_cli.history import change_since_result
+    from icans_cli.render import Context
+
+    result = grade_icans(findings)
+    if crs is not None:  # the interview's CRS answers
+        crs_grade = crs.grade if crs.mode != "unknown" else None
+        crs_controlled = crs.controlled
+        crs_result = crs.result()
+        if crs_result is not None:
+            crs_text = f"{crs_result.label}: {crs_result.explanation}"
+            if crs_result.disagreement:
+                crs_text += ". " + crs_result.disagreement
+        elif crs.mode == "grade":
+            crs_text = f"grade {crs_grade} (as given)"
+        else:
+            crs_text = "not known: both management branches are shown"
+    last = None
+    if result.status == "not_assessable":
+        last = last_assessable(log_path, patient_id, before=assessed_at)
+    rec = recommend(protocol, result, crs_grade, product, findings.age_years, weight_kg=weight,
+                    crs_controlled=crs_controlled, last_assessable=last, log_checked=True)
+    change = change_since_result(previous, result, assessed_at) if previous else None
+    ctx = Context(patient_id=patient_id, assessed_at=assessed_at, change=change,
+                  crs_text=crs_text, record_id=record_id, age=findings.age_years,
+                  weight=weight, product=product)
+    return Summary(result, rec, rationale(result, rec), ctx, crs_grade)
+
+
+def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
+    """`icans show`: the summary of a saved record, with the renderer assess uses."""
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.history import _time
+    from icans_cli.protocols import UnknownProtocol, load
+    from icans_cli.records import findings_from_record
+    from icans_cli.term import err, out
+
+    rec = find_record(log_path, record_id)
+    if rec.get("kind") == "practice_session":
+        _fail("that is a practice session, not an assessment")
+    try:
+        findings, m = findings_from_record(rec)
+    except (InvalidFinding, TypeError, ValueError):
+        _fail("that record's findings can no longer be graded (icans log verify checks the log)",
+              ExitStatus.ERROR)
+    proto = rec.get("protocol") or {}
+    try:
+        protocol = load(str(proto.get("id") or "asco-2021"))
+    except UnknownProtocol:
+        _fail(f"the record was advised with protocol {proto.get('id')!r}, which is not "
+              "available here")
+    when = _time(rec.get("assessed_at"))
+    pid = str(rec.get("patient_id") or "")
+    previous = last_assessment(log_path, pid, before=when, exclude=str(rec.get("id")))
+    summary = build_summary(findings, pid, protocol, log_path, assessed_at=when,
+                            product=m["product"], weight=m["weight_kg"],
+                            crs_grade=m["crs_grade"], crs_controlled=m["crs_controlled"],
+                            crs_text=None, previous=previous, record_id=str(rec.get("id")))
+    con = out()
+    con.print(summary.bedside())
+    if full:
+        con.print(summary.details())
+    notes = []
+    if str(proto.get("version")) != protocol.version:
+        notes.append(f"advice from protocol {protocol.id} version {protocol.version}; the "
+                     f"record was advised with version {proto.get('version')}")
+    if rec.get("amends"):
+        notes.append(f"this record corrects {str(rec['amends'])[:8]}")
+    for n in notes:
+        err().print(f"Note: {n}.", markup=False, highlight=False)
+
+
+def _describe_record(rec: dict[str, Any]) -> str:
+    from datetime import timezone
+
+    from icans_cli.history import entry_from, grade_words, score_words
 
     e = entry_from(0, rec)
     hours = (datetime.now(timezone.utc) - e.assessed_at).total_seconds() / 3600
-    score = "no score" if e.score is None else f"{(e.score_path or '').upper()} {e.score}"
-    res = rec.get("result") or {}
-    grade = (f"grade {res.get('icans_grade')}" if res.get("status") == "graded"
-             else f"not assessable (>= {res.get('grade_at_least')})")
     return (f"{e.assessed_at.astimezone().strftime('%Y-%m-%d %H:%M')} ({hours:.1f} h ago), "
-            f"{score}, {grade}, by {rec.get('assessor', '?')}")
-
-
-def _change_line(previous: dict[str, Any], result) -> Any:
-    from rich.text import Text
-
-    from icans_cli.history import entry_from, worsening
-
-    e = entry_from(0, previous)
-    now_score = result.ice_score if result.score_path == "ice" else result.capd_score
-    g = result.effective_grade
-    flags = worsening(e, result.score_path, now_score, g)
-    if flags:
-        return Text("CHANGE SINCE LAST ASSESSMENT: " + "; ".join(f.upper() for f in flags),
-                    style="bold white on red")
-    return Text(f"Since the last assessment: score {e.score} -> {now_score}, grade {e.grade} "
-                f"-> {g}; no fall or rise.", style="bold")
+            f"{score_words(e.score_path, e.score)}, {grade_words(rec.get('result') or {})}, "
+            f"by {rec.get('assessor', '?')}")

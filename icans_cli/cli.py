@@ -238,21 +238,27 @@ def log_show(
         _write_machine(fmt, rows)
         return
     from rich.table import Table
+    from rich.text import Text
 
-    from icans_cli.render import record_grade_text
-    from icans_cli.term import out
+    from icans_cli.history import score_words
+    from icans_cli.render import plural, record_grade_text
+    from icans_cli.term import out, plain
 
-    t = Table(title=f"{len(rows)} assessments · {path}", title_justify="left")
-    for col in ("#", "assessed", "patient", "assessor", "score", "grade", "drivers", "note"):
+    t = Table(title=Text(f"{plural(len(rows), 'assessment')} · {plain(path)}"),
+              title_justify="left")
+    for col in ("#", "record", "assessed", "patient", "assessor", "score", "grade", "note"):
         t.add_column(col)
     for rec, sup in rows:
         f = _flat(rec, sup)
-        score = f"ICE {f['ice_score']}" if f["score_path"] == "ice" else f"CAPD {f['capd_score']}"
-        note = (f"superseded by {str(sup)[:8]}" if sup else
-                (f"corrects {str(f['amends'])[:8]}" if f["amends"] else ""))
-        t.add_row(str(f["seq"]), _time(f["assessed_at"]).astimezone().strftime("%Y-%m-%d %H:%M"),
-                  str(f["patient_id"]), str(f["assessor"]), score,
-                  record_grade_text(rec.get("result") or {}), f["drivers"] or "-", note)
+        note = (f"superseded by {plain(sup)[:8]}" if sup else
+                (f"corrects {plain(f['amends'])[:8]}" if f["amends"] else ""))
+        t.add_row(str(f["seq"]), Text(plain(f["id"])[:8]),
+                  _time(f["assessed_at"]).astimezone().strftime("%Y-%m-%d %H:%M"),
+                  Text(plain(f["patient_id"])), Text(plain(f["assessor"])),
+                  score_words(f["score_path"], f["ice_score"] if f["score_path"] != "capd"
+                              else f["capd_score"]),
+                  record_grade_text(rec.get("result") or {}), Text(note),
+                  style="dim strike" if sup else None)
     out().print(t)
 
 
@@ -296,38 +302,43 @@ def history(
     from rich.table import Table
     from rich.text import Text
 
-    from icans_cli.render import GRADE_STYLE, record_grade_text, sparkline
-    from icans_cli.term import out
+    from icans_cli.history import score_words
+    from icans_cli.render import GRADE_STYLE, plural, record_grade_text, sparkline
+    from icans_cli.term import out, plain
 
     con = out()
-    t = Table(title=f"Patient {patient}: {len(entries)} assessments", title_justify="left")
-    for col in ("assessed", "assessor", "score", "grade", "drivers", "recommendation", "flags"):
+    current = [e for e in entries if not e.superseded_by]
+    corrected = len(entries) - len(current)
+    title = f"Patient {plain(patient)}: {plural(len(current), 'assessment')}"
+    if corrected:
+        title += f" ({plural(corrected, 'corrected record')} shown struck through, not counted)"
+    t = Table(title=Text(title), title_justify="left")
+    for col in ("assessed", "record", "assessor", "score", "grade", "drivers", "flags"):
         t.add_column(col)
     for e in entries:
         res = e.record.get("result") or {}
-        score = "-" if e.score is None else f"{(e.score_path or '').upper()} {e.score}"
-        grade = Text(record_grade_text(res), style=GRADE_STYLE.get(e.grade, ""))
+        grade = Text(record_grade_text(res), style=GRADE_STYLE.get(e.grade, "")
+                     if e.status == "graded" else "bold black on yellow")
         note = "; ".join(e.flags)
         if e.superseded_by:
-            note = f"SUPERSEDED by {e.superseded_by[:8]}"
+            note = f"SUPERSEDED by {plain(e.superseded_by)[:8]}"
         elif e.record.get("amends"):
-            note = (f"corrects {str(e.record['amends'])[:8]}" + ("; " + note if note else ""))
+            note = (f"corrects {plain(e.record['amends'])[:8]}" + ("; " + note if note else ""))
         t.add_row(e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"),
-                  str(e.record.get("assessor", "")), score, grade,
+                  Text(plain(e.id)[:8]), Text(plain(e.record.get("assessor", ""))),
+                  score_words(e.score_path, e.score), grade,
                   ", ".join(res.get("drivers") or []) or "-",
-                  _short_rec(str((e.record.get("recommendation") or {}).get("id", ""))),
                   Text(note, style="bold red" if e.flags else "dim"),
                   style="dim strike" if e.superseded_by else None)
     con.print(t)
-    current = [e for e in entries if not e.superseded_by]
     for path_name, low, high in (("ice", 0, 10), ("capd", 0, 32)):
         vals = [e.score for e in current if e.score_path == path_name]
         if vals:
             shown = [v for v in vals if v is not None]
-            trend = f"{path_name.upper()} trend (oldest -> newest, {low}-{high}" + \
+            trend = f"{path_name.upper()} trend (oldest → newest, {low}-{high}" + \
                     (", higher is better" if path_name == "ice" else ", higher is worse") + "): "
-            con.print(trend + sparkline(vals, low, high) +
-                      (f"  {shown[0]} -> {shown[-1]}" if shown else ""))
+            con.print(Text(trend + sparkline(vals, low, high) +
+                           (f"  {shown[0]} → {shown[-1]}" if shown else "")))
     for f in flags:
         con.print(Text("FLAG: " + f, style="bold red"))
 
@@ -357,10 +368,16 @@ def assess(
     amends: Optional[str] = typer.Option(None, "--amends", metavar="RECORD_ID",
                                          help="Correct a logged record: start from its "
                                               "answers, save a correction that names it."),
+    full: bool = typer.Option(False, "--full", help="Print the details (all advice, why, "
+                              "sources) under the summary, without pressing d."),
+    allow_id: bool = typer.Option(False, "--allow-id", help="Accept a pseudonym that looks "
+                                  "like a name, record number or date (for sites whose "
+                                  "pseudonyms look like that)."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """Assess a patient at the bedside: ICE (or CAPD), the other ASTCT domains, CRS; then the
-    grade, the corticosteroid recommendation and why; saved to the log after you confirm.
+    grade, what to do now and when to look again on one screen (d for the details); saved to
+    the log after you confirm. A patient already in the log is reassessed in a few keys.
 
     Example: icans assess --patient PT-001
     """
@@ -368,7 +385,25 @@ def assess(
 
     run_assess(patient=patient, assessor=_assessor(assessor), age=age, weight=weight,
                capd_baseline=capd_baseline, protocol_name=protocol,
-               log_path=_log_path(log_file), save=save, as_json=as_json, amends=amends)
+               log_path=_log_path(log_file), save=save, as_json=as_json, amends=amends,
+               allow_id=allow_id, full=full)
+
+
+@app.command("show")
+def show(
+    record_id: str = typer.Argument(..., metavar="RECORD_ID",
+                                    help="A record id, or its first characters."),
+    full: bool = typer.Option(False, "--full", help="Also print the details: all advice, "
+                              "where guidelines disagree, why, sources."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """Print the summary of a saved assessment, as assess showed it (for the handover).
+
+    Example: icans show 0b881c63 --full
+    """
+    from icans_cli.assess import run_show
+
+    run_show(record_id=record_id, log_path=_log_path(log_file), full=full)
 
 
 # --- grade --------------------------------------------------------------------------------------
@@ -522,47 +557,59 @@ def explain(
     Example: icans explain tocilizumab
     Example: icans explain qalb --csf-albumin 450 --serum-albumin 40 --age 55
     """
-    from rich.panel import Panel
-    from rich.table import Table
-    from rich.text import Text
+    from icans_cli.explain import TOPICS, find_topic
 
-    from icans_cli.explain import TOPICS, topic as get_topic
-    from icans_cli.term import out
-
-    con = out()
-    if topic is None:
-        t = Table(title="icans explain TOPIC", title_justify="left")
-        t.add_column("topic")
-        t.add_column("what it covers")
-        for tp in TOPICS:
-            t.add_row(tp.key, tp.title)
-        con.print(t)
-        return
-    try:
-        tp = get_topic(topic)
-    except KeyError:
-        fail(f"no topic {topic!r}; topics: {', '.join(x.key for x in TOPICS)}")
-    body = Text("\n\n".join(tp.paragraphs))
-    con.print(Panel(body, title=tp.title, expand=True))
-    if tp.key == "grading":
-        con.print(_grading_table())
-    src = Table(title="Sources", title_justify="left", show_header=True)
-    src.add_column("source")
-    src.add_column("evidence")
-    for name, level in tp.sources:
-        src.add_row(name, Text(level, style="yellow" if level == "UNVERIFIED" else ""))
-    con.print(src)
-    if tp.key == "qalb" and (csf_albumin is not None or serum_albumin is not None
-                             or age is not None):
+    tp = None
+    if topic is not None:
+        tp, suggestion = find_topic(topic)
+        if tp is None:
+            hint = f" Did you mean {suggestion}?" if suggestion else ""
+            fail(f"no topic {topic!r}.{hint} Topics: {', '.join(x.key for x in TOPICS)}")
+    given = [name for name, v in (("--csf-albumin", csf_albumin),
+                                  ("--serum-albumin", serum_albumin), ("--age", age))
+             if v is not None]
+    if given and (tp is None or tp.key != "qalb"):
+        fail(f"{', '.join(given)} only go with the qalb topic: icans explain qalb "
+             "--csf-albumin MG_L --serum-albumin G_L --age YEARS")
+    q = None
+    if given:
         if None in (csf_albumin, serum_albumin, age):
             fail("qalb needs all three: --csf-albumin MG_L --serum-albumin G_L --age YEARS")
         from icans_cli.core.errors import InvalidFinding
-        from icans_cli.core.qalb import LIMIT_NAME, qalb
+        from icans_cli.core.qalb import qalb
 
         try:
             q = qalb(csf_albumin, serum_albumin, age)  # type: ignore[arg-type]
         except InvalidFinding as exc:
             fail(str(exc))
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    from icans_cli.term import out
+
+    con = out()
+    if tp is None:
+        t = Table(title="icans explain TOPIC", title_justify="left")
+        t.add_column("topic")
+        t.add_column("what it covers")
+        for x in TOPICS:
+            t.add_row(x.key, x.title)
+        con.print(t)
+        return
+    body = Text("\n\n".join(tp.paragraphs))
+    con.print(Panel(body, title=tp.title, expand=True))
+    if tp.key == "grading":
+        con.print(_grading_table(con.width))
+    src = Table(title="Sources", title_justify="left", show_header=True)
+    src.add_column("source", ratio=1)
+    src.add_column("evidence")
+    for name, level in tp.sources:
+        src.add_row(name, Text(level, style="yellow" if level == "UNVERIFIED" else ""))
+    con.print(src)
+    if q is not None:
+        from icans_cli.core.qalb import LIMIT_NAME
+
         verdict = ("ABOVE the limit: consistent with blood-CSF barrier dysfunction"
                    if q.above else "within the limit")
         con.print(Text.assemble(
@@ -573,42 +620,55 @@ def explain(
             ("\nContext only: Q_alb is not part of ASTCT ICANS grading.", "italic")))
 
 
-def _grading_table():
+def _grading_table(width: int = 120):
+    """The ASTCT table from the grading rules themselves: domains by grade when there is room,
+    else one block per grade, so no cell is cut at 80 columns."""
     from rich.table import Table
 
     from icans_cli.core.grading import CONSCIOUSNESS, ICP_EDEMA, MOTOR, SEIZURE, ice_domain_grade
 
-    t = Table(title="ASTCT 2019 ICANS grading (from the tool's own rules)", title_justify="left")
-    t.add_column("domain")
-    for g in range(5):
-        t.add_column(f"grade {g}")
+    rows: list[tuple[str, list[str]]] = []
 
     def row(name, table):
         cells = ["-"] * 5
         for value, (g, desc) in table.items():
             cells[g] = desc if cells[g] == "-" else cells[g] + "; " + desc
-        t.add_row(name, *cells)
+        rows.append((name, cells))
 
     ice = []
     for g in range(4):
         scores = [s for s in range(11) if ice_domain_grade(s) == g]
         ice.append(str(scores[0]) if len(scores) == 1 else f"{scores[0]}-{scores[-1]}")
-    ice.append("0, unarousable (cannot perform)")
-    t.add_row("ICE (12 and over)", *ice)
-    t.add_row("CAPD (under 12)", "0", "1-8", "1-8 (+ awakens to voice)", "9 or more",
-              "unable to perform")
+    ice.append("not performed: unarousable")
+    rows.append(("ICE (12 and over)", ice))
+    rows.append(("CAPD (under 12)", ["0", "1-8", "1-8 (and awakens to voice)", "9 or more",
+                                     "not performed: unarousable"]))
     row("consciousness", CONSCIOUSNESS)
     row("seizure", SEIZURE)
     row("motor", MOTOR)
     row("ICP / edema", {"none": (0, "none"), **ICP_EDEMA})
+    title = "ASTCT 2019 ICANS grading (from the tool's own rules)"
+    if width >= 140:
+        t = Table(title=title, title_justify="left")
+        t.add_column("domain")
+        for g in range(5):
+            t.add_column(f"grade {g}")
+        for name, cells in rows:
+            t.add_row(name, *cells)
+        return t
+    t = Table(title=title, title_justify="left", show_header=True)
+    t.add_column("grade", no_wrap=True)
+    t.add_column("domain", no_wrap=True)
+    t.add_column("finding", ratio=1)
+    for g in range(5):
+        first = True
+        for name, cells in rows:
+            if cells[g] != "-":
+                t.add_row(f"grade {g}" if first else "", name, cells[g],
+                          end_section=False)
+                first = False
+        t.add_section()
     return t
-
-
-def _short_rec(rec_id: str) -> str:
-    """asco-2021@2021.1/grade2/crs-no/standard -> asco-2021 grade2 crs-no"""
-    head, _, rest = rec_id.partition("@")
-    parts = rest.split("/")
-    return " ".join([head, *parts[1:3]]) if len(parts) >= 3 else rec_id
 
 
 def main() -> None:

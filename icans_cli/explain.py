@@ -188,3 +188,15 @@ def topic(key: str) -> Topic:
         if t.key == key:
             return t
     raise KeyError(key)
+
+
+def find_topic(name: str) -> tuple[Topic | None, str | None]:
+    """The topic whatever the case; otherwise (None, the closest key, if any is close)."""
+    import difflib
+
+    key = name.strip().lower()
+    for t in TOPICS:
+        if t.key == key:
+            return t, None
+    close = difflib.get_close_matches(key, [t.key for t in TOPICS], n=1, cutoff=0.6)
+    return None, close[0] if close else None

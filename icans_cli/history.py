@@ -64,11 +64,11 @@ def worsening(prev: Entry, path: str | None, score: int | None, grade: int | Non
     flags = []
     if prev.score is not None and score is not None and prev.score_path == path:
         if path == "ice" and score < prev.score:
-            flags.append(f"ICE fell {prev.score} -> {score} (-{prev.score - score})")
+            flags.append(f"ICE fell {prev.score} → {score} (-{prev.score - score})")
         if path == "capd" and score > prev.score:
-            flags.append(f"CAPD rose {prev.score} -> {score} (+{score - prev.score}, worse)")
+            flags.append(f"CAPD rose {prev.score} → {score} (+{score - prev.score}, worse)")
     if prev.grade is not None and grade is not None and grade > prev.grade:
-        flags.append(f"grade rose {prev.grade} -> {grade}")
+        flags.append(f"grade rose {prev.grade} → {grade}")
     return flags
 
 
@@ -90,3 +90,41 @@ def annotate(entries: list[Entry], now: datetime) -> list[str]:
                     f"next assessment OVERDUE by {since - cadence:.1f} h (last {since:.1f} h "
                     f"ago; at grade {last.grade} reassess every {cadence:g} h)")
     return patient_flags
+
+
+def score_words(path: str | None, score: int | None) -> str:
+    name = (path or "ice").upper()
+    return f"{name} not taken" if score is None else f"{name} {score}"
+
+
+def grade_words(res: dict[str, Any]) -> str:
+    if res.get("status") == "graded":
+        return f"grade {res.get('icans_grade')}"
+    return f"not assessable (at least grade {res.get('grade_at_least')})"
+
+
+def change_since(prev: dict[str, Any], path: str, score: int | None, grade: int,
+                 now: datetime) -> tuple[str, bool]:
+    """What changed since the previous assessment: (text, worse?)."""
+    e = entry_from(0, prev)
+    hours = _hours(e.assessed_at, now)
+    fmt = "%H:%M" if abs(hours) < 20 else "%Y-%m-%d %H:%M"
+    text = (f"{score_words(e.score_path, e.score)} → {score_words(path, score)}, grade "
+            f"{e.grade} → {grade} since {e.assessed_at.astimezone().strftime(fmt)} "
+            f"({hours:.1f} h ago)")
+    flags = worsening(e, path, score, grade)
+    if flags:
+        return text + ": WORSE (" + "; ".join(flags) + ")", True
+    return text + ": no fall in score or rise in grade", False
+
+
+def change_since_result(prev: dict[str, Any], result: Any, now: datetime) -> tuple[str, bool]:
+    """change_since for a graded (or not-assessable) result."""
+    score = result.ice_score if result.score_path == "ice" else result.capd_score
+    if result.status != "graded":
+        e = entry_from(0, prev)
+        hours = _hours(e.assessed_at, now)
+        return (f"{score_words(e.score_path, e.score)}, grade {e.grade} "
+                f"{hours:.1f} h ago → not assessable now (at least grade "
+                f"{result.grade_at_least}): compare when it can be assessed", False)
+    return change_since(prev, result.score_path, score, result.effective_grade, now)

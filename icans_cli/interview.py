@@ -1,13 +1,23 @@
 """The bedside interview (questionary). It asks, and returns answers; it never grades.
 
-Order avoids the classic errors: another cause (sedation) first, then level of consciousness,
-so an unarousable patient is never asked to "score" ICE; the score path (ICE or CAPD) follows
-the age rule from the core. Every prompt is `unsafe_ask()`ed so Ctrl-C and end of input reach
-the caller, which then saves nothing.
+Order avoids the classic errors: another cause (a sedating drug) first, then level of
+consciousness, so an unarousable patient is never asked to "score" ICE; the score path (ICE or
+CAPD) follows the age rule from the core. Every prompt is `unsafe_ask()`ed so Ctrl-C and end of
+input (Ctrl-D, at every prompt) reach the caller, which then saves nothing.
+
+One numbering rule for every list: a number key is always the ASTCT grade that the answer gives
+(level of consciousness, seizure, motor, CRS grade); every other choice has a letter key. CAPD
+answers are lettered (n, r, s, o, a), never numbered like scores.
+
+A known patient (a record in the log) is reassessed quickly: the details (age, weight, product,
+developmental delay) are shown and kept with one key, and the findings other than sedation,
+consciousness and the score are confirmed "as last time" with one key. A routine unchanged
+reassessment takes eight keystrokes.
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,10 +29,11 @@ from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, score_expected, score_path,
 )
-from icans_cli.core.identifiers import validate_patient_id
+from icans_cli.core.identifiers import identifying_reason, validate_patient_id
 from icans_cli.core.protocol import PRODUCTS
-from icans_cli.core.scores import CAPD_ANSWERS, CAPD_ITEMS, ICE_ITEMS, IceItems, capd_points, \
-    show_capd_anchors
+from icans_cli.core.scores import (
+    CAPD_ANSWERS, CAPD_ITEMS, ICE_ITEMS, IceItems, capd_points, show_capd_anchors,
+)
 
 STYLE = questionary.Style([
     ("qmark", "fg:#5f87ff bold"),
@@ -34,58 +45,91 @@ STYLE = questionary.Style([
     ("instruction", "fg:#8a8a8a"),
 ])
 
+# (value, title, key): number keys are the ASTCT grade the answer gives.
 CONSCIOUSNESS_CHOICES = [
-    ("alert", "Alert (awake, no depressed consciousness)"),
-    ("spontaneous", "Drowsy, awakens spontaneously"),
-    ("voice", "Awakens only to voice"),
-    ("tactile", "Awakens only to tactile stimulus"),
-    ("unarousable", "Unarousable, or needs vigorous/repetitive stimuli (stupor, coma)"),
+    ("alert", "Alert (awake)", "0"),
+    ("spontaneous", "Drowsy, awakens spontaneously", "1"),
+    ("voice", "Awakens only to voice", "2"),
+    ("tactile", "Awakens only to touch", "3"),
+    ("unarousable", "Unarousable, or needs vigorous stimuli", "4"),
 ]
 SEIZURE_CHOICES = [
-    ("none", "No seizure"),
-    ("self_limited", "Seizure that resolved rapidly, or EEG seizures resolved with intervention"),
-    ("prolonged", "Prolonged seizure (> 5 min), or repeated without return to baseline"),
+    ("none", "No seizure", "0"),
+    ("self_limited", "Seizure that resolved quickly (or EEG seizures stopped by treatment)", "3"),
+    ("prolonged", "Over 5 min, or repeated without return to baseline", "4"),
 ]
 MOTOR_CHOICES = [
-    ("none", "No deep focal motor weakness"),
-    ("focal_weakness", "Deep focal motor weakness (hemiparesis, paraparesis)"),
+    ("none", "No deep focal motor weakness", "0"),
+    ("focal_weakness", "Deep focal weakness (hemiparesis, paraparesis)", "4"),
 ]
 ICP_CHOICES = [
-    ("focal_edema", "Focal/local edema on neuroimaging"),
-    ("diffuse_edema", "Diffuse cerebral edema on neuroimaging"),
-    ("posturing", "Decerebrate or decorticate posturing"),
-    ("cn6_palsy", "Cranial nerve VI palsy"),
-    ("papilledema", "Papilledema"),
-    ("cushing_triad", "Cushing's triad"),
+    ("focal_edema", "Focal/local edema on imaging (grade 3)"),
+    ("diffuse_edema", "Diffuse cerebral edema on imaging (grade 4)"),
+    ("posturing", "Decerebrate or decorticate posturing (grade 4)"),
+    ("cn6_palsy", "Cranial nerve VI palsy (grade 4)"),
+    ("papilledema", "Papilledema (grade 4)"),
+    ("cushing_triad", "Cushing's triad (grade 4)"),
 ]
 EXCLUDED_CHOICES = [
     ("tremor", "Tremor"),
     ("myoclonus", "Myoclonus"),
     ("intracranial_hemorrhage", "Intracranial haemorrhage"),
 ]
+CRS_MODE_CHOICES = [
+    ("grade", "I know the current ASTCT CRS grade", "k"),
+    ("questions", "Work it out: the ASTCT CRS questions", "w"),
+    ("unknown", "Not known (both management branches are shown)", "u"),
+]
 HYPOTENSION_CHOICES = [
-    ("none", "No hypotension"),
-    ("fluids", "Hypotension not needing vasopressors"),
-    ("one", "One vasopressor (with or without vasopressin)"),
-    ("several", "Several vasopressors (vasopressin not counted)"),
+    ("none", "No hypotension", "n"),
+    ("fluids", "Hypotension not needing vasopressors", "f"),
+    ("one", "One vasopressor (with or without vasopressin)", "o"),
+    ("several", "Several vasopressors (vasopressin not counted)", "s"),
 ]
 OXYGEN_CHOICES = [
-    ("none", "No supplemental oxygen"),
-    ("nasal_cannula", "Nasal cannula (you will give the flow in L/min)"),
-    ("blow_by", "Blow-by oxygen"),
-    ("facemask", "Facemask"),
-    ("non_rebreather", "Non-rebreather mask"),
-    ("venturi", "Venturi mask"),
-    ("cpap", "CPAP"),
-    ("bipap", "BiPAP"),
-    ("mechanical_ventilation", "Intubation and mechanical ventilation"),
+    ("none", "No supplemental oxygen", "n"),
+    ("nasal_cannula", "Nasal cannula (the flow is asked next)", "c"),
+    ("blow_by", "Blow-by oxygen", "b"),
+    ("facemask", "Facemask", "f"),
+    ("non_rebreather", "Non-rebreather mask", "r"),
+    ("venturi", "Venturi mask", "v"),
+    ("cpap", "CPAP", "p"),
+    ("bipap", "BiPAP", "i"),
+    ("mechanical_ventilation", "Intubated, mechanical ventilation", "m"),
+]
+PRODUCT_CHOICES = [
+    ("axi-cel", "axi-cel (high neurotoxicity risk)", "a"),
+    ("brexu-cel", "brexu-cel (high neurotoxicity risk)", "b"),
+    ("tisa-cel", "tisa-cel", "t"),
+    ("liso-cel", "liso-cel", "l"),
+    ("ide-cel", "ide-cel", "i"),
+    ("cilta-cel", "cilta-cel", "c"),
+    ("obe-cel", "obe-cel", "o"),
+    ("other", "another product", "x"),
+    (None, "not recorded", "n"),
+]
+CAPD_KEYS = ("n", "r", "s", "o", "a")  # Never, Rarely, Sometimes, Often, Always
+TREATMENT_CHOICES = [("tocilizumab", "Tocilizumab"), ("corticosteroids", "Corticosteroids"),
+                     ("antipyretic", "Antipyretic (e.g. paracetamol)")]
+# The ten ICE tasks, one checklist: (item, part) -> label.
+ICE_TASKS = [
+    ("orientation", "Year"), ("orientation", "Month"), ("orientation", "City"),
+    ("orientation", "Hospital"),
+    ("naming", "Names object 1 (e.g. clock)"), ("naming", "Names object 2 (e.g. pen)"),
+    ("naming", "Names object 3 (e.g. button)"),
+    ("commands", 'Follows a command ("show me 2 fingers")'),
+    ("writing", "Writes a standard sentence"),
+    ("attention", "Counts back from 100 by 10"),
 ]
 
-assert [c for c, _ in CONSCIOUSNESS_CHOICES] == list(CONSCIOUSNESS)
-assert {c for c, _ in SEIZURE_CHOICES} == set(SEIZURE) and {c for c, _ in MOTOR_CHOICES} == \
-    set(MOTOR)
+assert [c for c, _, _ in CONSCIOUSNESS_CHOICES] == list(CONSCIOUSNESS)
+assert all(CONSCIOUSNESS[v][0] == int(k) for v, _, k in CONSCIOUSNESS_CHOICES)
+assert all(SEIZURE[v][0] == int(k) for v, _, k in SEIZURE_CHOICES)
+assert all(MOTOR[v][0] == int(k) for v, _, k in MOTOR_CHOICES)
 assert {c for c, _ in ICP_CHOICES} == set(ICP_EDEMA) and {c for c, _ in EXCLUDED_CHOICES} == \
     set(EXCLUDED)
+assert [p for p, _, _ in PRODUCT_CHOICES if p] == list(PRODUCTS)
+assert [t for t, _ in ICE_TASKS].count("orientation") == ICE_ITEMS[0].max_points
 
 
 @dataclass
@@ -132,11 +176,7 @@ class Answers:
     developmental_delay: bool = False
     sedated: bool = False
     consciousness: str = "alert"
-    orientation: list[str] = field(default_factory=list)  # which parts were correct
-    naming: list[str] = field(default_factory=list)
-    commands: bool = False
-    writing: bool = False
-    attention: bool = False
+    ice: list[int] = field(default_factory=list)  # indexes of ICE_TASKS done right
     ice_done: bool = False
     capd: list[str] = field(default_factory=list)  # eight Never..Always answers
     capd_baseline: int | None = None
@@ -146,7 +186,8 @@ class Answers:
     excluded: list[str] = field(default_factory=list)
     crs: CrsAnswers = field(default_factory=CrsAnswers)
     product: str | None = None
-    needs_score: bool = False  # amending a record that holds only an ICE total
+    needs_score: bool = False  # amending a record that holds only a score total
+    assessed_at: str | None = None  # amendments: the original time, kept
 
     @property
     def path(self) -> str:
@@ -158,8 +199,10 @@ class Answers:
         return score_expected(self.consciousness, self.sedated)
 
     def ice_items(self) -> IceItems:
-        return IceItems(len(self.orientation), len(self.naming), int(self.commands),
-                        int(self.writing), int(self.attention))
+        counts = {k: 0 for k in ("orientation", "naming", "commands", "writing", "attention")}
+        for i in self.ice:
+            counts[ICE_TASKS[i][0]] += 1
+        return IceItems(**counts)
 
     def findings(self) -> Findings:
         ice_items = capd = None
@@ -175,8 +218,8 @@ class Answers:
                         capd_baseline=self.capd_baseline if self.path == "capd" else None)
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> "Answers":
-        """Start from a logged record (for --amends)."""
+    def from_record(cls, rec: dict[str, Any], with_scores: bool = True) -> "Answers":
+        """Start from a logged record (for --amends, or a known patient's defaults)."""
         f = rec.get("findings") or {}
         a = cls(patient_id=rec.get("patient_id"), age=f.get("age_years"),
                 weight=f.get("weight_kg"), capd_baseline=f.get("capd_baseline"),
@@ -185,28 +228,25 @@ class Answers:
                 seizure=f.get("seizure", "none"), motor=f.get("motor", "none"),
                 icp=list(f.get("icp_edema") or []), excluded=list(f.get("excluded") or []),
                 product=f.get("product"))
-        items = f.get("ice_items")
-        if items:
-            a.orientation = list(ICE_ITEMS[0].parts[: items["orientation"]])
-            a.naming = list(ICE_ITEMS[1].parts[: items["naming"]])
-            a.commands, a.writing, a.attention = (bool(items["commands"]),
-                                                  bool(items["writing"]),
-                                                  bool(items["attention"]))
-            a.ice_done = True
-        elif f.get("ice_score") is not None:
-            a.needs_score = True  # a batch record holds only the total: ask the items again
-        capd = f.get("capd_items")
-        if not capd and f.get("capd_score") is not None:
-            a.needs_score = True
-        if capd:
-            a.capd = [CAPD_ANSWERS[(4 - p) if spec.reversed else p]
-                      for spec, p in zip(CAPD_ITEMS, capd)]
+        if with_scores:
+            items = f.get("ice_items")
+            if items:
+                a.ice = _tasks_from_items(items)
+                a.ice_done = True
+            elif f.get("ice_score") is not None:
+                a.needs_score = True  # a batch record holds only the total: ask again
+            capd = f.get("capd_items")
+            if not capd and f.get("capd_score") is not None:
+                a.needs_score = True
+            if capd:
+                a.capd = [CAPD_ANSWERS[(4 - p) if spec.reversed else p]
+                          for spec, p in zip(CAPD_ITEMS, capd)]
         crs = f.get("crs_grade")
         detail = f.get("crs_detail")
         if detail and "hypotension" in detail:
             treatments = list(detail.get("treatments") or [])
             if detail.get("treated_for_crs") and not treatments:
-                treatments = ["tocilizumab"]  # records before 0.2 said only "tocilizumab or
+                treatments = ["tocilizumab"]  # older records said only "tocilizumab or
                 # corticosteroids": either waives fever alike; the review screen shows it
             a.crs = CrsAnswers("questions", crs, bool(detail.get("fever")), treatments,
                                detail.get("hypotension", "none"), detail.get("oxygen", "none"),
@@ -216,178 +256,292 @@ class Answers:
         return a
 
 
+def _tasks_from_items(items: dict[str, int]) -> list[int]:
+    """Which of the ten ICE tasks to mark for a record's item counts."""
+    out: list[int] = []
+    for key in ("orientation", "naming", "commands", "writing", "attention"):
+        idx = [i for i, (k, _) in enumerate(ICE_TASKS) if k == key]
+        out.extend(idx[: int(items.get(key) or 0)])
+    return out
+
+
 # --- prompts ------------------------------------------------------------------------------------
 
-def _select(message: str, choices: list[tuple[str, str]], default: str | None = None,
-            instruction: str | None = None, keys: list[str] | None = None) -> str:
-    """A list to pick from. `keys`: shortcut keys that must mean what they say (a grade's own
-    number), instead of the default 1, 2, 3... by position."""
-    if keys is not None:
-        cs = [Choice(title, value=value, shortcut_key=key)
-              for (value, title), key in zip(choices, keys)]
-    else:
-        cs = [Choice(title, value=value) for value, title in choices]
-    return questionary.select(message, choices=cs, default=next(
-        (c for c in cs if c.value == default), None), use_shortcuts=len(cs) <= 9,
-        instruction=instruction or "(number or arrows, then Enter)", style=STYLE).unsafe_ask()
+def _eof_binding(question: "questionary.Question") -> "questionary.Question":
+    """Ctrl-D leaves a list or yes/no prompt like it leaves a text prompt: end of input."""
+    from prompt_toolkit.key_binding import KeyBindings, merge_key_bindings
+
+    extra = KeyBindings()
+
+    @extra.add("c-d", eager=True)
+    def _(event) -> None:
+        event.app.exit(exception=EOFError)
+
+    app = question.application
+    app.key_bindings = merge_key_bindings([app.key_bindings or KeyBindings(), extra])
+    return question
 
 
-def _checkbox(message: str, choices: list[tuple[str, str]], checked: list[str],
-              instruction: str) -> list[str]:
+def _select(message: str, choices: list[tuple[Any, str, str]], default: Any = None,
+            instruction: str | None = None) -> Any:
+    cs = [Choice(title, value=("__none__" if value is None else value), shortcut_key=key)
+          for value, title, key in choices]
+    want = "__none__" if default is None else default
+    picked = _eof_binding(questionary.select(
+        message, choices=cs, default=next((c for c in cs if c.value == want), None),
+        use_shortcuts=True, use_jk_keys=False,
+        instruction=instruction or "(key or arrows, then Enter)",
+        style=STYLE)).unsafe_ask()
+    return None if picked == "__none__" else picked
+
+
+def _checkbox(message: str, choices: list[tuple[Any, str]], checked: list[Any],
+              instruction: str) -> list[Any]:
     cs = [Choice(title, value=value, checked=value in checked) for value, title in choices]
-    return list(questionary.checkbox(message, choices=cs, instruction=instruction,
-                                     style=STYLE).unsafe_ask())
+    return list(_eof_binding(questionary.checkbox(message, choices=cs, instruction=instruction,
+                                                  style=STYLE)).unsafe_ask())
 
 
 def _confirm(message: str, default: bool = False) -> bool:
-    return bool(questionary.confirm(message, default=default, style=STYLE).unsafe_ask())
+    return bool(_eof_binding(questionary.confirm(message, default=default,
+                                                 style=STYLE)).unsafe_ask())
 
 
-def _text(message: str, default: str = "", validate: Callable[[str], Any] | None = None,
+def _text(message: str, default: str = "", check: Callable[[str], str | None] | None = None,
           instruction: str | None = None) -> str:
-    return str(questionary.text(message, default=default, validate=validate,
-                                instruction=instruction, style=STYLE).unsafe_ask())
+    """A text answer; a problem is said on the line below the prompt, and it is asked again
+    with what was typed (never a message on the bottom row of the screen)."""
+    while True:
+        answer = str(questionary.text(message, default=default, instruction=instruction,
+                                      style=STYLE).unsafe_ask())
+        problem = check(answer) if check else None
+        if not problem:
+            return answer
+        note(problem, "error")
+        default = answer
 
 
-def _note(text: str) -> None:
-    """A line between prompts (e.g. the running score), printed through prompt_toolkit."""
-    from prompt_toolkit import print_formatted_text
-    from prompt_toolkit.formatted_text import FormattedText
+def keypress(message: str, options: list[tuple[str, str]], default: str) -> str:
+    """A one-key answer, e.g. y / n / d; Enter takes the default. Ctrl-C and Ctrl-D end it."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.formatted_text import to_formatted_text
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.keys import Keys
 
-    print_formatted_text(FormattedText([("bold", f"  = {text}")]))
+    status: dict[str, Any] = {"answer": None}
+    hint = " / ".join(f"{k}{'' if k != default else ' (Enter)'} {label}" for k, label in options)
+
+    def tokens():
+        t = [("class:qmark", "?"), ("class:question", f" {message} ")]
+        if status["answer"] is None:
+            t.append(("class:instruction", f"[{hint}] "))
+        else:
+            t.append(("class:answer", dict(options)[status["answer"]]))
+        return to_formatted_text(t)
+
+    kb = KeyBindings()
+
+    @kb.add(Keys.ControlC, eager=True)
+    def _(event) -> None:
+        event.app.exit(exception=KeyboardInterrupt)
+
+    @kb.add(Keys.ControlD, eager=True)
+    def _(event) -> None:
+        event.app.exit(exception=EOFError)
+
+    def make(key: str):
+        def pick(event) -> None:
+            status["answer"] = key
+            event.app.exit(result=key)
+        return pick
+
+    for key, _label in options:
+        kb.add(key)(make(key))
+        if key.upper() != key:
+            kb.add(key.upper())(make(key))
+    kb.add(Keys.ControlM, eager=True)(make(default))
+
+    @kb.add(Keys.Any)
+    def _(event) -> None:
+        """Other keys do nothing."""
+
+    session = PromptSession(tokens, key_bindings=kb, style=questionary.Style.from_dict({
+        "qmark": "fg:#5f87ff bold", "question": "bold", "instruction": "fg:#8a8a8a",
+        "answer": "fg:#00afff bold"}))
+    return str(questionary.Question(session.app).unsafe_ask())
 
 
-def _validate_pid(text: str) -> bool | str:
-    try:
-        validate_patient_id(text)
-    except InvalidFinding as exc:
-        return f"Patient pseudonym {exc.message}: 1-64 printable characters"
-    return True
+def note(text: str, kind: str = "info") -> None:
+    """A line between prompts, wrapped at word boundaries to the terminal, on the prompts'
+    stream (stderr), so it stands beside the prompt it is about."""
+    import os
+    import shutil
+    import sys
+
+    width = max(40, min(shutil.get_terminal_size((80, 24)).columns, 120) - 2)
+    code = {"info": "1", "error": "1;31", "dim": "2"}.get(kind, "")
+    colour = code and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    lead = "  ! " if kind == "error" else "  "
+    for line in textwrap.wrap(text, width - len(lead)) or [""]:
+        line = lead + line
+        sys.stderr.write((f"\x1b[{code}m{line}\x1b[0m" if colour else line) + "\n")
+        lead = " " * len(lead)
+    sys.stderr.flush()
 
 
-def _validate_age(text: str) -> bool | str:
-    t = text.strip()
-    if not t:
-        return True
-    try:
-        v = float(t)
-    except ValueError:
-        return "Age in years as a number (e.g. 7 or 1.5), or blank if 12 or over"
-    if not 0 <= v <= 130:
-        return "Age must be between 0 and 130"
-    return True
-
-
-def _validate_weight(required: bool) -> Callable[[str], bool | str]:
-    def check(text: str) -> bool | str:
-        t = text.strip()
-        if not t:
-            return "Weight is needed under 18: children's doses are per kg" if required else True
+def _check_pid(allow_id: bool) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
         try:
-            v = float(t)
-        except ValueError:
-            return "Weight in kg as a number, e.g. 23.5"
-        return True if 0 < v <= 350 else "Weight must be above 0 and at most 350 kg"
+            pid = validate_patient_id(text)
+        except InvalidFinding as exc:
+            return f"The pseudonym {exc.message}: 1-64 printable characters."
+        reason = None if allow_id else identifying_reason(pid)
+        if reason:
+            return (f"That {reason}. Enter the ward's pseudonym, never a name, record number "
+                    "or birth date (a site whose pseudonyms look like this can use --allow-id).")
+        return None
     return check
 
 
-def _validate_baseline(text: str) -> bool | str:
+def _check_age(text: str) -> str | None:
     t = text.strip()
     if not t:
-        return True
-    return (t.isdigit() and 0 <= int(t) <= 32) or "A CAPD total 0-32, or blank if none"
+        return None
+    try:
+        v = float(t)
+    except ValueError:
+        return "Age in years as a number (e.g. 7 or 1.5), or blank for an adult."
+    return None if 0 <= v <= 130 else "Age must be between 0 and 130 years."
 
 
-def _validate_flow(text: str) -> bool | str:
+def _check_weight(required: bool) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        t = text.strip()
+        if not t:
+            return "Under 18 the weight is needed: children's doses are per kg." if required \
+                else None
+        try:
+            v = float(t)
+        except ValueError:
+            return "Weight in kg as a number, e.g. 23.5."
+        return None if 0 < v <= 350 else "Weight must be above 0 and at most 350 kg."
+    return check
+
+
+def _check_baseline(text: str) -> str | None:
+    t = text.strip()
+    return None if not t or (t.isdigit() and 0 <= int(t) <= 32) else \
+        "A CAPD total 0-32, or blank if none was documented."
+
+
+def _check_flow(text: str) -> str | None:
     try:
         v = float(text.strip())
     except ValueError:
-        return "Flow in litres per minute, e.g. 2 or 6 or 8"
-    return True if 0 < v <= 80 else "Flow must be above 0 and at most 80 L/min"
+        return "Flow in litres per minute, e.g. 2, 6 or 8."
+    return None if 0 < v <= 80 else "Flow must be above 0 and at most 80 L/min."
 
 
-def ask_patient(a: Answers) -> None:
-    a.patient_id = validate_patient_id(_text(
-        "Patient pseudonym", default=a.patient_id or "", validate=_validate_pid,
-        instruction="(the ward's pseudonym only: never a name, record number or birth date)"))
+def _number(text: str) -> float | int | None:
+    t = text.strip()
+    if not t:
+        return None
+    v = float(t)
+    return int(v) if v.is_integer() else v
+
+
+def ask_patient(a: Answers, allow_id: bool = False) -> None:
+    note("The ward's pseudonym only: never a name, record number or birth date.", "dim")
+    a.patient_id = validate_patient_id(_text("Patient pseudonym", default=a.patient_id or "",
+                                             check=_check_pid(allow_id)))
 
 
 def ask_age(a: Answers) -> None:
     shown = "" if a.age is None else f"{a.age:g}"
-    t = _text("Age in years", default=shown, validate=_validate_age,
-              instruction="(blank if 12 or over; under 12 is scored with CAPD)").strip()
-    a.age = None if not t else (int(float(t)) if float(t).is_integer() else float(t))
+    a.age = _number(_text("Age in years", default=shown, check=_check_age,
+                          instruction="(blank for an adult; under 12 is scored with CAPD)"))
 
 
 def ask_weight(a: Answers) -> None:
     child = a.age is not None and a.age < 18
     shown = "" if a.weight is None else f"{a.weight:g}"
-    t = _text("Weight in kg", default=shown, validate=_validate_weight(child),
-              instruction="(children's doses are per kg, capped at the adult dose)" if child
-              else "(optional for adults; per-kg doses then show their amount)").strip()
-    a.weight = None if not t else (int(float(t)) if float(t).is_integer() else float(t))
-
-
-def ask_capd_baseline(a: Answers) -> None:
-    shown = "" if a.capd_baseline is None else str(a.capd_baseline)
-    t = _text("CAPD baseline before infusion, if documented", default=shown,
-              validate=_validate_baseline,
-              instruction="(blank if none; the grade stays ASTCT, the change is shown)").strip()
-    a.capd_baseline = int(t) if t else None
+    a.weight = _number(_text(
+        "Weight in kg", default=shown, check=_check_weight(child),
+        instruction="(needed under 18: doses per kg)" if child else "(optional for adults)"))
 
 
 def ask_delay(a: Answers) -> None:
     if a.age is not None and a.age < 12:
         a.developmental_delay = False
         return
-    a.developmental_delay = _confirm(
-        "Baseline developmental delay? (then CAPD is used instead of ICE)",
-        default=a.developmental_delay)
+    a.developmental_delay = _confirm("Baseline developmental delay? (then CAPD, not ICE)",
+                                     default=a.developmental_delay)
+
+
+def ask_capd_baseline(a: Answers) -> None:
+    shown = "" if a.capd_baseline is None else str(a.capd_baseline)
+    t = _text("CAPD baseline before infusion", default=shown, check=_check_baseline,
+              instruction="(blank if none documented)").strip()
+    a.capd_baseline = int(t) if t else None
+
+
+SEDATION_QUESTION = "Drowsiness or confusion due to a sedating drug or another illness?"
+SEDATION_NOTE = "Intubation alone is not a cause: a patient intubated because of ICANS is graded."
 
 
 def ask_sedated(a: Answers) -> None:
-    a.sedated = _confirm(
-        "Is drowsiness or confusion explained by a SEDATING DRUG or another diagnosis (not "
-        "ICANS)? Intubation alone is not a cause.", default=a.sedated)
+    note(SEDATION_NOTE, "dim")
+    a.sedated = _confirm(SEDATION_QUESTION, default=a.sedated)
 
 
 def ask_consciousness(a: Answers) -> None:
     a.consciousness = _select("Level of consciousness", CONSCIOUSNESS_CHOICES, a.consciousness,
-                              "(each number is the ASTCT grade it gives; then Enter)",
-                              keys=["0", "1", "2", "3", "4"])
+                              "(the number is the ASTCT grade it gives)")
 
 
 def ask_ice(a: Answers) -> None:
-    o, n = ICE_ITEMS[0], ICE_ITEMS[1]
-    a.orientation = _checkbox(
-        "ICE orientation: which did the patient get RIGHT?",
-        [(p, p.capitalize()) for p in o.parts], a.orientation,
-        "(Space = correct, a = all correct, Enter = done)")
-    a.naming = _checkbox(
-        "ICE naming: point to 3 objects (e.g. clock, pen, button). Which were named RIGHT?",
-        [(p, p.capitalize()) for p in n.parts], a.naming,
-        "(Space = correct, a = all correct, Enter = done)")
-    a.commands = _confirm('ICE command: follows a simple command ("Show me 2 fingers" or '
-                          '"Close your eyes and stick out your tongue")?', a.commands)
-    a.writing = _confirm("ICE writing: writes a standard sentence?", a.writing)
-    a.attention = _confirm("ICE attention: counts backwards from 100 by 10?", a.attention)
+    a.ice = _checkbox("ICE: mark each task done RIGHT",
+                      [(i, label) for i, (_, label) in enumerate(ICE_TASKS)], a.ice,
+                      "(Space marks one, a marks all, Enter when done)")
     a.ice_done = True
-    _note(f"ICE {a.ice_items().total}/10")
+    total = a.ice_items().total
+    note(f"= ICE {total}/10")
+    if total == 0 and a.consciousness != "unarousable" and not a.sedated:
+        why = _select("ICE 0 in a patient who is awake: which is it?", [
+            ("aphasia", "Global aphasia or cannot do any task: keep ICE 0 (grade 3)", "k"),
+            ("again", "The answers were not entered: mark the tasks again", "m"),
+        ], "aphasia")
+        if why == "again":
+            ask_ice(a)
+
+
+def _anchor_band(age: float) -> str:
+    """The developmental-anchor band for this age (newborn-8 weeks, around 28 weeks, 1-2
+    years)."""
+    if age < 8 / 52:
+        return "newborn-8 weeks"
+    return "around 28 weeks" if age < 1 else "1-2 years"
 
 
 def ask_capd(a: Answers) -> None:
     answers = list(a.capd) if len(a.capd) == 8 else ["never"] * 8
     anchors = show_capd_anchors(a.age)
+    if anchors:
+        from icans_cli.core.scores import ANCHORS_SOURCE
+
+        note(f"Developmental anchors for this child's age ({ANCHORS_SOURCE}):", "dim")
+    letters = [(x, f"{x.capitalize()}", k) for x, k in zip(CAPD_ANSWERS, CAPD_KEYS)]
     for i, spec in enumerate(CAPD_ITEMS):
-        instruction = "(number or arrows, then Enter)"
         if anchors:
-            instruction = "Usual at this age: " + " | ".join(
-                f"{band}: {text}" for band, text in spec.anchors) + "\n  " + instruction
-        answers[i] = _select(f"CAPD {spec.number}/8: {spec.question}",
-                             [(x, x.capitalize()) for x in CAPD_ANSWERS],
-                             answers[i] if len(a.capd) == 8 else None, instruction)
+            band = _anchor_band(float(a.age))  # type: ignore[arg-type]
+            usual = next((text for b, text in spec.anchors if b == band), None) or \
+                spec.anchors[0][1]
+            note(f"Usual at {band}: {usual}", "dim")
+        answers[i] = _select(f"CAPD {spec.number}/8: {spec.question}", letters,
+                             answers[i] if len(a.capd) == 8 else None,
+                             "(n r s o a: never ... always)")
     a.capd = answers
-    _note(f"CAPD {sum(capd_points(answers))}/32")
+    note(f"= CAPD {sum(capd_points(answers))}/32")
 
 
 def ask_score(a: Answers) -> None:
@@ -400,11 +554,13 @@ def ask_score(a: Answers) -> None:
 
 
 def ask_seizure(a: Answers) -> None:
-    a.seizure = _select("Seizures since the last assessment", SEIZURE_CHOICES, a.seizure)
+    a.seizure = _select("Seizures since the last assessment", SEIZURE_CHOICES, a.seizure,
+                        "(the number is the ASTCT grade it gives)")
 
 
 def ask_motor(a: Answers) -> None:
-    a.motor = _select("Motor findings", MOTOR_CHOICES, a.motor)
+    a.motor = _select("Motor findings", MOTOR_CHOICES, a.motor,
+                      "(the number is the ASTCT grade it gives)")
 
 
 def ask_icp(a: Answers) -> None:
@@ -413,40 +569,31 @@ def ask_icp(a: Answers) -> None:
 
 
 def ask_excluded(a: Answers) -> None:
-    a.excluded = _checkbox("Also seen? Recorded but NOT graded (ASTCT excludes them)",
-                           EXCLUDED_CHOICES, a.excluded,
+    a.excluded = _checkbox("Also seen? Recorded, NOT graded", EXCLUDED_CHOICES, a.excluded,
                            "(Space marks, Enter when done)")
 
 
 def ask_crs(a: Answers) -> None:
     c = a.crs
-    mode = _select("Concurrent CRS (decides whether tocilizumab has any place)", [
-        ("grade", "I know the current ASTCT CRS grade"),
-        ("questions", "Work it out: answer the ASTCT CRS questions"),
-        ("unknown", "Not known (both management branches will be shown)"),
-    ], c.mode)
+    mode = _select("Concurrent CRS (it decides whether tocilizumab has a place)",
+                   CRS_MODE_CHOICES, c.mode)
     if mode == "grade":
-        g = _select("Current ASTCT CRS grade", [(str(i), f"CRS grade {i}" + (" (no CRS)" if
-                                                                            i == 0 else ""))
-                                                for i in range(5)],
-                    None if c.grade is None else str(c.grade),
-                    "(press the grade's number, then Enter)", keys=[str(i) for i in range(5)])
+        g = _select("Current ASTCT CRS grade", [
+            (str(i), f"CRS grade {i}" + (" (no CRS)" if i == 0 else ""), str(i))
+            for i in range(5)], None if c.grade is None else str(c.grade),
+            "(press the grade's number)")
         a.crs = CrsAnswers("grade", int(g))
     elif mode == "questions":
-        fever = _confirm("Fever >= 38.0 C not explained by another cause?", c.fever)
-        treated = _checkbox("Already given for the CRS (marks what was given)?", [
-            ("tocilizumab", "Tocilizumab"), ("corticosteroids", "Corticosteroids"),
-            ("antipyretic", "Antipyretic (e.g. paracetamol)")], c.treatments,
-            "(Space marks, Enter when done; none marked = none)")
+        fever = _confirm("Fever 38.0 C or more, not explained by another cause?", c.fever)
+        treated = _checkbox("Already given for the CRS?", TREATMENT_CHOICES, c.treatments,
+                            "(Space marks, Enter when done; none marked = none)")
         hyp = _select("Hypotension", HYPOTENSION_CHOICES, c.hypotension)
         oxy = _select("Oxygen", OXYGEN_CHOICES, c.oxygen)
         flow = None
         if oxy == "nasal_cannula":
             flow = float(_text("Nasal cannula flow (L/min)",
                                default="" if c.flow is None else f"{c.flow:g}",
-                               validate=_validate_flow))
-        from icans_cli.core.crs import grade_crs
-
+                               check=_check_flow))
         new = CrsAnswers("questions", None, fever, treated, hyp, oxy, flow)
         new.grade = grade_crs(new.findings()).grade
         a.crs = new
@@ -455,97 +602,159 @@ def ask_crs(a: Answers) -> None:
 
 
 def ask_product(a: Answers) -> None:
-    choices = [(p, p) for p in PRODUCTS if p != "other"] + [("other", "other product"),
-                                                              ("__none__", "not recorded")]
-    v = _select("CAR-T product (axi-cel and brexu-cel: high neurotoxicity risk)", choices,
-                a.product or "__none__")
-    a.product = None if v == "__none__" else v
+    a.product = _select("CAR-T product", PRODUCT_CHOICES, a.product)
+
+
+def ask_assessed_at(a: Answers) -> None:
+    from icans_cli.core.identifiers import parse_time
+
+    def check(text: str) -> str | None:
+        try:
+            parse_time(text)
+        except InvalidFinding:
+            return "An ISO date-time, e.g. 2026-11-29T14:30 (the original time is offered)."
+        return None
+
+    a.assessed_at = _text("Time of the assessment being corrected", default=a.assessed_at or "",
+                          check=check, instruction="(Enter keeps the original)").strip()
 
 
 # (key, label, ask, applies?) in interview order; the review screen uses the same table.
 QUESTIONS: list[tuple[str, str, Callable[[Answers], None], Callable[[Answers], bool]]] = [
+    ("assessed_at", "Assessed at", ask_assessed_at, lambda a: a.assessed_at is not None),
     ("age", "Age", ask_age, lambda a: True),
     ("weight", "Weight", ask_weight, lambda a: True),
     ("delay", "Developmental delay", ask_delay, lambda a: a.age is None or a.age >= 12),
-    ("sedated", "Another cause (sedation etc.)", ask_sedated, lambda a: True),
-    ("consciousness", "Level of consciousness", ask_consciousness, lambda a: True),
+    ("product", "Product", ask_product, lambda a: True),
+    ("sedated", "Another cause", ask_sedated, lambda a: True),
+    ("consciousness", "Consciousness", ask_consciousness, lambda a: True),
     ("score", "ICE / CAPD", ask_score, lambda a: a.scored),
-    ("baseline", "CAPD baseline", ask_capd_baseline, lambda a: a.path == "capd"),
+    ("baseline", "CAPD baseline", ask_capd_baseline, lambda a: a.path == "capd" and a.scored),
     ("seizure", "Seizure", ask_seizure, lambda a: True),
     ("motor", "Motor", ask_motor, lambda a: True),
     ("icp", "ICP / edema", ask_icp, lambda a: True),
-    ("excluded", "Excluded findings", ask_excluded, lambda a: True),
+    ("excluded", "Not graded", ask_excluded, lambda a: True),
     ("crs", "Concurrent CRS", ask_crs, lambda a: True),
-    ("product", "Product", ask_product, lambda a: True),
 ]
+DETAILS = ("age", "weight", "delay", "product")
+AS_BEFORE = ("seizure", "motor", "icp", "excluded", "crs")
 
 
 def describe(a: Answers, key: str) -> str:
+    if key == "assessed_at":
+        return a.assessed_at or ""
     if key == "age":
-        return "12 or over (not given)" if a.age is None else f"{a.age:g} years"
+        return "adult (not given)" if a.age is None else f"{a.age:g} years"
     if key == "weight":
         return "not given" if a.weight is None else f"{a.weight:g} kg"
-    if key == "baseline":
-        return "none documented" if a.capd_baseline is None else f"CAPD {a.capd_baseline}"
     if key == "delay":
         return "yes" if a.developmental_delay else "no"
+    if key == "baseline":
+        return "none documented" if a.capd_baseline is None else f"CAPD {a.capd_baseline}"
     if key == "sedated":
         return "YES: consciousness and score not assessable" if a.sedated else "no"
     if key == "consciousness":
-        return dict(CONSCIOUSNESS_CHOICES)[a.consciousness].split(" (")[0]
+        return next(t for v, t, _ in CONSCIOUSNESS_CHOICES if v == a.consciousness)
     if key == "score":
         if not a.scored:
-            return "not scored"
+            return "not taken"
         if a.path == "ice":
             it = a.ice_items()
-            return (f"ICE {it.total}/10 (orient {it.orientation}, name {it.naming}, "
-                    f"command {it.commands}, write {it.writing}, count {it.attention})")
+            return (f"ICE {it.total}/10 (orientation {it.orientation}, naming {it.naming}, "
+                    f"command {it.commands}, writing {it.writing}, counting {it.attention})")
         if len(a.capd) == 8:
             pts = capd_points(a.capd)
-            return f"CAPD {sum(pts)}/32 (" + ", ".join(str(p) for p in pts) + ")"
+            return f"CAPD {sum(pts)}/32"
         return "CAPD not answered"
     if key == "seizure":
         return {"none": "none", "self_limited": "self-limited seizure",
-                "prolonged": "PROLONGED or repetitive seizures"}[a.seizure]
+                "prolonged": "PROLONGED or repetitive"}[a.seizure]
     if key == "motor":
-        return "none" if a.motor == "none" else "deep focal motor weakness"
+        return "none" if a.motor == "none" else "deep focal weakness"
     if key == "icp":
-        return "; ".join(dict(ICP_CHOICES)[x] for x in a.icp) or "none"
+        return "; ".join(dict(ICP_CHOICES)[x].split(" (")[0] for x in a.icp) or "none"
     if key == "excluded":
         return "; ".join(dict(EXCLUDED_CHOICES)[x] for x in a.excluded) or "none"
     if key == "crs":
         c = a.crs
         if c.mode == "unknown":
             return "not known"
-        return f"CRS grade {c.grade}" + (" (from the CRS questions)" if c.mode == "questions"
-                                         else "")
+        r = c.result()
+        if r is not None:
+            return r.label + " (worked out)"
+        return f"CRS grade {c.grade}"
     if key == "product":
         return a.product or "not recorded"
     raise KeyError(key)
 
 
 def interview(a: Answers, skip: set[str] | frozenset[str] = frozenset()) -> Answers:
-    """Ask every question that applies, in order (`skip`: answered by an option)."""
+    """Ask every question that applies, in order (`skip`: answered already)."""
     for key, _, ask, applies in QUESTIONS:
-        if key in skip:
+        if key in skip or key == "assessed_at":
             continue
         if applies(a):
             ask(a)
     return a
 
 
-def review(a: Answers, preview: Callable[[Answers], str]) -> Answers:
-    """List every answer; let the user change any one; return when they accept."""
+def reassess(a: Answers, skip: set[str] | frozenset[str] = frozenset()) -> Answers:
+    """A known patient, `a` filled from the last record: the details and the other findings
+    are confirmed as last time with one key each; sedation, consciousness and the score are
+    asked as always (their defaults are the last answers; the score starts blank)."""
+    note(f"Known patient: {_summary(a, DETAILS)}.", "dim")
+    if not _confirm("Same patient details as last time?", default=True):
+        for key, _, ask, applies in QUESTIONS:
+            if key in DETAILS and key not in skip and applies(a):
+                ask(a)
+    for key in ("sedated", "consciousness", "score"):
+        next(q[2] for q in QUESTIONS if q[0] == key)(a)
+    if a.path == "capd" and a.scored and "baseline" not in skip and a.capd_baseline is None:
+        ask_capd_baseline(a)
+    note(f"Last time: {_summary(a, AS_BEFORE)}.", "dim")
+    if not _confirm("All of these the same now?", default=True):
+        for key in AS_BEFORE:
+            next(q[2] for q in QUESTIONS if q[0] == key)(a)
+    return a
+
+
+_SHORT = {"age": "age", "weight": "weight", "delay": "developmental delay",
+          "product": "product", "seizure": "seizure", "motor": "motor", "icp": "ICP/edema",
+          "excluded": "not graded", "crs": ""}
+
+
+def _summary(a: Answers, keys: tuple[str, ...]) -> str:
+    """'seizure none, motor none, ICP/edema none, not graded none, CRS grade 0'."""
+    parts = []
+    for k, _, _, applies in QUESTIONS:
+        if k in keys and applies(a):
+            value = describe(a, k)
+            if k == "crs" and value == "not known":
+                value = "CRS not known"
+            parts.append(f"{_SHORT[k]} {value}".strip())
+    return ", ".join(parts)
+
+
+def review(a: Answers, preview: Callable[[Answers], str],
+           before: Answers | None = None, before_label: str = "the last assessment") -> Answers:
+    """List every answer; let the user change any one; return when they accept. Lines that
+    differ from `before` are marked with *."""
     while True:
         rows = [(key, label) for key, label, _, applies in QUESTIONS if applies(a)]
         width = max(len(label) for _, label in rows)
+        marked = False
         choices = [Choice(f"Accept: {preview(a)}", value="__accept__")]
         for key, label in rows:
-            choices.append(Choice(f"Change  {label.ljust(width)}  {describe(a, key)}",
+            star = " "
+            if before is not None and describe(a, key) != _describe_or_none(before, key):
+                star, marked = "*", True
+            choices.append(Choice(f"{star} {label.ljust(width)}  {describe(a, key)}",
                                   value=key))
-        picked = questionary.select(
-            "Review every answer. Accept, or pick one to change:", choices=choices,
-            instruction="(arrows, then Enter)", style=STYLE).unsafe_ask()
+        if marked:
+            note(f"* differs from {before_label}", "dim")
+        picked = _eof_binding(questionary.select(
+            "Review. Accept, or pick a line to change:", choices=choices,
+            instruction="(arrows, then Enter)", style=STYLE)).unsafe_ask()
         if picked == "__accept__":
             return a
         ask = next(q for q in QUESTIONS if q[0] == picked)[2]
@@ -555,3 +764,15 @@ def review(a: Answers, preview: Callable[[Answers], str]) -> Answers:
         if a.scored and (a.path != before_path or not before_scored or (
                 a.path == "ice" and not a.ice_done) or (a.path == "capd" and len(a.capd) != 8)):
             ask_score(a)
+
+
+def _describe_or_none(a: Answers, key: str) -> str | None:
+    applies = next(q[3] for q in QUESTIONS if q[0] == key)
+    return describe(a, key) if applies(a) else None
+
+
+def unchanged(a: Answers, before: Answers) -> bool:
+    """Whether the answers say exactly what `before` says (for an amendment)."""
+    return all(describe(a, k) == _describe_or_none(before, k) for k, _, _, applies in QUESTIONS
+               if applies(a) and k != "assessed_at") and \
+        (a.assessed_at or "") == (before.assessed_at or "")

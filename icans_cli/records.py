@@ -37,6 +37,33 @@ def findings_dict(f: Findings, crs_grade: int | None, product: str | None,
     }
 
 
+def findings_from_record(rec: dict[str, Any]) -> tuple[Findings, dict[str, Any]]:
+    """The Findings a logged record was graded from, and the management context: crs_grade,
+    crs_controlled, product, age_years, weight_kg. Raises InvalidFinding on a record that no
+    longer makes valid findings."""
+    from icans_cli.core.scores import IceItems
+
+    f = rec.get("findings") or {}
+    items = f.get("ice_items")
+    capd = f.get("capd_items")
+    findings = Findings(
+        age_years=f.get("age_years"), developmental_delay=bool(f.get("developmental_delay")),
+        ice_items=IceItems(**items) if items else None,
+        ice_score=None if items else f.get("ice_score"),
+        capd_points=tuple(capd) if capd else None,
+        capd_score=None if capd else f.get("capd_score"),
+        consciousness=f.get("consciousness", "alert"), seizure=f.get("seizure", "none"),
+        motor=f.get("motor", "none"), icp_edema=frozenset(f.get("icp_edema") or ()),
+        excluded=frozenset(f.get("excluded") or ()), sedated=bool(f.get("sedated")),
+        capd_baseline=f.get("capd_baseline"))
+    detail = f.get("crs_detail") or {}
+    controlled = bool(detail.get("controlled")) or \
+        (rec.get("recommendation") or {}).get("crs") == "controlled"
+    return findings, {"crs_grade": f.get("crs_grade"), "crs_controlled": controlled,
+                      "product": f.get("product"), "age_years": f.get("age_years"),
+                      "weight_kg": f.get("weight_kg")}
+
+
 def result_dict(r: IcansResult) -> dict[str, Any]:
     return {
         "status": r.status,

@@ -1,28 +1,54 @@
-"""Rich rendering of results, shared by assess, grade --format table, log show and history.
+"""Rich rendering of results, shared by assess, show, grade --format table, log show and history.
 
-Everything must read correctly without colour: drivers are marked in text, grades are spelled
-out, and each advice line carries its source and protocol in words.
+Two views of one assessment:
+- the bedside summary: the decision first, on one 80x24 screen (the grade panel with its
+  driver, what to do now, when to look again, what changed, the treating-team line, and one
+  line pointing to the rest);
+- the details: every line of advice, where guidelines disagree, the rationale and sources.
+
+Everything must read correctly without colour: drivers are named in words, grades are spelled
+out, and each dose line carries its source and protocol. Text that came from input or the log
+(patient ids, assessor names) is always shown literally (`Text`, never markup).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from icans_cli.core.grading import IcansResult
-from icans_cli.core.protocol import SECTION_TITLES, AdviceLine, Recommendation
+from icans_cli.core.grading import EXCLUDED, IcansResult
+from icans_cli.core.protocol import SECTION_TITLES, AdviceLine, Branch, Recommendation
 from icans_cli.core.rationale import DOMAIN_LABELS, RationaleItem
+from icans_cli.term import plain
 
 GRADE_STYLE = {0: "bold green", 1: "bold yellow", 2: "bold dark_orange", 3: "bold red",
                4: "bold white on red"}
 GRADE_BORDER = {0: "green", 1: "yellow", 2: "dark_orange", 3: "red", 4: "bold red"}
+NOT_ASSESSABLE_STYLE = "bold black on yellow"
 SPARK = "▁▂▃▄▅▆▇█"
+LABEL_WIDTH = 12
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the summary needs besides the result and the advice."""
+
+    patient_id: str | None = None
+    assessed_at: datetime | None = None
+    change: tuple[str, bool] | None = None  # (text, worse?) since the last assessment
+    crs_text: str | None = None
+    record_id: str | None = None  # for the "more" line: icans show ID --full
+    age: float | None = None
+    weight: float | None = None
+    product: str | None = None
 
 
 def grade_label(result: IcansResult) -> str:
@@ -33,69 +59,205 @@ def grade_label(result: IcansResult) -> str:
 
 def score_text(ice: int | None, capd: int | None, path: str | None = None) -> str:
     if path == "capd" or (capd is not None and ice is None):
-        return f"CAPD {capd}/32" if capd is not None else "CAPD not scored"
-    return f"ICE {ice}/10" if ice is not None else "ICE not scored"
+        return f"CAPD {capd}/32" if capd is not None else "CAPD not taken"
+    return f"ICE {ice}/10" if ice is not None else "ICE not taken"
 
 
-def headline(result: IcansResult, patient_id: str | None = None,
-             when: datetime | None = None, glance: Text | None = None) -> Panel:
-    g = result.effective_grade
-    style = GRADE_STYLE[g]
-    title = grade_label(result)
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """1 assessment, 2 assessments."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def _grade_style(result: IcansResult) -> str:
+    return GRADE_STYLE[result.grade] if result.status == "graded" else NOT_ASSESSABLE_STYLE
+
+
+def _border(result: IcansResult) -> str:
+    return GRADE_BORDER[result.grade] if result.status == "graded" else "yellow"
+
+
+def _drivers(result: IcansResult) -> str:
+    if result.status != "graded":
+        na = " and ".join(DOMAIN_LABELS[n] for n in result.not_assessable)
+        return f"{na[:1].upper()}{na[1:]} not assessable (another cause)"
+    if not result.drivers:
+        return "No domain above grade 0"
+    parts = []
+    for name in result.drivers:
+        d = result.domain(name)
+        value = d.value.replace("_", " ").replace(";", ", ")
+        parts.append(DOMAIN_LABELS[name] + ("" if name in ("ice", "capd") else f" ({value})"))
+    return "Driven by " + ", ".join(parts)
+
+
+def _patient_bits(rec: Recommendation, ctx: Context) -> str:
+    bits = []
+    if ctx.age is not None:
+        bits.append(f"{ctx.age:g} y")
+    bits.append("child" if rec.patient == "child" else "adult")
+    if rec.weight_kg is not None:
+        bits.append(f"{rec.weight_kg:g} kg")
+    elif rec.patient == "child":
+        bits.append("weight not given")
+    if rec.product:
+        bits.append(rec.product)
+    return " · ".join(bits)
+
+
+def headline(result: IcansResult, rec: Recommendation, ctx: Context) -> Panel:
     body = Text()
-    body.append(f" {title} ", style=style)
+    body.append(f" {grade_label(result)} ", style=_grade_style(result))
     if result.status == "graded" and result.grade == 4:
-        body.append("  LIFE-THREATENING NEUROTOXICITY", style="bold red")
-    body.append("\n")
-    if result.drivers:
-        body.append("Driven by: " + ", ".join(DOMAIN_LABELS[d] for d in result.drivers))
-    else:
-        body.append("No domain above grade 0")
-    body.append(f"   ({score_text(result.ice_score, result.capd_score, result.score_path)})")
-    if glance is not None:
-        body.append("\n")
-        body.append_text(glance)
+        body.append("  LIFE-THREATENING", style="bold red")
+    body.append("  " + score_text(result.ice_score, result.capd_score, result.score_path))
+    body.append("\n" + _drivers(result))
+    body.append("\n" + _crs_words(rec) + " · " + _patient_bits(rec, ctx), style="dim")
     sub = []
-    if patient_id:
-        sub.append(f"patient {patient_id}")
-    if when:
-        sub.append(when.astimezone().strftime("%Y-%m-%d %H:%M"))
-    return Panel(body, title="ASTCT 2019 ICANS", subtitle=" · ".join(sub) or None,
-                 border_style=GRADE_BORDER[g], box=box.HEAVY if g >= 3 else box.ROUNDED,
-                 expand=True)
+    if ctx.patient_id:
+        sub.append(plain(ctx.patient_id))
+    if ctx.assessed_at:
+        sub.append(ctx.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"))
+    return Panel(body, title=Text(f"ASTCT 2019 · protocol {rec.protocol_id}"),
+                 subtitle=Text(" · ".join(sub)) if sub else None,
+                 border_style=_border(result),
+                 box=box.HEAVY if result.effective_grade >= 3 else box.ROUNDED, expand=True)
 
 
-def at_a_glance(rec: Recommendation, when: datetime | None = None) -> Text:
-    """The three things to act on: corticosteroids, tocilizumab, level of care; and when next."""
-    t = Text()
-    for b in rec.branches:
-        prefix = ""
-        if len(rec.branches) > 1:
-            prefix = "If CRS: " if b.crs else "If no CRS: "
-            t.append(prefix.upper(), style="bold")
-        steroid = next((x for x in b.lines if x.section == "corticosteroids"), None)
-        t.append("Corticosteroids: ", style="bold")
-        t.append((steroid.text if steroid else "none advised") + "\n")
-        t.append(" " * len(prefix))
-        t.append("Tocilizumab: ", style="bold")
-        if b.tocilizumab_advised:
-            t.append("YES, for the concurrent CRS (dose below)\n")
-        elif rec.grade >= 1 and not b.crs:
-            t.append("NO: there is no CRS, and it does not treat ICANS\n", style="bold")
-        else:
-            t.append("not for ICANS\n")
-        care = next((x for x in b.lines if x.section == "level_of_care"), None)
-        if care:
-            t.append(" " * len(prefix))
-            t.append("Level of care: ", style="bold")
-            t.append(care.text + "\n")
-    t.append("Next assessment: ", style="bold")
-    due = ""
-    if when is not None:
-        due = " (by " + (when + timedelta(hours=rec.cadence.hours)).astimezone().strftime(
-            "%H:%M") + ")"
-    t.append(f"within {rec.cadence.hours} h{due}")
+def _crs_words(rec: Recommendation) -> str:
+    return {"unknown": "CRS not known", "no": "no CRS",
+            "controlled": "CRS controlled after treatment"}.get(
+        rec.crs, f"CRS grade {rec.crs_grade}")
+
+
+def source_tag(line: AdviceLine, with_protocol: bool = True) -> str:
+    tag = f"[{line.short_source}" + (f" · {line.protocol_id}]" if with_protocol else "]")
+    if line.evidence == "V2":
+        tag += " (secondary source)"
+    elif line.evidence == "D":
+        tag += " (derived)"
+    return tag
+
+
+def _line_text(line: AdviceLine, with_tag: bool = True) -> Text:
+    style = "yellow" if not line.verified else ("bold" if line.is_dose else "")
+    t = Text(line.text, style=style)
+    if with_tag and (line.is_dose or not line.verified):
+        t.append(" " + source_tag(line), style="dim")
     return t
+
+
+def _summary_text(line: AdviceLine, lead: str = "", bare: bool = False) -> Text:
+    """The bedside form of a line: short, and a dose names its source (the protocol is named
+    once, in the panel above). `bare`: without its CRS-grade condition (the lead says it)."""
+    style = "yellow" if not line.verified else ("bold" if line.is_dose else "")
+    t = Text(lead, style="bold")
+    body = line.bare_summary if bare else line.summary
+    t.append(body[:1].lower() + body[1:] if lead and body[1:2].islower() else body, style=style)
+    if line.is_dose or not line.verified:
+        t.append(" " + source_tag(line, with_protocol=False), style="dim")
+    return t
+
+
+def _grid() -> Table:
+    g = Table.grid(padding=(0, 1))
+    g.add_column(width=LABEL_WIDTH, no_wrap=True)
+    g.add_column(ratio=1)
+    return g
+
+
+def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
+    glance = branch.glance()
+    if glance.tocilizumab and glance.anti_cytokine is not None:
+        anti = glance.anti_cytokine
+        if anti.condition:
+            when = anti.condition[0].lower() + anti.condition[1:]
+            return _summary_text(anti, f"{lead}YES {when}: ", bare=True)
+        return _summary_text(anti, lead + "YES, for the CRS: ")
+    text = Text(lead, style="bold")
+    if rec.grade >= 1 and not branch.crs:
+        text.append("NO: no CRS, and it does not treat ICANS", style="bold")
+    else:
+        text.append("not for ICANS")
+    return text
+
+
+def _one_branch(grid: Table, branch: Branch, rec: Recommendation) -> None:
+    glance = branch.glance()
+    if glance.steroid is not None:
+        grid.add_row(Text("Steroids", style="bold"), _summary_text(glance.steroid))
+    grid.add_row(Text("Tocilizumab", style="bold"), _toci(branch, rec))
+
+
+def _both_branches(grid: Table, rec: Recommendation) -> None:
+    """CRS not known: each branch in a few words, what they share once."""
+    grid.add_row(Text("CRS?", style="bold"),
+                 Text("Not known: grade it. It decides tocilizumab and steroids."))
+    cares = {b.crs: b.glance().care for b in rec.branches}
+    same_care = (cares[False] and cares[True] and cares[False].summary == cares[True].summary)
+    steroids = {b.crs: b.glance().steroid for b in rec.branches}
+    same_steroid = steroids[False] is not None and steroids[True] is not None and \
+        steroids[False].summary == steroids[True].summary
+    if same_steroid:
+        grid.add_row(Text("Steroids", style="bold"), _summary_text(steroids[False]))
+    for b in rec.branches:
+        glance = b.glance()
+        cell = Text()
+        if glance.steroid is not None and not same_steroid:
+            cell.append_text(_summary_text(glance.steroid, "Steroids: "))
+        if glance.crs_adds_steroids:
+            cell.append((" " if cell else "") + "CRS grade 3-4 adds steroids now (details).",
+                        style="italic")
+        if cell:
+            cell.append("\n")
+        cell.append_text(_toci(b, rec, "Tocilizumab: "))
+        care = cares[b.crs]
+        if care is not None and not same_care:
+            cell.append("\n")
+            cell.append_text(_summary_text(care, "Care: "))
+        grid.add_row(Text("If CRS" if b.crs else "If no CRS", style="bold"), cell)
+    if same_care:
+        grid.add_row(Text("Care", style="bold"), _summary_text(cares[False]))
+
+
+def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
+    """The decision first, on one screen (80x24 with the save prompt)."""
+    parts: list[RenderableType] = [headline(result, rec, ctx)]
+    grid = _grid()
+    seen: set[str] = set()
+    for b in rec.branches:
+        for c in b.glance().cautions:
+            if c.summary not in seen:
+                seen.add(c.summary)
+                grid.add_row(Text("CAUTION", style="bold red"), _summary_text(c))
+    if len(rec.branches) == 1:
+        _one_branch(grid, rec.branches[0], rec)
+    else:
+        _both_branches(grid, rec)
+    glance = rec.branches[-1].glance()
+    if glance.seizure is not None:
+        grid.add_row(Text("Seizure", style="bold red"), _summary_text(glance.seizure))
+    if len(rec.branches) == 1 and glance.care is not None:
+        grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
+    due = ""
+    if ctx.assessed_at is not None:
+        due_at = ctx.assessed_at + timedelta(hours=rec.cadence.hours)
+        due = f", by {due_at.astimezone().strftime('%H:%M')}"
+    next_text = Text(f"within {rec.cadence.hours} h{due}", style="bold")
+    if rec.cadence.evidence == "R":
+        next_text.append(" (ICU; 4 h UNVERIFIED)" if rec.cadence.hours == 4 else
+                         " (UNVERIFIED)", style="yellow")
+    grid.add_row(Text("Next check", style="bold"), next_text)
+    if ctx.change is not None:
+        text, worse = ctx.change
+        grid.add_row(Text("Since last", style="bold"),
+                     Text(text, style="bold white on red" if worse else ""))
+    parts.append(grid)
+    parts.append(Text(rec.decision_line, style="bold"))
+    more = "Details (all advice, why, sources): d at the save prompt"
+    if ctx.record_id:
+        more = f"Details (all advice, why, sources): icans show {ctx.record_id[:8]} --full"
+    parts.append(Text(more, style="dim"))
+    return Group(*parts)
 
 
 def domains_table(result: IcansResult) -> Table:
@@ -103,7 +265,7 @@ def domains_table(result: IcansResult) -> Table:
               title_justify="left")
     t.add_column("", width=6)
     t.add_column("domain")
-    t.add_column("finding")
+    t.add_column("finding", ratio=1)
     t.add_column("grade", justify="right")
     for d in result.domains:
         driver = d.domain in result.drivers
@@ -113,13 +275,6 @@ def domains_table(result: IcansResult) -> Table:
                   Text(grade, style=style or ("dim" if d.grade is None else "")),
                   style="bold" if driver else None)
     return t
-
-
-def source_tag(line: AdviceLine) -> str:
-    tag = f"[{line.short_source} · protocol {line.protocol_id}]"
-    if line.evidence == "V2":
-        tag += " (secondary source)"
-    return tag
 
 
 def advice_lines(lines: Iterable[AdviceLine]) -> Table:
@@ -134,21 +289,25 @@ def advice_lines(lines: Iterable[AdviceLine]) -> Table:
             section = line.section
             grid.add_row(Text(""), Text(SECTION_TITLES.get(section, section),
                                         style="bold underline"))
-        style = "yellow" if not line.verified else ("bold" if line.is_dose else "")
-        grid.add_row(Text("  •"), Text.assemble((line.text, style),
-                                                (" " + source_tag(line), "dim")))
+        text = _line_text(line)
+        if line.table == "crs" and line.section == "corticosteroids" and line.crs_grades:
+            text.append(f" ({line.table_label})", style="dim")
+        grid.add_row(Text("  •"), text)
     return grid
+
+
+def _indented(text: Text) -> Padding:
+    return Padding(text, (0, 0, 0, 4))
 
 
 def recommendation_block(rec: Recommendation, when: datetime | None = None) -> Group:
     parts: list[RenderableType] = []
-    floor = " (advice for AT LEAST this grade: not all domains assessable)" \
-        if rec.grade_is_floor else ""
+    floor = " (not assessable: advice for at least this grade)" if rec.grade_is_floor else ""
     parts.append(Text.assemble(("Recommendation", "bold"),
                                f": protocol {rec.protocol_id}, grade {rec.grade}{floor}"))
-    parts.append(Text(f"  {rec.protocol_title}", style="dim"))
+    parts.append(_indented(Text(rec.protocol_title, style="dim")))
     if rec.protocol_note:
-        parts.append(Text(f"  {rec.protocol_note}", style="dim"))
+        parts.append(_indented(Text(rec.protocol_note, style="dim")))
     if len(rec.branches) == 2:
         # CRS unknown: what differs between the branches first, then what both share.
         a, b = rec.branches
@@ -171,7 +330,7 @@ def recommendation_block(rec: Recommendation, when: datetime | None = None) -> G
         grid.add_column(width=3)
         grid.add_column(ratio=1)
         for d in rec.disagreements:
-            grid.add_row(Text("  •"), Text.assemble(d.text, (" " + source_tag(d), "dim")))
+            grid.add_row(Text("  •"), _line_text(d))
         parts.append(grid)
     due = ""
     if when is not None:
@@ -186,34 +345,28 @@ def recommendation_block(rec: Recommendation, when: datetime | None = None) -> G
 def rationale_block(items: Iterable[RationaleItem]) -> Group:
     parts: list[RenderableType] = [Text("Why", style="bold")]
     for item in items:
-        parts.append(Text.assemble(("  " + item.title + ": ", "bold"), item.text))
-        parts.append(Text("    Sources: " + "; ".join(item.sources), style="dim"))
+        parts.append(Padding(Text.assemble((item.title + ": ", "bold"), item.text),
+                             (0, 0, 0, 2)))
+        parts.append(_indented(Text("Sources: " + "; ".join(item.sources), style="dim")))
     return Group(*parts)
 
 
-def decision_line(rec: Recommendation) -> Text:
-    return Text(rec.decision_line, style="bold")
-
-
-def assessment_summary(result: IcansResult, rec: Recommendation,
-                       items: Iterable[RationaleItem], *, patient_id: str | None = None,
-                       when: datetime | None = None,
-                       crs_text: str | None = None) -> Group:
-    parts: list[RenderableType] = [headline(result, patient_id, when, at_a_glance(rec, when)),
+def details(result: IcansResult, rec: Recommendation, items: Iterable[RationaleItem],
+            ctx: Context) -> Group:
+    """Everything behind the summary: domains, advice, disagreements, rationale, sources."""
+    parts: list[RenderableType] = [Text(f"Details · {grade_label(result)}", style="bold"),
                                    domains_table(result)]
-    if result.excluded:
-        from icans_cli.core.grading import EXCLUDED
-        for name in result.excluded:
-            parts.append(Text(f"Recorded, not graded: {EXCLUDED[name]}", style="italic"))
+    for name in result.excluded:
+        parts.append(Text(f"Recorded, not graded: {EXCLUDED[name]}", style="italic"))
     parts.append(Text(f"Score used: {result.score_path_reason}", style="dim"))
-    if crs_text:
-        parts.append(Text(f"CRS: {crs_text}"))
+    if ctx.crs_text:
+        parts.append(Text(f"CRS: {ctx.crs_text}"))
     parts.append(Text(""))
-    parts.append(recommendation_block(rec, when))
+    parts.append(recommendation_block(rec, ctx.assessed_at))
     parts.append(Text(""))
     parts.append(rationale_block(items))
     parts.append(Text(""))
-    parts.append(decision_line(rec))
+    parts.append(Text(rec.decision_line, style="bold"))
     return Group(*parts)
 
 
@@ -231,4 +384,4 @@ def sparkline(values: list[int | None], low: int, high: int) -> str:
 def record_grade_text(res: dict[str, Any]) -> str:
     if res.get("status") == "graded":
         return str(res.get("icans_grade"))
-    return f">={res.get('grade_at_least')} (n/a)"
+    return f"at least {res.get('grade_at_least')} (not assessable)"

@@ -38,3 +38,21 @@ def is_terminal(stream=None) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+_ESCAPES = None
+
+
+def plain(value: object) -> str:
+    """Text from input or the log, safe to show on a terminal: terminal escape sequences and
+    control characters removed (each control character becomes a visible '?'). Always show it
+    through rich's Text, never as markup."""
+    global _ESCAPES
+    if _ESCAPES is None:
+        import re
+
+        # CSI, OSC (ended by BEL or ST), other ESC sequences, then any C0/C1 control or DEL
+        _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|"
+                              r"\x1b[@-Z\\-_]|[\x00-\x1f\x7f-\x9f]")
+    text = "" if value is None else str(value)
+    return _ESCAPES.sub("?", text) if _ESCAPES.search(text) else text

@@ -11,21 +11,23 @@ from typer.testing import CliRunner
 from icans_cli import log
 from icans_cli.cli import app
 
-ENTER, DOWN, CTRL_C = "\r", "\x1b[B", "\x03"
+ENTER, DOWN, CTRL_C, CTRL_D = "\r", "\x1b[B", "\x03", "\x04"
 runner = CliRunner()
 
-# Answer fragments, in interview order.
+# Answer fragments, in interview order (age and weight come from options here).
 NOT_DELAYED, NOT_SEDATED, SEDATED = "n", "n", "y"
+NO_PRODUCT = ENTER  # "not recorded" is the default
+AXI_CEL = "a" + ENTER
 ALERT = ENTER
-ICE_10 = "a" + ENTER + "a" + ENTER + "yyy"
-ICE_0 = ENTER + ENTER + "nnn"
+ICE_10 = "a" + ENTER  # "a" marks all ten tasks
+ICE_0_APHASIA = ENTER + ENTER  # nothing marked; "global aphasia: keep ICE 0"
 NOTHING_ELSE = ENTER * 4  # seizure none, motor none, no ICP/edema, nothing excluded
-CRS_0 = "1" + ENTER + "0" + ENTER  # "I know the grade", then the grade's own number
-CRS_2 = "1" + ENTER + "2" + ENTER
-CRS_UNKNOWN = "3" + ENTER
-NO_PRODUCT = ENTER
+CRS_0 = "k" + ENTER + "0" + ENTER  # "I know the grade", then the grade's own number
+CRS_2 = "k" + ENTER + "2" + ENTER
+CRS_UNKNOWN = "u" + ENTER
 ACCEPT = ENTER
 SAVE = "y"
+ADULT = NOT_DELAYED + NO_PRODUCT + NOT_SEDATED  # the opening of an adult's first interview
 
 
 def run(keys, *args, log_file=None):
@@ -40,6 +42,11 @@ def run(keys, *args, log_file=None):
             return runner.invoke(app, ["assess", "--assessor", "nurse-a", *extra, *args])
 
 
+def flat(text):
+    """The words of a wrapped screen, one space apart (to find a phrase across a wrap)."""
+    return " ".join(text.replace("│", " ").replace("┃", " ").split())
+
+
 def records(path):
     return [r for _, r in log.iter_records(path)] if path.exists() else []
 
@@ -50,8 +57,7 @@ def logf(tmp_path):
 
 
 def test_adult_ice_10_is_grade_0_and_saved(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-1", "--age", "45", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "ICANS GRADE 0" in r.stdout
@@ -60,79 +66,137 @@ def test_adult_ice_10_is_grade_0_and_saved(logf):
     assert rec["result"]["icans_grade"] == 0 and rec["result"]["ice_score"] == 10
     assert rec["findings"]["ice_items"] == {"orientation": 4, "naming": 3, "commands": 1,
                                             "writing": 1, "attention": 1}
+    assert rec["findings"]["weight_kg"] == 70
     assert rec["source"] == "interactive" and rec["assessor"] == "nurse-a"
 
 
-def test_ice_0_awake_is_grade_3(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+def test_ice_0_awake_is_grade_3_after_confirming_global_aphasia(logf):
+    keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-2", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "ICANS GRADE 3" in r.stdout
-    assert "grade 4 needs an unarousable patient" in r.stdout
     assert records(logf)[0]["result"]["icans_grade"] == 3
+
+
+def test_ice_0_awake_answers_not_entered_goes_back_to_the_ice(logf):
+    not_entered = ENTER + "m" + ENTER + ICE_10  # nothing marked; "not entered: mark again"
+    keys = ADULT + ALERT + not_entered + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-2b", "--age", "60", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert records(logf)[0]["result"]["ice_score"] == 10
 
 
 def test_unarousable_patient_asks_no_ice_and_is_grade_4(logf):
     unarousable = "4" + ENTER  # the key is the grade it gives
-    keys = NOT_DELAYED + NOT_SEDATED + unarousable + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+    keys = ADULT + unarousable + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-3", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "ICANS GRADE 4" in r.stdout
     assert "Methylprednisolone 1,000 mg/day" in r.stdout
-    (rec,) = records(logf)
-    assert rec["findings"]["ice_items"] is None and rec["result"]["ice_score"] is None
-    assert rec["result"]["icans_grade"] == 4
+    assert records(logf)[0]["result"]["ice_score"] is None  # not taken, never 0
 
 
-def test_child_on_capd(logf):
-    # 6-year-old: no developmental-delay question; eight CAPD items.
-    capd = ("5" + ENTER) * 4 + ("3" + ENTER) * 4  # items 1-4 'always' (0), 5-8 'sometimes' (2)
-    keys = NOT_SEDATED + ALERT + capd + NOTHING_ELSE + CRS_0 + NO_PRODUCT + ACCEPT + SAVE
+def test_child_on_capd_with_lettered_answers(logf):
+    # 6-year-old: no developmental-delay question; eight CAPD items answered by letter.
+    capd = ("a" + ENTER) * 4 + ("s" + ENTER) * 4  # items 1-4 'always' (0), 5-8 'sometimes' (2)
+    keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + "4" + ENTER + NOTHING_ELSE + CRS_0 \
+        + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-4", "--age", "6", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "CAPD 8/32" in r.stdout and "ICANS GRADE 1" in r.stdout
     (rec,) = records(logf)
     assert rec["result"]["capd_score"] == 8 and rec["result"]["score_path"] == "capd"
     assert rec["findings"]["capd_items"] == [0, 0, 0, 0, 2, 2, 2, 2]
+    assert rec["findings"]["capd_baseline"] == 4 and rec["findings"]["weight_kg"] == 20
 
 
-def test_sedated_patient_is_not_assessable_grade_at_least(logf):
-    tactile, self_limited = "3" + ENTER, "2" + ENTER
-    keys = NOT_DELAYED + SEDATED + tactile + self_limited + ENTER * 3 + CRS_0 + NO_PRODUCT \
+def test_toddler_sees_only_the_anchors_for_their_own_age_band(logf):
+    capd = ("a" + ENTER) * 4 + ("n" + ENTER) * 4
+    keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + ENTER + NOTHING_ELSE + CRS_0 + ACCEPT \
+        + SAVE
+    r = run(keys, "--patient", "PT-4b", "--age", "1.5", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "Usual at 1-2 years: holds gaze" in r.output
+    assert "newborn-8 weeks" not in r.output and "around 28 weeks" not in r.output
+
+
+def test_child_weight_is_required_and_the_message_is_beside_the_prompt(logf):
+    keys = "6" + ENTER + ENTER + "20" + ENTER + NO_PRODUCT + NOT_SEDATED + "4" + ENTER \
+        + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-4c", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "Under 18 the weight is needed" in r.output
+    assert records(logf)[0]["findings"]["weight_kg"] == 20
+
+
+def test_sedated_patient_is_not_assessable_and_never_all_clear(logf):
+    tactile, self_limited = "3" + ENTER, "3" + ENTER
+    keys = NOT_DELAYED + NO_PRODUCT + SEDATED + tactile + self_limited + ENTER * 3 + CRS_0 \
         + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-5", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "NOT ASSESSABLE: ICANS grade at least 3" in r.stdout
+    assert 'Not "all clear"' in flat(r.stdout)
     (rec,) = records(logf)
     assert rec["result"]["status"] == "not_assessable" and rec["result"]["grade_at_least"] == 3
 
 
-def test_concurrent_crs_shows_tocilizumab(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_2 + NO_PRODUCT \
-        + ACCEPT + SAVE
+def test_not_assessable_shows_the_last_assessable_grade_from_the_log(logf):
+    first = ADULT + "4" + ENTER + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    assert run(first, "--patient", "PT-5b", "--age", "60", log_file=logf).exit_code == 0
+    # reassess: details kept, now sedated (propofol), consciousness unarousable, the rest same
+    second = ENTER + SEDATED + "4" + ENTER + ENTER + ACCEPT + SAVE
+    r = run(second, "--patient", "PT-5b", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "last assessable grade 4" in flat(r.stdout)
+    assert "within 4 h" in r.stdout
+
+
+def test_intubation_is_not_offered_as_another_cause(logf):
+    from icans_cli.interview import SEDATION_QUESTION
+
+    assert "sedating drug or another illness" in SEDATION_QUESTION
+    assert "intubat" not in SEDATION_QUESTION.lower()
+    r = run(ADULT, "--patient", "PT-5c", "--age", "60", log_file=logf)
+    assert "Intubation alone is not a cause" in r.output
+
+
+def test_concurrent_crs_shows_tocilizumab_with_computed_dose(logf):
+    keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_2 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-6", "--age", "60", log_file=logf)
-    assert "tocilizumab 8 mg/kg → 560 mg at 70 kg" in r.stdout
-    assert "YES, for the concurrent CRS" in r.stdout
-    assert "[ASCO 2021 · protocol asco-2021]" in r.stdout
+    out = flat(r.stdout)
+    assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg at 70 kg" in out
+    assert "protocol asco-2021" in out and "[ASCO 2021]" in out
 
 
-def test_isolated_icans_no_tocilizumab_and_steroids_explained(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+def test_isolated_icans_summary_says_no_tocilizumab_and_gives_the_steroid(logf):
+    keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-7", "--age", "60", log_file=logf)
     assert "tocilizumab 8 mg/kg" not in r.stdout
-    assert "NO: there is no CRS" in r.stdout
-    assert "Why corticosteroids" in r.stdout
-    assert "Why not tocilizumab for ICANS without CRS" in r.stdout
+    assert "NO: no CRS, and it does not treat ICANS" in r.stdout
     assert "Dexamethasone 10 mg IV every 6-12 h" in r.stdout
+    assert "Why corticosteroids" not in r.stdout  # the rationale is one key away
+
+
+def test_details_one_key_away_then_the_summary_again(logf):
+    keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_0 + ACCEPT + "d" + SAVE
+    r = run(keys, "--patient", "PT-7b", "--age", "60", log_file=logf)
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "Why corticosteroids" in out and "Why not tocilizumab for ICANS without CRS" in out
+    assert out.rindex("ICANS GRADE 3") > out.index("Why corticosteroids")  # summary re-shown
+    assert len(records(logf)) == 1
+
+
+def test_full_option_prints_the_details(logf):
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-7c", "--age", "60", "--full", log_file=logf)
+    assert "Domains (ASTCT 2019)" in r.stdout and "Why this grade" in r.stdout
 
 
 def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
-    crs_questions = "2" + ENTER + "y" + ENTER + ENTER + "2" + ENTER + "6" + ENTER
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + crs_questions \
-        + NO_PRODUCT + ACCEPT + SAVE
+    crs_questions = "w" + ENTER + "y" + ENTER + ENTER + "c" + ENTER + "6" + ENTER
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     (rec,) = records(logf)
@@ -140,11 +204,24 @@ def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
     assert rec["findings"]["crs_detail"]["oxygen_flow_l_min"] == 6.0
 
 
-def test_change_an_answer_on_the_review_screen(logf):
-    # Review rows: Accept, Age, Weight, Delay, Sedated, Consciousness, Score, Seizure, ...
-    to_seizure = DOWN * 7 + ENTER + "2" + ENTER
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + to_seizure + ACCEPT + SAVE
+def test_crs_questions_treated_without_hypotension_or_hypoxia_is_controlled(logf):
+    tocilizumab_given = " " + ENTER  # Space marks the first treatment (tocilizumab)
+    crs_questions = "w" + ENTER + "n" + tocilizumab_given + ENTER + ENTER
+    keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-8b", "--age", "60", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "CRS controlled after treatment" in r.stdout
+    assert "NO: no CRS" in r.stdout
+    (rec,) = records(logf)
+    assert rec["findings"]["crs_detail"]["controlled"] is True
+    assert rec["recommendation"]["crs"] == "controlled"
+
+
+def test_change_an_answer_on_the_review_screen_by_the_grade_key(logf):
+    # Review rows: Accept, Age, Weight, Delay, Product, Another cause, Consciousness, ICE,
+    # Seizure, ...
+    to_seizure = DOWN * 8 + ENTER + "3" + ENTER
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + to_seizure + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-9", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "ICANS GRADE 3" in r.stdout
@@ -155,37 +232,45 @@ def test_change_an_answer_on_the_review_screen(logf):
 
 def test_ctrl_c_cancels_saves_nothing_exit_130(logf):
     logf.write_text("")
-    r = run(NOT_DELAYED + NOT_SEDATED + CTRL_C, "--patient", "PT-10", "--age", "60",
+    r = run(NOT_DELAYED + NO_PRODUCT + CTRL_C, "--patient", "PT-10", "--age", "60",
             log_file=logf)
     assert r.exit_code == 130
     assert "cancelled: nothing was saved" in r.stderr
     assert logf.read_text() == ""
 
 
+@pytest.mark.parametrize("where", ["select", "yes/no", "checklist", "text"])
+def test_ctrl_d_exits_like_ctrl_c_at_every_kind_of_prompt(logf, where):
+    keys = {"select": NOT_DELAYED + CTRL_D, "yes/no": CTRL_D,
+            "checklist": ADULT + ALERT + CTRL_D, "text": ""}[where]
+    args = ("--patient", "PT-11", "--age", "60") if where != "text" else ("--patient", "PT-11")
+    r = run(keys + (CTRL_D if where == "text" else ""), *args, log_file=logf)
+    assert r.exit_code == 130, r.output
+    assert records(logf) == []
+
+
 def test_end_of_input_cancels_like_ctrl_c(logf):
-    r = run(NOT_DELAYED, "--patient", "PT-11", "--age", "60", log_file=logf)
+    r = run(NOT_DELAYED, "--patient", "PT-11b", "--age", "60", log_file=logf)
     assert r.exit_code == 130
     assert records(logf) == []
 
 
 def test_declining_to_save_saves_nothing(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + "n"
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + "n"
     r = run(keys, "--patient", "PT-12", "--age", "60", log_file=logf)
     assert r.exit_code == 0 and "Not saved" in r.stderr
     assert records(logf) == []
 
 
 def test_no_save_option(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT + ACCEPT
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT
     r = run(keys, "--patient", "PT-13", "--age", "60", "--no-save", log_file=logf)
     assert r.exit_code == 0 and "nothing was saved" in r.stderr
     assert records(logf) == []
 
 
 def test_json_prints_saved_record_on_stdout(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-14", "--age", "60", "--json", log_file=logf)
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
@@ -193,36 +278,93 @@ def test_json_prints_saved_record_on_stdout(logf):
     assert "ICANS GRADE 0" in r.stderr
 
 
-def test_previous_assessment_shown_and_fall_flagged(logf):
-    first = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+def test_known_patient_routine_reassessment_in_eight_keys(logf):
+    first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-15", "--age", "60", log_file=logf).exit_code == 0
-    second = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
-    r = run(second, "--patient", "PT-15", "--age", "60", log_file=logf)
+    # details as last time, not sedated, alert, ICE 10, the rest as last time, accept, save
+    again = ENTER + NOT_SEDATED + ALERT + ICE_10 + ENTER + ACCEPT + SAVE
+    assert len(again) == 8
+    r = run(again, "--patient", "PT-15", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "Age in years" not in r.output  # age, weight and product came from the log
+    first_rec, second = records(logf)
+    assert second["findings"]["age_years"] == 60 and second["findings"]["weight_kg"] == 70
+    assert second["result"]["icans_grade"] == 0
+    assert "no fall in score or rise in grade" in r.stdout
+
+
+def test_previous_assessment_shown_and_fall_flagged(logf):
+    first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    assert run(first, "--patient", "PT-15b", "--age", "60", log_file=logf).exit_code == 0
+    second = ENTER + NOT_SEDATED + ALERT + ICE_0_APHASIA + ENTER + ACCEPT + SAVE
+    r = run(second, "--patient", "PT-15b", log_file=logf)
     assert "Last assessment:" in r.stderr and "ICE 10, grade 0" in r.stderr
-    assert "ICE FELL 10 -> 0" in r.stdout and "GRADE ROSE 0 -> 3" in r.stdout
+    out = flat(r.stdout)
+    assert "WORSE" in out and "ICE fell 10 → 0" in out and "grade rose 0 → 3" in out
+    assert "* differs from the last assessment" in r.output
 
 
-def test_amends_starts_from_record_and_saves_correction(logf):
-    first = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+def test_known_patient_other_findings_can_be_changed(logf):
+    first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    assert run(first, "--patient", "PT-15c", "--age", "60", log_file=logf).exit_code == 0
+    changed = "n" + "3" + ENTER + ENTER * 3 + CRS_0  # not the same: a self-limited seizure
+    again = ENTER + NOT_SEDATED + ALERT + ICE_10 + changed + ACCEPT + SAVE
+    r = run(again, "--patient", "PT-15c", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert records(logf)[1]["findings"]["seizure"] == "self_limited"
+
+
+def test_amends_keeps_the_original_time_and_saves_a_correction(logf):
+    first = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-16", "--age", "60", log_file=logf).exit_code == 0
     old = records(logf)[0]
-    fix_score = DOWN * 6 + ENTER + ICE_10  # change the ICE answers
+    # Review rows: Accept, Assessed at, Age, Weight, Delay, Product, Another cause,
+    # Consciousness, ICE ...
+    fix_score = DOWN * 8 + ENTER + ICE_10
     r = run(fix_score + ACCEPT + SAVE, "--amends", old["id"][:8], log_file=logf)
     assert r.exit_code == 0, r.output
     new = records(logf)[1]
     assert new["amends"] == old["id"] and new["source"] == "amendment"
     assert new["patient_id"] == "PT-16" and new["result"]["icans_grade"] == 0
+    assert new["assessed_at"] == old["assessed_at"]
+    assert "* differs from the record being corrected" in r.output
+
+
+def test_amends_with_nothing_changed_says_so_before_saving(logf):
+    first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    assert run(first, "--patient", "PT-16b", "--age", "60", log_file=logf).exit_code == 0
+    old = records(logf)[0]
+    r = run(ACCEPT + ENTER, "--amends", old["id"], log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "Nothing changed from the record being corrected" in r.output
+    assert len(records(logf)) == 1
 
 
 def test_patient_pseudonym_asked_and_validated(logf):
-    keys = ("x" * 70) + ENTER + "\x7f" * 70 + "PT-17" + ENTER + "60" + ENTER + ENTER + NOT_DELAYED \
-        + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT + ACCEPT + SAVE
+    keys = ("x" * 70) + ENTER + "\x7f" * 70 + "PT-17" + ENTER + "60" + ENTER + ENTER \
+        + ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, log_file=logf)
     assert r.exit_code == 0, r.output
     assert records(logf)[0]["patient_id"] == "PT-17"
+
+
+@pytest.mark.parametrize("typed", ["John Smith", "12345678", "1970-01-02"])
+def test_pseudonym_that_looks_identifying_is_warned_and_asked_again(logf, typed):
+    keys = typed + ENTER + "\x7f" * len(typed) + "PT-17b" + ENTER + "60" + ENTER + ENTER \
+        + ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    r = run(keys, log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "never a name, record number or birth date" in r.output
+    assert records(logf)[0]["patient_id"] == "PT-17b"
+
+
+def test_identifying_patient_option_is_refused_unless_allowed(logf):
+    r = run("", "--patient", "John Smith", "--age", "60", log_file=logf)
+    assert r.exit_code == 2 and "looks like a person's name" in r.stderr
+    assert "John Smith" not in r.stderr
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    ok = run(keys, "--patient", "12345678", "--age", "60", "--allow-id", log_file=logf)
+    assert ok.exit_code == 0, ok.output
 
 
 def test_refuses_without_a_terminal_and_points_to_grade(logf):
@@ -232,8 +374,7 @@ def test_refuses_without_a_terminal_and_points_to_grade(logf):
 
 
 def test_output_without_terminal_has_no_escape_codes(logf):
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_0 + NOTHING_ELSE + CRS_2 + NO_PRODUCT \
-        + ACCEPT + SAVE
+    keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_2 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-19", "--age", "60", log_file=logf)
     assert r.exit_code == 0
     assert "\x1b[" not in r.stdout and "\x1b[" not in r.stderr
@@ -242,8 +383,7 @@ def test_output_without_terminal_has_no_escape_codes(logf):
 def test_log_file_mode_0600(logf):
     import stat
 
-    keys = NOT_DELAYED + NOT_SEDATED + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + NO_PRODUCT \
-        + ACCEPT + SAVE
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     run(keys, "--patient", "PT-20", "--age", "60", log_file=logf)
     assert stat.S_IMODE(logf.stat().st_mode) == 0o600
 
@@ -258,4 +398,4 @@ def test_amending_a_batch_record_with_only_a_total_asks_the_items_again(logf):
     assert r.exit_code == 0, r.output
     new = records(logf)[1]
     assert new["amends"] == old["id"] and new["result"]["ice_score"] == 10
-    assert "answer the items again" in r.stderr
+    assert "mark the items again" in r.stderr

@@ -103,7 +103,7 @@ def test_history_orders_by_time_and_flags_fall_and_rise(tmp_path):
     assert r.exit_code == 0
     recs = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["result"]["ice_score"] for x in recs] == [10, 9, 6]
-    assert recs[2]["flags"] == ["ICE fell 9 -> 6 (-3) over 6.0 h", "grade rose 1 -> 2 over 6.0 h"]
+    assert recs[2]["flags"] == ["ICE fell 9 → 6 (-3) over 6.0 h", "grade rose 1 → 2 over 6.0 h"]
 
 
 def test_history_shows_superseded_record_and_trend(tmp_path):
@@ -113,7 +113,7 @@ def test_history_shows_superseded_record_and_trend(tmp_path):
     r = runner.invoke(app, ["history", "PT-001", "--log-file", str(path), "-f", "table"])
     assert r.exit_code == 0
     assert "SUPERSEDED by" in r.stdout
-    assert "ICE trend" in r.stdout and "10 -> 4" in r.stdout
+    assert "ICE trend" in r.stdout and "10 → 4" in r.stdout
     r = runner.invoke(app, ["history", "PT-001", "--log-file", str(path), "-f", "jsonl"])
     recs = [json.loads(x) for x in r.stdout.splitlines()]
     assert recs[1]["superseded_by"] == recs[2]["id"]
@@ -155,3 +155,22 @@ def test_history_unknown_patient_exit_1_without_echoing_id(tmp_path):
     r = runner.invoke(app, ["history", "NOBODY-42", "--log-file", str(path)])
     assert r.exit_code == 1
     assert "NOBODY-42" not in r.stderr
+
+
+def test_history_leaves_superseded_records_out_of_the_count_and_trend(tmp_path):
+    path = tmp_path / "l.jsonl"
+    ids = make_log(path, [dict(ice=10, hours=0), dict(ice=3, hours=4)])
+    log.append(path, body(ice=9, hours=4, amends=ids[1]))
+    r = runner.invoke(app, ["history", "PT-001", "--log-file", str(path), "-f", "table"],
+                      env={"COLUMNS": "120"})
+    assert "Patient PT-001: 2 assessments (1 corrected record shown struck through" in r.stdout
+    assert "10 → 9" in r.stdout  # the trend uses the correction, not the superseded 3
+
+
+def test_log_show_counts_in_plain_english_and_shows_no_raw_recommendation_ids(tmp_path):
+    path = tmp_path / "l.jsonl"
+    make_log(path, [dict(ice=10, hours=0)])
+    r = runner.invoke(app, ["log", "show", "--log-file", str(path), "-f", "table"],
+                      env={"COLUMNS": "120"})
+    assert "1 assessment ·" in r.stdout and "1 assessments" not in r.stdout
+    assert "asco-2021@" not in r.stdout and "ICE None" not in r.stdout

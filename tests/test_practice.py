@@ -106,10 +106,11 @@ def practice(keys, *args):
             return runner.invoke(app, ["practice", "--trainee", "res-1", *args])
 
 
-# A15: ICE 0 awake -> grade 3, dexamethasone, no tocilizumab.
-A15_RIGHT = "1" + ENTER + "0" + ENTER + "3" + ENTER + "2" + ENTER + "2" + ENTER
+# A15: ICE 0 awake -> grade 3, dexamethasone, no tocilizumab. Letters pick choices; a number
+# is always the grade.
+A15_RIGHT = "i" + ENTER + "0" + ENTER + "3" + ENTER + "d" + ENTER + "n" + ENTER
 # A17 answered with the peer bug: focal edema called grade 4 and treated as grade 4.
-A17_WRONG = "1" + ENTER + "9" + ENTER + "4" + ENTER + "3" + ENTER + "2" + ENTER
+A17_WRONG = "i" + ENTER + "9" + ENTER + "4" + ENTER + "m" + ENTER + "n" + ENTER
 
 
 def test_practice_session_right_and_wrong_answers_summary_and_saved(_isolated_data_dir):
@@ -118,7 +119,7 @@ def test_practice_session_right_and_wrong_answers_summary_and_saved(_isolated_da
     assert "Right: ICE 0" in r.stderr and "Right: grade 3" in r.stderr
     assert "Not quite: the key is grade 3" in r.stderr
     assert "Focal or local edema on imaging is grade 3" in r.stderr
-    assert "Grade 3 because of focal/local edema" in r.stderr
+    assert "Grade 3, driven by the raised ICP / cerebral edema (focal/local edema" in r.stderr
     assert "ICANS grade" in r.stdout and "kappa" in r.stdout
     saved = [json.loads(x) for x in (_isolated_data_dir / "practice.jsonl").read_text()
              .splitlines()]
@@ -133,7 +134,7 @@ def test_practice_history_shows_sessions(_isolated_data_dir):
     practice(A15_RIGHT, "--case", "A15")
     r = runner.invoke(app, ["practice", "--history"])
     assert r.exit_code == 0
-    assert "1 practice sessions" in r.stdout and "100%" in r.stdout
+    assert "1 practice session " in r.stdout and "100%" in r.stdout
 
 
 def test_practice_seed_is_repeatable():
@@ -145,7 +146,7 @@ def test_practice_seed_is_repeatable():
 
 
 def test_practice_ctrl_c_saves_nothing(_isolated_data_dir):
-    r = practice("1" + ENTER + "\x03", "--case", "A15")
+    r = practice("i" + ENTER + "\x03", "--case", "A15")
     assert r.exit_code == 130
     assert not (_isolated_data_dir / "practice.jsonl").exists()
 
@@ -248,3 +249,36 @@ def test_explain_texts_carry_the_corrected_rules():
     assert "controlled after treatment" in isolated
     steroids = " ".join(topic("steroids").paragraphs)
     assert "P-glycoprotein" in steroids and "part of a dose reaches the brain" in steroids
+
+
+def test_explain_topics_are_case_insensitive_with_did_you_mean():
+    assert runner.invoke(app, ["explain", "QALB"]).exit_code == 0
+    r = runner.invoke(app, ["explain", "qalbb"])
+    assert r.exit_code == 2 and "Did you mean qalb?" in r.stderr
+
+
+def test_explain_qalb_refuses_serum_albumin_in_g_dl():
+    r = runner.invoke(app, ["explain", "qalb", "--csf-albumin", "300", "--serum-albumin", "4",
+                            "--age", "50"])
+    assert r.exit_code == 2 and "g/dL" in r.stderr and "40 g/L" in r.stderr
+    assert "ABOVE" not in r.stdout
+
+
+def test_explain_qalb_refuses_csf_albumin_under_10_mg_l():
+    r = runner.invoke(app, ["explain", "qalb", "--csf-albumin", "0.3", "--serum-albumin", "40",
+                            "--age", "50"])
+    assert r.exit_code == 2 and "g/L or mg/dL" in r.stderr
+
+
+def test_explain_refuses_qalb_options_on_other_topics():
+    r = runner.invoke(app, ["explain", "steroids", "--csf-albumin", "3"])
+    assert r.exit_code == 2 and "only go with the qalb topic" in r.stderr
+
+
+def test_explain_grading_cuts_no_cell_at_80_columns():
+    r = runner.invoke(app, ["explain", "grading"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    assert "…" not in r.stdout
+    assert all(len(x) <= 80 for x in r.stdout.splitlines())
+    flat = " ".join(r.stdout.split())
+    assert "not performed: unarousable" in flat

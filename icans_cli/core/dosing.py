@@ -178,9 +178,13 @@ class Dose:
                              if v is not None} for s in self.taper]
         return out
 
-    def text(self, weight_kg: float | None = None) -> str:
+    def text(self, weight_kg: float | None = None, compact: bool = False) -> str:
         """e.g. 'tocilizumab 8 mg/kg → 560 mg at 70 kg (maximum 800 mg per dose), IV over 1 h,
-        may repeat every 8 h' or 'dexamethasone 10 mg IV every 6-12 h'."""
+        may repeat every 8 h' or 'dexamethasone 10 mg IV every 6-12 h'. `compact` (for the
+        bedside summary): the computed amount without the maximum unless it was reached, no
+        repeat clause, and a taper named rather than spelled out."""
+        if compact:
+            return self._compact(weight_kg)
         per = "/day" if self.per_day else ""
         text = f"{self.drug} {fmt_amount(self.amount)} {self.unit}" + ("/kg" if self.per_kg
                                                                       else "") + per
@@ -226,6 +230,36 @@ class Dose:
             if step.until:
                 bits.append(f"until {step.until}")
             text += (", then " if i == 0 else ", ") + " ".join(bits)
+        return text
+
+
+    def _compact(self, weight_kg: float | None) -> str:
+        per = "/day" if self.per_day else ""
+        text = f"{self.drug} {fmt_amount(self.amount)} {self.unit}" + ("/kg" if self.per_kg
+                                                                      else "") + per
+        if self.per_kg:
+            amount = self.computed_amount(weight_kg)
+            if amount is None:
+                text += " (no weight: not computed)"
+            else:
+                text += (f" → {fmt_amount(amount)} {self.unit}{per} at "
+                         f"{fmt_amount(weight_kg)} kg"  # type: ignore[arg-type]
+                         + (" (capped at the maximum)" if self.capped(weight_kg) else ""))
+            text += ","
+        parts = [text, self.route]
+        if self.over:
+            parts.append(f"over {self.over}")
+        if self.count:
+            parts.append(f"x{self.count}")
+        if not self.as_needed and self.every_hours is not None:
+            parts.append("every " + _hours(self.every_hours))
+        if self.days is not None:
+            parts.append(f"for {fmt_amount(self.days)} day" + ("" if self.days == 1 else "s"))
+        if self.until:
+            parts.append(f"until {self.until}")
+        text = " ".join(parts)
+        if self.taper:
+            text += ", then a taper"
         return text
 
 

@@ -288,7 +288,7 @@ def grade_icans(f: Findings) -> IcansResult:
                                     "drug or another diagnosis) explains it", None, False))
     elif f.consciousness == "unarousable":
         domains.append(DomainResult(path, "not performed",
-                                    f"unable to perform {path.upper()} (unarousable)", 4))
+                                    "not performed: the patient is unarousable", 4))
     else:
         assert score is not None
         if path == "ice":

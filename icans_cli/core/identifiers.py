@@ -24,6 +24,35 @@ def validate_patient_id(value: object) -> str:
     return text
 
 
+_NAME = None
+_DIGITS = None
+_DATE = None
+
+
+def identifying_reason(text: str) -> str | None:
+    """Why a pseudonym looks like something that identifies a person, or None.
+
+    A name (two or more capitalised words of letters), a record number (a run of six or more
+    digits) or a date (a birth date is never entered). Sites whose pseudonyms look like this can
+    turn the check off (`--allow-id`). The message never repeats the text itself."""
+    import re
+
+    global _NAME, _DIGITS, _DATE
+    if _NAME is None:
+        _NAME = re.compile(r"^[A-Z][a-z][A-Za-z'\-]*(?:\s+[A-Z][A-Za-z'\-]*\.?)+$"
+                           r"|^[A-Z][a-z][A-Za-z'\-]*,\s*[A-Z]")
+        _DIGITS = re.compile(r"\d{6,}")
+        _DATE = re.compile(r"\b(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\b")
+    t = text.strip()
+    if _DATE.search(t):  # type: ignore[union-attr]
+        return "looks like a date: birth dates are never entered"
+    if _DIGITS.search(t):  # type: ignore[union-attr]
+        return "looks like a record number (six or more digits in a row)"
+    if _NAME.match(t):  # type: ignore[union-attr]
+        return "looks like a person's name"
+    return None
+
+
 def parse_time(value: str, field: str = "assessed_at") -> datetime:
     """An ISO 8601 date-time; a time without offset is taken as local time."""
     text = value.strip()

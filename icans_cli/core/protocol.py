@@ -60,10 +60,9 @@ _START_RANK = {"now": 3, "consider": 2, "if_refractory": 1, None: 0}
 # Corticosteroid potency, to rank two regimens: dexamethasone 0.75 mg ~ methylprednisolone 4 mg
 # (the standard glucocorticoid equivalence table). Used only to order lines, never printed.
 _DEX_EQUIVALENT = {"dexamethasone": 1.0, "methylprednisolone": 0.75 / 4}
-DECISION_LINE = ("Decision support only: institutional protocol and the treating team decide "
-                 "every treatment.")
+DECISION_LINE = "Decision support only: institutional protocol and the treating team decide."
 _LINE_KEYS = {"grades", "crs", "product", "patient", "seizure", "icp", "status", "weight",
-              "section", "text", "doses", "source", "evidence", "start", "first_line"}
+              "section", "text", "short", "doses", "source", "evidence", "start", "first_line"}
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 
 
@@ -95,6 +94,25 @@ class AdviceLine:
     first_line: str | None = None  # the first-line corticosteroid this line advises, if any
     table: str = "icans"  # "icans" | "crs" | "tool" (generated from the result, not a table)
     crs_grades: tuple[int, ...] = ()  # CRS-table lines: the CRS grades they belong to
+    short: str | None = None  # the bedside-summary form (doses compact), when the data has one
+    condition: str | None = None  # "If the CRS is grade 3" on a CRS branch of unknown grade
+
+    @property
+    def summary(self) -> str:
+        """The bedside form: short when the data has one, with its condition."""
+        return (f"{self.condition}: {_uncap(self.bare_summary)}" if self.condition
+                else self.bare_summary)
+
+    @property
+    def bare_summary(self) -> str:
+        """The bedside form without its condition."""
+        return _cap(self.short) if self.short else self._bare_text
+
+    @property
+    def _bare_text(self) -> str:
+        if self.condition and self.text.startswith(self.condition + ": "):
+            return _cap(self.text[len(self.condition) + 2:])
+        return self.text
 
     @property
     def verified(self) -> bool:
@@ -158,6 +176,7 @@ class _Rule:
     evidence: str
     start: str | None
     first_line: str | None
+    short: str | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +247,37 @@ class Branch:
     def steroid_line(self) -> AdviceLine | None:
         """The corticosteroid line to act on first (the strongest regimen)."""
         return next((x for x in self.lines if x.section == "corticosteroids"), None)
+
+    def glance(self) -> "Glance":
+        """What to do now, for the bedside summary: the cautions, the corticosteroid line to
+        act on, anti-cytokine yes or no, the first seizure line, the level of care."""
+        def first(section: str) -> AdviceLine | None:
+            return next((x for x in self.lines if x.section == section), None)
+
+        anti = next((x for x in self.lines if x.section == "anti_cytokine" and x.is_dose),
+                    first("anti_cytokine"))
+        more_steroids = self.crs and self.crs_grade is None and any(
+            x.section == "corticosteroids" and x.table == "crs" for x in self.lines)
+        return Glance(
+            cautions=tuple(x for x in self.lines if x.section == "caution"),
+            steroid=self.steroid_line,
+            anti_cytokine=anti,
+            tocilizumab=self.tocilizumab_advised,
+            seizure=first("seizures"),
+            care=first("level_of_care"),
+            crs_adds_steroids=more_steroids,
+        )
+
+
+@dataclass(frozen=True)
+class Glance:
+    cautions: tuple[AdviceLine, ...]
+    steroid: AdviceLine | None
+    anti_cytokine: AdviceLine | None
+    tocilizumab: bool
+    seizure: AdviceLine | None
+    care: AdviceLine | None
+    crs_adds_steroids: bool  # a CRS branch of unknown grade: CRS 3-4 would add steroids now
 
 
 @dataclass(frozen=True)
@@ -448,14 +498,17 @@ def _branch(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None,
     if not ctx.age_known and any(x.is_dose for x in lines):
         lines.append(_tool_line(protocol, "caution", (
             "Age not given: adult doses are shown. For a patient under 18, give the age and "
-            "the weight to see children's doses."), "asco2021"))
+            "the weight to see children's doses."), "asco2021",
+            short="Age not given: adult doses shown."))
     if ctx.child and ctx.weight_kg is None and any(
             d.per_kg for x in lines for _, d in x.doses):
         lines.append(_tool_line(protocol, "caution", (
             "Weight not given: children's doses are per kg and their amounts are not "
-            "computed. Weigh the child (or take the admission weight)."), "asco2021"))
+            "computed. Weigh the child (or take the admission weight)."), "asco2021",
+            short="Weight not given: per-kg amounts not computed."))
     order = {s: i for i, s in enumerate(SECTIONS)}
-    steroids = _order_steroids([x for x in lines if x.section == "corticosteroids"])
+    steroids = _order_steroids([x for x in lines if x.section == "corticosteroids"],
+                               crs_known=not crs or crs_grade is not None)
     rest = [x for x in lines if x.section != "corticosteroids"]
     ordered = sorted(rest + steroids, key=lambda x: order[x.section])  # stable: steroid order
     return Branch(crs, label, tuple(ordered), crs_grade)
@@ -493,9 +546,11 @@ def _dedupe(lines: list[AdviceLine]) -> list[AdviceLine]:
     return out
 
 
-def _order_steroids(lines: list[AdviceLine]) -> list[AdviceLine]:
+def _order_steroids(lines: list[AdviceLine], crs_known: bool = True) -> list[AdviceLine]:
     """The stronger table's corticosteroid lines first (each names its table); the other
-    table's lines after, in their own order. Lines without a table (tool notes) go last."""
+    table's lines after, in their own order. Lines without a table (tool notes) go last. When
+    the CRS grade is not known, the ICANS table leads: the CRS table's lines are each
+    conditional on a grade."""
     if not lines:
         return []
     tables: dict[str, list[AdviceLine]] = {}
@@ -509,21 +564,26 @@ def _order_steroids(lines: list[AdviceLine]) -> list[AdviceLine]:
         return max(x.steroid_strength() for x in group)
 
     icans, crs = tables["icans"], tables["crs"]
-    first, second = (crs, icans) if strength(crs) > strength(icans) else (icans, crs)
+    stronger = crs_known and strength(crs) > strength(icans)
+    first, second = (crs, icans) if stronger else (icans, crs)
     return first + second + notes
 
 
 def _render(protocol: Protocol, r: _Rule, weight_kg: float | None,
             prefix: str = "") -> AdviceLine:
-    text = r.text
-    for name, dose in r.doses:
-        text = text.replace("{" + name + "}", dose.text(weight_kg))
+    def fill(template: str, compact: bool) -> str:
+        for name, dose in r.doses:
+            template = template.replace("{" + name + "}", dose.text(weight_kg, compact))
+        return template
+
     src = protocol.sources[r.source_id]
-    text = prefix + _uncap(text) if prefix else _cap(text)
-    return AdviceLine(r.section, text, r.source_id,
+    text = fill(r.text, False)
+    return AdviceLine(r.section, prefix + _uncap(text) if prefix else _cap(text), r.source_id,
                       src.citation, src.short, r.evidence, protocol.id, r.doses, weight_kg,
                       r.start, r.first_line, r.table,
-                      tuple(sorted(r.crs)) if isinstance(r.crs, frozenset) else ())
+                      tuple(sorted(r.crs)) if isinstance(r.crs, frozenset) else (),
+                      fill(r.short, True) if r.short else None,
+                      prefix[:-2] if prefix else None)
 
 
 def _cap(text: str) -> str:
@@ -538,11 +598,11 @@ def _uncap(text: str) -> str:
 # --- lines the tool adds from the result (each with a source) -----------------------------------
 
 def _tool_line(protocol: Protocol, section: str, text: str, source_id: str,
-               evidence: str = "V") -> AdviceLine:
+               evidence: str = "V", short: str | None = None) -> AdviceLine:
     src = protocol.sources.get(source_id) or Source(_TOOL_SOURCES[source_id],
                                                     _TOOL_SOURCES[source_id])
     return AdviceLine(section, text, source_id, src.citation, src.short, evidence, protocol.id,
-                      table="tool")
+                      table="tool", short=short)
 
 
 _TOOL_SOURCES = {
@@ -604,13 +664,17 @@ def _not_assessable_lines(protocol: Protocol, result: IcansResult, last: LastAss
     else:
         head = (f"Not assessable, which is not \"all clear\": {now}; check the patient's last "
                 "assessable grade (icans history).")
+    last_short = (f"last assessable grade {last.grade} ({last.assessed_at})" if last else
+                  "no earlier assessable grade in the log" if log_checked else
+                  "see icans history for the last assessable grade")
     return (
         _tool_line(protocol, "caution", head + " Do not stop treatment already under way "
                    "because of this result; reassess as soon as the other cause allows.",
-                   "astct2019"),
+                   "astct2019", short=f"Not \"all clear\": {last_short}; {now}. Do not stop "
+                   "treatment under way."),
         _tool_line(protocol, "caution", "EEG to look for non-convulsive seizures, which a "
                    "sedated patient cannot show (ASCO: EEG for unexplained altered mental "
-                   "status).", "asco2021"),
+                   "status).", "asco2021", short="EEG for non-convulsive seizures."),
     )
 
 
@@ -785,6 +849,18 @@ class _Loader:
                          "maximum (max_amount), unless the line is for a weight band below a "
                          "limit")
             doses.append((name, dose))
+        short = raw.get("short")
+        if short is not None:
+            if not isinstance(short, str) or not short.strip():
+                self.bad(f"{where}.short", "must be text (the bedside-summary form)")
+                short = None
+            else:
+                for name in sorted(set(_PLACEHOLDER.findall(short)) - set(raw_doses)):
+                    self.bad(f"{where}.short", f"{{{name}}} has no dose of that name in 'doses'")
+                if AMOUNT_IN_TEXT.search(_PLACEHOLDER.sub("", short)):
+                    self.bad(f"{where}.short", "states an amount as free text: use {name}")
+                if ev == "R" and "UNVERIFIED" not in short:
+                    self.bad(f"{where}.short", "a recalled (R) line must say UNVERIFIED here too")
         names = set(_PLACEHOLDER.findall(text))
         for name in sorted(names - {n for n, _ in doses}):
             self.bad(f"{where}.text", f"{{{name}}} has no dose of that name in 'doses'")
@@ -808,7 +884,7 @@ class _Loader:
         if len(self.problems) > before or None in (grades, crs, src, ev):
             return None
         return _Rule(table, grades, crs, product, patient, seizure, icp, status, weight,  # type: ignore[arg-type]
-                     section, text, tuple(doses), src, ev, start, first)  # type: ignore[arg-type]
+                     section, text, tuple(doses), src, ev, start, first, short)  # type: ignore[arg-type]
 
     def choice(self, raw: Mapping[str, Any], key: str, allowed: tuple[str, ...],
                where: str) -> str:

@@ -40,9 +40,9 @@ def why_grade(result: IcansResult) -> str:
                          + "; ".join(d.description for d in graded) + ").")
         else:
             drivers = [d for d in graded if d.domain in result.drivers]
-            parts.append(f"Grade {g} because of "
-                         + " and ".join(f"{d.description} ({DOMAIN_LABELS[d.domain]})"
-                                        for d in drivers) + ".")
+            parts.append(f"Grade {g}, driven by "
+                         + ", and by ".join(f"the {DOMAIN_LABELS[d.domain]} ({d.description})"
+                                            for d in drivers) + ".")
     else:
         na = " and ".join(DOMAIN_LABELS[n] for n in result.not_assessable)
         floor = result.grade_at_least
@@ -56,7 +56,7 @@ def why_grade(result: IcansResult) -> str:
         parts.append(f"{d.description[0].upper()}{d.description[1:]} alone would be grade "
                      f"{d.grade}.")
     if result.status == "graded" and result.grade == 4 and "consciousness" in result.drivers:
-        parts.append("An unarousable patient cannot do the score, so no score is pretended.")
+        parts.append("An unarousable patient cannot do the score, so none is recorded.")
     score = result.domain(result.score_path)
     if (result.score_path == "ice" and score.grade == 3 and score.value == "0"
             and result.domain("consciousness").grade not in (4, None)):

@@ -9,8 +9,10 @@ from typing import Any, Sequence
 
 from icans_cli.practice import STEROID_CHOICES, TOPICS, Case, Key, load_cases
 
-GRADE_CHOICES = [("0", "Grade 0"), ("1", "Grade 1"), ("2", "Grade 2"), ("3", "Grade 3"),
-                 ("4", "Grade 4"), ("na", "Not assessable (another cause explains it)")]
+GRADE_CHOICES = [("0", "Grade 0", "0"), ("1", "Grade 1", "1"), ("2", "Grade 2", "2"),
+                 ("3", "Grade 3", "3"), ("4", "Grade 4", "4"),
+                 ("na", "Not assessable (another cause explains it)", "n")]
+STEROID_KEYS = {"none": "n", "dexamethasone": "d", "high_dose_methylprednisolone": "m"}
 QUESTIONS = ("score", "grade", "steroid", "tocilizumab")
 
 
@@ -33,16 +35,17 @@ def _ask_score(case: Case, key: Key) -> tuple[str, str]:
     from icans_cli.interview import _select, _text
 
     tool = _select("Which score applies, if any?", [
-        ("ice", "ICE (0-10)"), ("capd", "CAPD (0-32)"),
-        ("none", "Cannot be scored (unarousable, or another cause explains the state)")])
+        ("ice", "ICE (0-10)", "i"), ("capd", "CAPD (0-32)", "c"),
+        ("none", "Cannot be scored (unarousable, or another cause)", "n")])
     answer = tool
     if tool != "none":
         high = 10 if tool == "ice" else 32
 
-        def valid(t: str) -> bool | str:
-            return (t.strip().isdigit() and 0 <= int(t) <= high) or f"A whole number 0-{high}"
+        def problem(t: str) -> str | None:
+            ok = t.strip().isdigit() and 0 <= int(t) <= high
+            return None if ok else f"A whole number 0-{high}."
 
-        answer = f"{tool} {int(_text(f'{tool.upper()} total', validate=valid))}"
+        answer = f"{tool} {int(_text(f'{tool.upper()} total', check=problem))}"
     expected = "none" if key.score is None else f"{key.score_path} {key.score}"
     return answer, expected
 
@@ -88,19 +91,19 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
                 "the state" if exp == "none" else key.result.score_path_reason) + ".",
                 style="dim"))
         g = _select("ICANS grade (ASTCT 2019)?", GRADE_CHOICES, None,
-                    "(press the grade's number, or n for not assessable; then Enter)",
-                    keys=["0", "1", "2", "3", "4", "n"])
+                    "(the grade's number, or n for not assessable)")
         shown = (f"grade {key.grade}" if key.grade is not None
                  else f"not assessable (at least grade {key.grade_at_least})")
         feedback("grade", g, key.grade_answer, shown)
         console.print(Text("  " + why_grade(key.result), style="dim"))
-        s = _select("First-line corticosteroids under ASCO 2021?", list(STEROID_CHOICES.items()))
+        s = _select("First-line corticosteroids under ASCO 2021?",
+                    [(k, v, STEROID_KEYS[k]) for k, v in STEROID_CHOICES.items()])
         feedback("steroid", s, key.steroid, STEROID_CHOICES[key.steroid].lower())
         (branch,) = key.recommendation.branches
         for line in branch.lines:
             if line.section == "corticosteroids":
                 console.print(Text(f"  {line.short_source}: {line.text}", style="dim"))
-        t = _select("Tocilizumab in this plan?", [("yes", "Yes"), ("no", "No")])
+        t = _select("Tocilizumab in this plan?", [("yes", "Yes", "y"), ("no", "No", "n")])
         crs_words = ("CRS controlled after treatment" if key.recommendation.crs == "controlled"
                      else f"CRS grade {key.crs_grade}")
         feedback("tocilizumab", t, "yes" if key.tocilizumab else "no",
@@ -110,7 +113,7 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
                                         else ": it does not treat ICANS)")))
         console.print(Text("  Teaching point: " + case.teaching, style="bold"))
         if case.trap:
-            console.print(Text(f"  (A trap peers have fallen into: {case.trap}.)", style="italic"))
+            console.print(Text(f"  (A common error here: {case.trap}.)", style="italic"))
         console.print()
         results.append({"case": case.id, "answers": answers, "right": marks,
                          "key": {"score": exp, "grade": key.grade_answer,
@@ -181,7 +184,9 @@ def history(path: Path, console) -> int:
     if not rows:
         console.print("No practice sessions saved yet: run icans practice.")
         return 0
-    t = Table(title=f"{len(rows)} practice sessions · {path}", title_justify="left")
+    from icans_cli.render import plural
+
+    t = Table(title=f"{plural(len(rows), 'practice session')} · {path}", title_justify="left")
     for col in ("when", "cases", "topic", "score", "grade", "steroids", "tocilizumab", "kappa"):
         t.add_column(col, justify="right" if col not in ("when", "topic") else "left")
     for r in rows:

@@ -12,7 +12,7 @@ def explain(crs=None, **kw):
 
 def test_why_grade_names_driver_and_what_lesser_finding_alone_would_give():
     text = why_grade(grade_icans(Findings(ice_score=8, seizure="self_limited")))
-    assert "Grade 3 because of a self-limited seizure" in text
+    assert "Grade 3, driven by the seizure (a self-limited seizure" in text
     assert "ICE 8/10 alone would be grade 1" in text
 
 

@@ -1,0 +1,121 @@
+"""`icans show`: a saved record's bedside summary, one 80x24 screen, the decision first."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+from icans_cli import log
+from icans_cli.cli import app
+from icans_cli.core.grading import Findings, grade_icans
+from icans_cli.core.protocol import recommend
+from icans_cli.protocols import load
+from icans_cli.records import assessment_record
+
+runner = CliRunner()
+T0 = datetime(2026, 11, 29, 8, 0, tzinfo=timezone.utc)
+
+
+def add(path, pid, hours=0.0, crs=None, product=None, weight=None, **kw):
+    f = Findings(**kw)
+    r = grade_icans(f)
+    rec = recommend(load(), r, crs, product, f.age_years, weight_kg=weight)
+    body = assessment_record(patient_id=pid, assessor="nurse-a", source="interactive",
+                             assessed_at=T0 + timedelta(hours=hours), findings=f, result=r,
+                             recommendation=rec, crs_grade=crs, product=product,
+                             weight_kg=weight)
+    return log.append(path, body)["id"]
+
+
+def show(path, rid, *extra, columns="80"):
+    return runner.invoke(app, ["show", rid[:8], "--log-file", str(path), *extra],
+                         env={"COLUMNS": columns}, catch_exceptions=False)
+
+
+def flat(text):
+    """The words of a wrapped screen, one space apart (to find a phrase across a wrap)."""
+    return " ".join(text.replace("│", " ").replace("┃", " ").split())
+
+
+@pytest.fixture
+def logf(tmp_path):
+    return tmp_path / "assessments.jsonl"
+
+
+CASES = {
+    "grade 0": dict(crs=0, age_years=50, ice_score=10, weight=70),
+    "grade 2, CRS unknown": dict(crs=None, age_years=50, ice_score=5, weight=70),
+    "grade 3": dict(crs=3, age_years=50, ice_score=2, weight=70, product="axi-cel"),
+    "grade 4, child": dict(crs=0, age_years=6, consciousness="unarousable", weight=20,
+                           seizure="prolonged", icp_edema=frozenset({"posturing"})),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_show_summary_fits_24_lines_at_80_columns(logf, case):
+    rid = add(logf, "PT-S", **CASES[case])
+    r = show(logf, rid)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.rstrip("\n").split("\n")
+    assert len(lines) <= 24, r.stdout
+    assert all(len(x.rstrip()) <= 80 for x in lines), r.stdout
+    assert "ICANS GRADE" in lines[1]  # the grade panel is at the top
+    assert any(x.startswith("Next check") for x in lines)
+    assert "treating team decide" in r.stdout
+    assert f"icans show {rid[:8]} --full" in lines[-1]
+
+
+def test_show_grade_3_gives_the_decision_first(logf):
+    rid = add(logf, "PT-3", **CASES["grade 3"])
+    out = flat(show(logf, rid).stdout)
+    assert "ICANS GRADE 3" in out
+    assert "Steroids Dexamethasone 10 mg IV every 6 h, with tocilizumab." in out
+    assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg at 70 kg" in out
+    assert "ICU care for every grade-3 patient." in out
+    assert "within 4 h" in out
+    assert "Why corticosteroids" not in out  # the rationale is one key away
+
+
+def test_show_child_grade_4_warns_against_lp_and_treats_status_per_kg(logf):
+    rid = add(logf, "PT-4", **CASES["grade 4, child"])
+    out = flat(show(logf, rid).stdout)
+    assert "Do NOT do a lumbar puncture" in out
+    assert "lorazepam 0.1 mg/kg → 2 mg at 20 kg" in out
+    assert "paediatric dose per institutional protocol (UNVERIFIED)" in out
+    assert "1,000" not in out
+
+
+def test_show_full_adds_the_details(logf):
+    rid = add(logf, "PT-F", **CASES["grade 3"])
+    out = show(logf, rid, "--full", columns="100").stdout
+    for heading in ("Domains (ASTCT 2019)", "Where guidelines disagree", "Why this grade",
+                    "Sources:", "Work-up"):
+        assert heading in out
+
+
+def test_show_says_what_changed_since_the_patients_previous_record(logf):
+    add(logf, "PT-C", hours=0, crs=0, age_years=50, ice_score=8, weight=70)
+    rid = add(logf, "PT-C", hours=6, crs=0, age_years=50, ice_score=2, weight=70)
+    out = flat(show(logf, rid).stdout)
+    assert "Since last" in out and "WORSE" in out and "ICE fell 8 → 2" in out
+
+
+def test_show_unknown_record_is_a_clear_error(logf):
+    add(logf, "PT-U", **CASES["grade 0"])
+    r = runner.invoke(app, ["show", "ffffffff", "--log-file", str(logf)])
+    assert r.exit_code == 2 and "no record with that id" in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_show_ambiguous_prefix_asks_for_more_of_the_id(logf):
+    ids = [add(logf, f"PT-{i}", **CASES["grade 0"]) for i in range(40)]
+    firsts = [i[0] for i in ids]
+    c = max(set(firsts), key=firsts.count)
+    r = runner.invoke(app, ["show", c, "--log-file", str(logf)])
+    assert r.exit_code == 2 and "give more of it" in r.stderr
+
+
+def test_show_patient_id_is_shown_literally_not_as_markup(logf):
+    rid = add(logf, "[bold red]PT-M", **CASES["grade 0"])
+    out = show(logf, rid).stdout
+    assert "[bold red]PT-M" in out
