@@ -247,8 +247,8 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             con_err.print(Text("Not saved.", style="bold"))
             return
     while True:
-        choice = iv.keypress("Save this assessment to the log?",
-                             [("y", "save"), ("n", "do not save"), ("d", "details")], "y")
+        choice = iv.keypress("Save to the log?",
+                             [("y", "save"), ("n", "no"), ("d", "details")], "y")
         if choice != "d":
             break
         con_out.print(summary.details())

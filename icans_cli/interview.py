@@ -290,7 +290,7 @@ def _select(message: str, choices: list[tuple[Any, str, str]], default: Any = No
     picked = _eof_binding(questionary.select(
         message, choices=cs, default=next((c for c in cs if c.value == want), None),
         use_shortcuts=True, use_jk_keys=False,
-        instruction=instruction or "(key or arrows, then Enter)",
+        instruction=instruction or "(key, then Enter)",
         style=STYLE)).unsafe_ask()
     return None if picked == "__none__" else picked
 
@@ -329,7 +329,8 @@ def keypress(message: str, options: list[tuple[str, str]], default: str) -> str:
     from prompt_toolkit.keys import Keys
 
     status: dict[str, Any] = {"answer": None}
-    hint = " / ".join(f"{k}{'' if k != default else ' (Enter)'} {label}" for k, label in options)
+    hint = " / ".join(f"{k} {label}{' (Enter)' if k == default else ''}"
+                      for k, label in options)
 
     def tokens():
         t = [("class:qmark", "?"), ("class:question", f" {message} ")]
@@ -502,7 +503,7 @@ def ask_consciousness(a: Answers) -> None:
 def ask_ice(a: Answers) -> None:
     a.ice = _checkbox("ICE: mark each task done RIGHT",
                       [(i, label) for i, (_, label) in enumerate(ICE_TASKS)], a.ice,
-                      "(Space marks one, a marks all, Enter when done)")
+                      "(Space: one, a: all, Enter: done)")
     a.ice_done = True
     total = a.ice_items().total
     note(f"= ICE {total}/10")
@@ -537,9 +538,10 @@ def ask_capd(a: Answers) -> None:
             usual = next((text for b, text in spec.anchors if b == band), None) or \
                 spec.anchors[0][1]
             note(f"Usual at {band}: {usual}", "dim")
-        answers[i] = _select(f"CAPD {spec.number}/8: {spec.question}", letters,
+        note(f"CAPD {spec.number}/8: {spec.question}")
+        answers[i] = _select(f"CAPD item {spec.number}", letters,
                              answers[i] if len(a.capd) == 8 else None,
-                             "(n r s o a: never ... always)")
+                             "(n r s o a = never ... always)")
     a.capd = answers
     note(f"= CAPD {sum(capd_points(answers))}/32")
 
@@ -564,19 +566,19 @@ def ask_motor(a: Answers) -> None:
 
 
 def ask_icp(a: Answers) -> None:
-    a.icp = _checkbox("Raised ICP / cerebral edema: mark any present", ICP_CHOICES, a.icp,
-                      "(Space marks, Enter when done; none marked = none)")
+    a.icp = _checkbox("Raised ICP / cerebral edema?", ICP_CHOICES, a.icp,
+                      "(Space marks; none marked = none)")
 
 
 def ask_excluded(a: Answers) -> None:
     a.excluded = _checkbox("Also seen? Recorded, NOT graded", EXCLUDED_CHOICES, a.excluded,
-                           "(Space marks, Enter when done)")
+                           "(Space marks; none marked = none)")
 
 
 def ask_crs(a: Answers) -> None:
     c = a.crs
-    mode = _select("Concurrent CRS (it decides whether tocilizumab has a place)",
-                   CRS_MODE_CHOICES, c.mode)
+    mode = _select("Concurrent CRS? (it decides tocilizumab)", CRS_MODE_CHOICES, c.mode,
+                   "(k, w or u, then Enter)")
     if mode == "grade":
         g = _select("Current ASTCT CRS grade", [
             (str(i), f"CRS grade {i}" + (" (no CRS)" if i == 0 else ""), str(i))
@@ -586,7 +588,7 @@ def ask_crs(a: Answers) -> None:
     elif mode == "questions":
         fever = _confirm("Fever 38.0 C or more, not explained by another cause?", c.fever)
         treated = _checkbox("Already given for the CRS?", TREATMENT_CHOICES, c.treatments,
-                            "(Space marks, Enter when done; none marked = none)")
+                            "(Space marks; none marked = none)")
         hyp = _select("Hypotension", HYPOTENSION_CHOICES, c.hypotension)
         oxy = _select("Oxygen", OXYGEN_CHOICES, c.oxygen)
         flow = None
@@ -753,8 +755,8 @@ def review(a: Answers, preview: Callable[[Answers], str],
         if marked:
             note(f"* differs from {before_label}", "dim")
         picked = _eof_binding(questionary.select(
-            "Review. Accept, or pick a line to change:", choices=choices,
-            instruction="(arrows, then Enter)", style=STYLE)).unsafe_ask()
+            "Review", choices=choices,
+            instruction="(Enter accepts; arrows pick a line to change)", style=STYLE)).unsafe_ask()
         if picked == "__accept__":
             return a
         ask = next(q for q in QUESTIONS if q[0] == picked)[2]

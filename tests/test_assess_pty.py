@@ -71,7 +71,7 @@ def test_first_assessment_then_reassessment_in_ten_keys_or_fewer(tmp_path):
         child.send("\r")
         child.expect("ICANS GRADE 1")
         child.expect("treating team decide")
-        child.expect("Save this assessment")
+        child.expect("Save to the log")
         child.send("y")
         child.expect("Saved as record")
         child.expect(pexpect.EOF)
@@ -100,12 +100,12 @@ def test_first_assessment_then_reassessment_in_ten_keys_or_fewer(tmp_path):
         child.expect("Accept: ICANS grade 0")
         keys.press("\r")
         child.expect("ICANS GRADE 0")
-        child.expect("Save this assessment")
+        child.expect("Save to the log")
         keys.press("d")  # the details, one keypress away
         child.expect("Domains")
         child.expect("Why this grade")
         child.expect("ICANS GRADE 0")  # the summary again, above the prompt
-        child.expect("Save this assessment")
+        child.expect("Save to the log")
         keys.press("y")
         child.expect("Saved as record")
         child.expect(pexpect.EOF)
