@@ -267,7 +267,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
     try:
         saved = log.append(log_path, body)
     except log.LogError as exc:
-        _fail(str(exc), ExitStatus.LOG_WRITE)
+        _fail(str(exc), ExitStatus.WRITE_FAILED)
     con_err.print(Text(f"Saved as record {saved['id'][:8]} (#{saved['seq']}) in {log_path}. "
                        f"Details later: icans show {saved['id'][:8]} --full",
                        style="bold green"))

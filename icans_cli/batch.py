@@ -22,7 +22,7 @@ from icans_cli.core.grading import (
     ICE_AGE_MIN, score_path,
 )
 from icans_cli.core.crs import OXYGEN_DEVICES, TREATMENTS, CrsFindings, CrsResult, grade_crs
-from icans_cli.core.identifiers import parse_time, validate_patient_id
+from icans_cli.core.identifiers import BLANKS, parse_time, validate_patient_id
 from icans_cli.core.protocol import (
     ADULT_AGE, HIGH_NEUROTOXICITY_PRODUCTS, PRODUCTS, RAISED_ICP, Protocol, Recommendation,
     recommend,
@@ -46,9 +46,13 @@ YES = {"yes", "y", "true", "1"}
 NO = {"no", "n", "false", "0"}
 YES_NO = "yes/no, y/n, true/false, 1/0"
 MAX_CELL = 1000  # longer cells are refused (a patient id is at most 64)
-_BAD_CHAR = re.compile("[\x00\udc80-\udcff]")  # NUL, or bytes that are not UTF-8
-_INT = re.compile(r"^\s*[+]?\d+\s*$")
-_NUM = re.compile(r"^\s*[+]?(\d+(\.\d*)?|\.\d+)\s*$")
+MAX_LINE = 1_000_000  # characters: a longer line is not a CSV export (e.g. /dev/zero)
+_BAD_BYTES = re.compile("[\x00\udc80-\udcff]")  # NUL, or bytes that are not UTF-8
+# Any control character (tab aside) or bad byte: never stripped, always an error in a clinical
+# column (a value like "5\x1f" is not 5).
+_BAD_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
+_INT = re.compile(r"[+]?[0-9]+", re.ASCII)  # ASCII digits only: "٣" is not 3
+_NUM = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 
 class UsageProblem(Exception):
@@ -89,7 +93,13 @@ class RowOutcome:
 
 def _clean(value: str) -> str:
     """For output: markers of bad bytes become U+FFFD so the output is valid UTF-8."""
-    return _BAD_CHAR.sub("\ufffd", value) if _BAD_CHAR.search(value) else value
+    return _BAD_BYTES.sub("\ufffd", value) if _BAD_BYTES.search(value) else value
+
+
+def _strip(value: str) -> str:
+    """Blanks around a value, and nothing else (a control character stays, and is an
+    error)."""
+    return value.strip(BLANKS)
 
 
 def text_input(binary: IO[bytes]) -> io.TextIOWrapper:
@@ -98,7 +108,13 @@ def text_input(binary: IO[bytes]) -> io.TextIOWrapper:
     same bytes."""
     if not hasattr(binary, "peek"):
         binary = io.BufferedReader(binary)  # type: ignore[arg-type]
-    if binary.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
+    head = binary.peek(4)[:4]  # type: ignore[attr-defined]
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) >= 4 and (
+            head[1:2] == b"\x00" and head[3:4] == b"\x00" or
+            head[0:1] == b"\x00" and head[2:3] == b"\x00")):
+        raise UsageProblem("the input is UTF-16, not UTF-8: save it as CSV UTF-8 (in Excel: "
+                           "Save As, CSV UTF-8)")
+    if head[:3] == b"\xef\xbb\xbf":
         binary.read(3)  # the BOM; plain "utf-8" then decodes in C ("utf-8-sig" does not)
     return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
 
@@ -111,7 +127,7 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
     over-long field: such a line is split on commas exactly as the csv module would, and an
     ordinary row can then be passed through untouched. Any other line goes through the csv
     module (which may read further lines for a quoted field with line breaks)."""
-    lines = iter(text)
+    lines = _bounded_lines(text)
     header: list[str] | None = None
     lineno = 0
     while header is None:
@@ -134,8 +150,10 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
                                "case-insensitively)")
         seen.add(n)
     if "patient_id" not in seen:
-        raise UsageProblem("no patient_id column in the header (columns: "
-                           + ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") + ")")
+        # The names are not listed: a file without a header row would have a patient's data
+        # in its first row.
+        raise UsageProblem(f"no patient_id column in the first row ({len(names)} columns); the "
+                           "first row must be a header naming the columns, with patient_id")
     limit = csv.field_size_limit()
 
     def rows() -> Iterator[tuple[int, int, list[str] | str, str | None]]:
@@ -168,6 +186,21 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
     return header, rows()
 
 
+def _bounded_lines(text: IO[str]) -> Iterator[str]:
+    """The lines of the input, none longer than MAX_LINE characters (a file of one endless
+    line, such as /dev/zero, is refused instead of filling memory)."""
+    n = 0
+    while True:
+        line = text.readline(MAX_LINE + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > MAX_LINE:
+            raise UsageProblem(f"line {n:,} is longer than {MAX_LINE:,} characters: this is not "
+                               "a CSV export")
+        yield line
+
+
 def _first(lines: Iterator[str]) -> Iterator[str]:
     """The next line only (so a csv reader over chain(_first(it), it) starts where it is)."""
     for line in lines:
@@ -177,18 +210,15 @@ def _first(lines: Iterator[str]) -> Iterator[str]:
 
 # --- one row ------------------------------------------------------------------------------------
 
-def _shown(value: str) -> str:
-    v = _clean(value.strip())
-    return repr(v if len(v) <= 40 else v[:37] + "...")
-
-
 def _err(errors: list, column: str, message: str) -> None:
     errors.append({"column": column, "message": message})
 
 
 def _int(errors, col, raw, low, high):
-    if not _INT.match(raw):
-        _err(errors, col, f"{_shown(raw)} is not a whole number; allowed: {low}-{high}")
+    if not _INT.fullmatch(raw):
+        # The value is not repeated: a cell that is not a number may hold anything, a patient
+        # identifier from a shifted row among them.
+        _err(errors, col, f"is not a whole number; allowed: {low}-{high}")
         return None
     v = int(raw)
     if not low <= v <= high:
@@ -198,29 +228,30 @@ def _int(errors, col, raw, low, high):
 
 
 def _yes_no(errors, col, raw):
-    v = raw.strip().lower()
+    v = _strip(raw).lower()
     if v in YES:
         return True
     if v in NO:
         return False
-    _err(errors, col, f"{_shown(raw)} is not yes or no; allowed: {YES_NO}")
+    _err(errors, col, f"is not yes or no; allowed: {YES_NO}")
     return None
 
 
 def _choice(errors, col, raw, allowed):
-    v = raw.strip().lower()
+    v = _strip(raw).lower()
     if v in allowed:
         return v
-    _err(errors, col, f"{_shown(raw)} is not allowed; allowed: {', '.join(allowed)}")
+    _err(errors, col, f"is not one of the allowed values; allowed: {', '.join(allowed)}")
     return None
 
 
 def _multi(errors, col, raw, allowed, none_ok):
-    parts = [p.strip().lower() for p in raw.split(";") if p.strip()]
+    parts = [_strip(p).lower() for p in raw.split(";") if _strip(p)]
     bad = [p for p in parts if p not in allowed and not (none_ok and p == "none")]
     if bad:
-        _err(errors, col, f"{_shown(bad[0])} is not allowed; allowed: "
-             + ("none, or " if none_ok else "") + ", ".join(allowed) + ", separated by ;")
+        _err(errors, col, f"has {'a value' if len(bad) == 1 else f'{len(bad)} values'} not "
+             "allowed; allowed: " + ("none, or " if none_ok else "") + ", ".join(allowed)
+             + ", separated by ;")
         return None
     if none_ok and "none" in parts:
         if len(parts) > 1:
@@ -251,9 +282,10 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
                 _err(errors, n, f"the cell is {len(c):,} characters long; at most {MAX_CELL}")
                 continue
             if _BAD_CHAR.search(c):
-                _err(errors, n, "contains a NUL byte or bytes that are not UTF-8")
+                _err(errors, n, "contains a control character, a NUL byte or bytes that are "
+                     "not UTF-8")
                 continue
-            values[n] = c.strip()
+            values[n] = _strip(c)
     try:
         out.patient_id = validate_patient_id(values.get("patient_id", ""))
     except InvalidFinding as exc:
@@ -263,7 +295,7 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
         try:
             out.assessed_at = parse_time(v).isoformat(timespec="seconds")
         except InvalidFinding as exc:
-            _err(errors, "assessed_at", f"{_shown(v)} {exc.detail}")
+            _err(errors, "assessed_at", exc.detail)
     parsed = {col: parse_cell(col, raw, errors) for col, raw in values.items()
               if col in CLINICAL_COLUMNS and raw}
     age = parsed.get("age_years")
@@ -452,12 +484,16 @@ _FIND_CACHE_MAX = 8192  # a short string and (id, bool) an entry
 def parse_cell(col: str, raw: str, errors: list) -> Any:
     """One clinical cell by its column's grammar: the value, or None with an error appended.
     The single statement of what each column accepts (both parse paths use it)."""
-    v = raw.strip()
+    if _BAD_CHAR.search(raw):
+        _err(errors, col, "contains a control character, a NUL byte or bytes that are not "
+             "UTF-8")
+        return None
+    v = _strip(raw)
     if not v:
         return None
     if col == "age_years":
-        if not _NUM.match(v):
-            _err(errors, col, f"{_shown(v)} is not a number; allowed: a number >= 0")
+        if not _NUM.fullmatch(v):
+            _err(errors, col, "is not a number; allowed: a number >= 0")
             return None
         a = float(v)
         if a > 130:
@@ -468,8 +504,8 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
         return _yes_no(errors, col, v)
     if col in _NUM_RANGES:
         low, high, allowed = _NUM_RANGES[col]
-        if not _NUM.match(v):
-            _err(errors, col, f"{_shown(v)} is not a number; allowed: {allowed}")
+        if not _NUM.fullmatch(v):
+            _err(errors, col, f"is not a number; allowed: {allowed}")
             return None
         x = float(v)
         if not (low < x <= high if col != "temperature_c" else low <= x <= high):
@@ -542,7 +578,7 @@ class RowParser:
             self.get_find = lambda cells: (one(cells),)
         else:
             self.get_find = lambda cells: ()
-        self.find_cache: dict[str, Any] = {}
+        self.find_cache: dict[tuple, Any] = {}
         self.cell_cache: dict[str, dict[str, tuple]] = {c: {} for c in CLINICAL_COLUMNS}
         self.grade_cache: dict[tuple, IcansResult] = {}
         self.tail_cache: dict[tuple, tuple[str, str, list]] = {}
@@ -554,7 +590,7 @@ class RowParser:
         same as a list) for an ordinary valid row, from the caches; None when the row needs the
         full path (anything unusual, or the first time a situation is seen). It is the hot
         loop, so everything it touches is bound once here."""
-        n, get_find, join = self.n, self.get_find, "\x1f".join
+        n, get_find = self.n, self.get_find
         find_get, tail_get = self.find_cache.get, self.tail_cache.get
         i_age, i_crs, i_product, i_pid, i_at = (self.i_age, self.i_crs, self.i_product,
                                                 self.i_pid, self.i_at)
@@ -568,7 +604,7 @@ class RowParser:
         def fast_tail(cells: list[str]) -> tuple[str, str, list] | None:
             if len(cells) != n:
                 return None
-            hit = find_get(join(get_find(cells)))
+            hit = find_get(get_find(cells))
             if not hit:
                 return None
             under12 = high = child = False
@@ -597,7 +633,8 @@ class RowParser:
                     return None
                 high = p[0] in high_products
             pid = cells[i_pid]
-            if not (0 < len(pid) <= 64 and pid.isprintable() and not pid.isspace()):
+            if not (0 < len(pid) <= 64 and pid.isprintable() and pid == pid.strip(BLANKS)
+                    and pid):
                 return None
             if i_at is not None and cells[i_at] and not valid_time(cells[i_at]):
                 return None
@@ -665,19 +702,18 @@ class RowParser:
         undecodable byte), sending such rows to the slow path, which names the problem."""
         if len(cells) != self.n:
             return self.slow(cells, row, line)
-        raw = self.get_find(cells)
-        joined = "\x1f".join(raw)  # one small string per cache entry keeps memory flat
+        raw = self.get_find(cells)  # the tuple of the finding cells is the cache key
         norm = self._findings(raw)  # cheap: every cell's parse is cached
         if norm is False:
             if len(self.find_cache) < _FIND_CACHE_MAX:
-                self.find_cache[joined] = False
+                self.find_cache[raw] = False
             return self.slow(cells, row, line)
         # Findings that differ only in the ICE items share a grade: one id for them. The fast
         # path's cache keeps just (id, developmental delay), a few bytes an entry.
         no_items = norm[:1] + norm[2:]
         norm_id = self.grade_ids.setdefault(no_items, len(self.grade_ids))
         if len(self.find_cache) < _FIND_CACHE_MAX:
-            self.find_cache[joined] = (norm_id, norm[0])
+            self.find_cache[raw] = (norm_id, norm[0])
         age = crs = product = None
         if self.i_age is not None and cells[self.i_age]:
             age, ok = self._cell("age_years", cells[self.i_age])
@@ -698,7 +734,7 @@ class RowParser:
             weight, ok = self._cell("weight_kg", cells[self.i_weight])
             if not ok:
                 return self.slow(cells, row, line)
-        pid = cells[self.i_pid].strip()
+        pid = _strip(cells[self.i_pid])
         if not (0 < len(pid) <= 64 and pid.isprintable()):
             return self.slow(cells, row, line)
         assessed = None
@@ -726,17 +762,11 @@ class RowParser:
         return out
 
 
-def valid_time(text: str, _parse=__import__("datetime").datetime.fromisoformat) -> bool:
+def valid_time(text: str) -> bool:
+    """Whether parse_time would accept the text (the fast path's cheap check; a test keeps the
+    two in step)."""
     try:
-        _parse(text)
-        return True
-    except ValueError:
-        pass
-    t = text.strip()
-    if t.endswith(("Z", "z")):
-        t = t[:-1] + "+00:00"
-    try:
-        _parse(t)
-    except ValueError:
+        parse_time(text)
+    except InvalidFinding:
         return False
     return True

@@ -1,14 +1,31 @@
-"""`icans grade`: the streaming run around batch.py (files, formats, progress, summary, log)."""
+"""`icans grade`: the streaming run around batch.py (files, formats, progress, summary, log).
+
+What it writes must be safe (spec section 8):
+- `-o` only ever replaces a regular file, through a temporary file renamed at the end; a FIFO
+  or a device is written into directly; `-o` equal to the log or to the input, and `--log-file`
+  equal to the input, are refused before anything is read;
+- the temporary file is removed on every failure: disk full, a file-size limit, Ctrl-C, SIGTERM,
+  SIGHUP, a closed pipe;
+- a batch interrupted while logging says how many rows were logged and which was the last;
+  each logged row carries the SHA-256 of its source row, so logging the same file again skips
+  the rows already in the log.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
+import json
 import os
+import signal
+import stat
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Iterator, Optional
 
 import typer
 
@@ -23,13 +40,71 @@ FORMATS = ("csv", "jsonl", "json", "table")
 PROGRESS_MIN_BYTES = 2_000_000
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: stop, clean up, say what was done."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)
+
+
 def _fail(message: str, code: ExitStatus = ExitStatus.USAGE):
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(int(code))
 
 
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Stopped, so the temporary file is removed and the summary
+    said, as for Ctrl-C."""
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {}
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Stopped(signum)
+
+    try:
+        for n in names:
+            previous[n] = signal.signal(getattr(signal, n), handler)
+    except ValueError:  # not the main thread (a test runner): leave the signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for n, h in previous.items():
+            signal.signal(getattr(signal, n), h)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def check_paths(file: str, output: Optional[Path], log_path: Path, to_log: bool) -> None:
+    """Refuse, before anything is read, an output that is the log (the one named, or the
+    default) or the input, and a log that is the input."""
+    from icans_cli.log import resolve_path
+
+    source = None if file == "-" else Path(file)
+    if output is not None:
+        if _same(output, log_path) or _same(output, resolve_path(None)):
+            _fail("-o names the assessment log: refusing to overwrite it (write the output "
+                  "elsewhere)")
+        if source is not None and _same(output, source):
+            _fail("-o names the input file: refusing to overwrite what is being read")
+    if to_log and source is not None and _same(log_path, source):
+        _fail("--log-file names the input file: refusing to append records to what is being "
+              "read")
+
+
 def _open_input(file: str) -> tuple[IO[bytes], int | None]:
     if file == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            _fail("standard input is closed")
         return sys.stdin.buffer, None
     p = Path(file)
     if p.is_dir():
@@ -41,44 +116,80 @@ def _open_input(file: str) -> tuple[IO[bytes], int | None]:
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror}")
     try:
-        size = os.fstat(fh.fileno()).st_size
+        st = os.fstat(fh.fileno())
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None
     except OSError:
         size = None
     return fh, size
 
 
 class _Output:
-    """Standard output, or a temporary file renamed onto -o only when the run completes, so a
-    run that stops with a usage error never clobbers an existing file."""
+    """Standard output; or for -o a temporary file renamed onto it only when the run completes
+    (so a run that stops never clobbers an existing file); or, when -o names a FIFO or a device,
+    that file itself, written into and never renamed over."""
 
     def __init__(self, output: Optional[Path], raw_stdout: bool = False) -> None:
         self.output = output
         self.tmp: str | None = None
         self.wrapped = False
-        if output is None and raw_stdout and hasattr(sys.stdout, "buffer"):
-            # Undecodable input bytes in passed-through cells go back out as the same bytes.
-            sys.stdout.flush()
-            self.fh = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8",
-                                       errors="surrogateescape", newline="")
-            self.wrapped = True
-        elif output is None:
-            self.fh = sys.stdout
-        else:
-            directory = output.resolve().parent
-            if not directory.is_dir():
-                _fail(f"the output directory {directory} does not exist")
+        if output is None:
+            if sys.stdout is None or sys.stdout.closed:
+                _fail("standard output is closed: give -o FILE")
+            if raw_stdout and hasattr(sys.stdout, "buffer"):
+                # Undecodable input bytes in passed-through cells go back out as the same bytes.
+                sys.stdout.flush()
+                self.fh = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8",
+                                           errors="surrogateescape", newline="")
+                self.wrapped = True
+            else:
+                self.fh = sys.stdout
+            return
+        try:
+            st = os.stat(output)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            _fail(f"cannot use -o {output}: {exc.strerror}")
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            _fail(f"-o {output} is a directory: give a file name")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            try:  # a FIFO, a terminal, /dev/stdout: write into it, never rename over it
+                self.fh = open(output, "w", encoding="utf-8", errors="surrogateescape",
+                               newline="")
+            except OSError as exc:
+                _fail(f"cannot write to {output}: {exc.strerror}")
+            return
+        directory = output.expanduser().resolve().parent
+        if not directory.is_dir():
+            _fail(f"the output directory {directory} does not exist")
+        try:
             fd, self.tmp = tempfile.mkstemp(prefix=".icans-", dir=directory)
-            self.fh = io.open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="")
+        except OSError as exc:
+            _fail(f"cannot write in {directory}: {exc.strerror}")
+        self.fh = io.open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="")
 
     def commit(self) -> None:
         if self.wrapped:
             self.fh.flush()
             self.fh.detach()
             self.wrapped = False
-        if self.tmp is not None:
+            return
+        if self.output is None:
+            self.fh.flush()
+            return
+        if self.tmp is None:
             self.fh.close()
-            os.replace(self.tmp, self.output)  # type: ignore[arg-type]
-            self.tmp = None
+            return
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        if self.output.exists():
+            try:
+                os.chmod(self.tmp, stat.S_IMODE(os.stat(self.output).st_mode))
+            except OSError:
+                pass
+        os.replace(self.tmp, self.output)
+        self.tmp = None
 
     def abort(self) -> None:
         if self.wrapped:
@@ -87,37 +198,66 @@ class _Output:
             except ValueError:
                 pass
             self.wrapped = False
+        if self.output is not None:
+            try:
+                self.fh.close()
+            except OSError:
+                pass  # a full disk fails the final flush too; the file goes either way
         if self.tmp is not None:
-            self.fh.close()
-            os.unlink(self.tmp)
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
             self.tmp = None
 
 
+def _write_error(exc: OSError, what: str) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full: {what} was not written"
+    if exc.errno == errno.EFBIG:
+        return f"a file-size limit was reached: {what} was not written"
+    return f"writing {what} failed ({exc.strerror or exc}): it was not written"
+
+
+def row_sha(cells: list[str] | str) -> str:
+    """The SHA-256 of a source row (its cells, as read), carried by each logged record."""
+    data = json.dumps(cells, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(data).hexdigest()
+
+
 def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol, to_log: bool,
-              assessor: str, log_path: Optional[Path]) -> None:
+              assessor: str, log_path: Path) -> None:
     from icans_cli.term import is_terminal
 
     if fmt is None:
         fmt = "table" if output is None and is_terminal() else "csv"
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    check_paths(file, output, log_path, to_log)
     binary, size = _open_input(file)
-    source = text_input(binary)
 
     def release() -> None:
         if binary is sys.stdin.buffer:
-            source.detach()  # never close the caller's standard input
+            try:
+                source.detach()  # never close the caller's standard input
+            except (NameError, ValueError):
+                pass
         else:
-            source.close()
+            binary.close()
 
+    where = "standard input" if file == "-" else file
     try:
+        source = text_input(binary)
         header, rows = read_rows(source)
     except UsageProblem as exc:
         release()
-        _fail(f"{'standard input' if file == '-' else file}: {exc}")
+        _fail(f"{where}: {exc}")
     names = [_clean(h).strip().lower() for h in header]
-    passthrough_names = [h for h, n in zip(header, names) if n not in KNOWN_COLUMNS]
     passthrough_idx = [i for i, n in enumerate(names) if n not in KNOWN_COLUMNS]
+    # A result column that is also an input column keeps the input's place (so the tool can
+    # read its own output, and grading it again gives the same output).
+    overlap = {n: i for i, n in enumerate(names) if n in OUTPUT_COLUMNS}
+    tail_names = [c for c in OUTPUT_COLUMNS if c not in overlap]
     grader = Grader(protocol, want_json=fmt in ("jsonl", "json"))
     try:
         out = _Output(output, raw_stdout=fmt != "table")
@@ -130,80 +270,107 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     if size and size >= PROGRESS_MIN_BYTES and is_terminal(sys.stderr) and file != "-":
         progress = _progress(size)
     table_rows: list[RowOutcome] = []
-    logger = _Logger(log_path, assessor) if to_log else None
+    logger = None
+    if to_log:
+        try:
+            logger = _Logger(log_path, assessor)
+        except BaseException:
+            out.abort()
+            release()
+            raise
+    outcome_code: ExitStatus | None = None
+    message = None
     try:
-        writer = None
-        if fmt == "csv":
-            writer = csv.writer(out.fh, lineterminator="\r\n")
-            writer.writerow([safe_cell(_clean(h)) for h in header] + list(OUTPUT_COLUMNS))
-        elif fmt == "json":
-            out.fh.write("[\n")
-        n = 0
-        parser = RowParser(header, names)
-        fast_csv = fmt == "csv" and logger is None
-        write = out.fh.write
-        for row, line, cells, raw in rows:
-            if isinstance(cells, str):
-                outcome = RowOutcome(row, line, {})
-                outcome.errors.append({"column": "(row)", "message": cells})
-                raw_cells: list[str] = []
-            else:
-                raw_cells = cells
-                if fast_csv:
-                    hit = parser.fast_tail(cells)
-                    if hit is not None:  # an ordinary row seen before: straight out
-                        counts[hit[0]] += 1
-                        if raw is not None and not _dangerous(raw):
-                            write(raw + hit[1])  # the input line untouched, then the results
-                        else:
-                            writer.writerow([c if not c or c[0] not in _DANGER else  # type: ignore[union-attr]
-                                             safe_cell(c) for c in cells] + hit[2])
-                        n += 1
-                        if progress is not None and n % 2000 == 0:
-                            progress.update(binary.tell() if binary.seekable() else 0)
-                        continue
-                outcome = parser.parse(cells, row, line)
-            rec_json = grader.grade(outcome)
-            counts[outcome.status] += 1
-            if outcome.status == "invalid" and first_invalid is None:
-                first_invalid = outcome
-            if logger and outcome.status != "invalid":
-                logger.append(outcome)
+        with _stop_on_signals():
+            writer = None
             if fmt == "csv":
-                tail = csv_tail(outcome)
-                tail[-1] = safe_cell(tail[-1])
-                if len(raw_cells) != len(header) or outcome.fast is None:
-                    raw_cells = (raw_cells + [""] * len(header))[:len(header)]
-                    cells_out = [safe_cell(_clean(c)) for c in raw_cells]
+                writer = csv.writer(out.fh, lineterminator="\r\n")
+                writer.writerow([safe_cell(_clean(h)) for h in header] + tail_names)
+            elif fmt == "json":
+                out.fh.write("[")
+            n = 0
+            parser = RowParser(header, names)
+            fast_csv = fmt == "csv" and logger is None
+            passthrough_ok = not overlap  # input lines can be copied through untouched
+            write = out.fh.write
+            for row, line, cells, raw in rows:
+                if isinstance(cells, str):
+                    outcome = RowOutcome(row, line, {})
+                    outcome.errors.append({"column": "(row)", "message": cells})
+                    raw_cells: list[str] = []
                 else:
-                    cells_out = [c if not c or c[0] not in _DANGER else safe_cell(c)
-                                 for c in raw_cells]
-                    parser.remember_tail(outcome, tail)
-                writer.writerow(cells_out + tail)  # type: ignore[union-attr]
-            elif fmt in ("jsonl", "json"):
-                if len(raw_cells) == len(header):
-                    extra = {header[i]: raw_cells[i] for i in passthrough_idx}
+                    raw_cells = cells
+                    if fast_csv:
+                        hit = parser.fast_tail(cells)
+                        if hit is not None:  # an ordinary row seen before: straight out
+                            counts[hit[0]] += 1
+                            if passthrough_ok and raw is not None and not _dangerous(raw):
+                                write(raw + hit[1])  # the input line untouched, the results
+                            else:
+                                writer.writerow(_merge(cells, hit[2], overlap,  # type: ignore[union-attr]
+                                                       valid=True))
+                            n += 1
+                            if progress is not None and n % 2000 == 0:
+                                progress.update(binary.tell() if binary.seekable() else 0)
+                            continue
+                    outcome = parser.parse(cells, row, line)
+                rec_json = grader.grade(outcome)
+                counts[outcome.status] += 1
+                if outcome.status == "invalid" and first_invalid is None:
+                    first_invalid = outcome
+                if logger and outcome.status != "invalid":
+                    logger.append(outcome, row_sha(cells))
+                if fmt == "csv":
+                    tail = csv_tail(outcome)
+                    tail[-1] = safe_cell(tail[-1])
+                    if len(raw_cells) != len(header) or outcome.fast is None:
+                        raw_cells = (raw_cells + [""] * len(header))[:len(header)]
+                        cells_out = [safe_cell(_clean(c)) for c in raw_cells]
+                    else:
+                        cells_out = raw_cells
+                        parser.remember_tail(outcome, tail)
+                    writer.writerow(_merge(cells_out, tail, overlap,  # type: ignore[union-attr]
+                                           valid=outcome.status != "invalid"))
+                elif fmt in ("jsonl", "json"):
+                    if len(raw_cells) == len(header):
+                        extra = {header[i]: raw_cells[i] for i in passthrough_idx}
+                    else:
+                        extra = {header[i]: outcome.cells.get(header[i], "")
+                                 for i in passthrough_idx}
+                    line_out = jsonl_line(outcome, rec_json, extra)
+                    if fmt == "json":
+                        line_out = ("\n  " if n == 0 else ",\n  ") + line_out[:-1]
+                    out.fh.write(line_out)
                 else:
-                    extra = {h: outcome.cells.get(h, "") for h in passthrough_names}
-                line_out = jsonl_line(outcome, rec_json, extra)
-                if fmt == "json":
-                    line_out = ("  " if n == 0 else ",\n  ") + line_out[:-1]
-                out.fh.write(line_out)
-            else:
-                table_rows.append(outcome)
-            n += 1
-            if progress is not None and n % 2000 == 0:
-                progress.update(binary.tell() if binary.seekable() else 0)
-        if fmt == "json":
-            out.fh.write("\n]\n")
-        if fmt == "table":
-            _table(table_rows)
-        out.fh.flush()
-        out.commit()
+                    table_rows.append(outcome)
+                n += 1
+                if progress is not None and n % 2000 == 0:
+                    progress.update(binary.tell() if binary.seekable() else 0)
+            if fmt == "json":
+                out.fh.write("\n]\n" if n else "]\n")
+            if fmt == "table":
+                _table(table_rows)
+            out.commit()
     except BrokenPipeError:
         out.abort()
-        sys.stderr.close()
-        raise typer.Exit(ExitStatus.OK)
+        _silence_stdout()
+        outcome_code, message = ExitStatus.PIPE, "the output was closed early (a pipe)"
+    except KeyboardInterrupt:
+        out.abort()
+        outcome_code, message = ExitStatus.INTERRUPTED, "interrupted"
+    except Stopped as exc:
+        out.abort()
+        outcome_code, message = 128 + exc.signum, f"stopped by signal {exc.signum}"
+    except UsageProblem as exc:
+        out.abort()
+        outcome_code, message = ExitStatus.USAGE, f"{where}: {exc}"
+    except _LogFailed as exc:
+        out.abort()
+        outcome_code, message = ExitStatus.WRITE_FAILED, str(exc)
+    except OSError as exc:
+        out.abort()
+        what = str(output) if output is not None else "the output"
+        outcome_code, message = ExitStatus.WRITE_FAILED, _write_error(exc, what)
     except BaseException:
         out.abort()
         raise
@@ -212,12 +379,18 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             progress.close()
         release()
     total = sum(counts.values())
-    if total == 0:
-        _fail("the input has a header but no data rows")
+    if outcome_code is not None:
+        said = f"Stopped: {message}; {total:,} rows read"
+        if output is not None:
+            said += f"; {output} was not written"
+        if logger is not None:
+            said += "; " + logger.report()
+        typer.echo(said + ".", err=True)
+        raise typer.Exit(int(outcome_code))
     summary = (f"{total:,} rows: {counts['graded']:,} graded, {counts['not_assessable']:,} not "
                f"assessable, {counts['invalid']:,} invalid")
     if logger:
-        summary += f"; {logger.count:,} appended to the log"
+        summary += "; " + logger.report()
     typer.echo(summary, err=True)
     if first_invalid is not None:
         e = first_invalid.errors[0]
@@ -225,6 +398,34 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                    f"{first_invalid.row} (line {first_invalid.line}), {e['column']}: "
                    f"{e['message']}", err=True)
         raise typer.Exit(ExitStatus.ERROR)
+
+
+def _merge(cells: list[str], tail: list, overlap: dict[str, int], valid: bool) -> list:
+    """The input cells with the result columns put in place: an input column that is also a
+    result column holds the computed value (the input's own value on an invalid row, for the
+    score columns the input gives), the other result columns follow."""
+    out = [c if not c or c[0] not in _DANGER else safe_cell(c) for c in cells]
+    if not overlap:
+        return out + list(tail)
+    rest = []
+    for name, value in zip(OUTPUT_COLUMNS, tail):
+        i = overlap.get(name)
+        if i is None:
+            rest.append(value)
+        elif valid or name not in KNOWN_COLUMNS:
+            out[i] = "" if value is None else value
+    return out + rest
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe, point stdout at the null device so the interpreter's last flush
+    does not fail again."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 _DANGER = frozenset("=+-@\t\r")
@@ -236,36 +437,64 @@ def _dangerous(raw: str) -> bool:
             or ",\t" in raw)
 
 
+class _LogFailed(Exception):
+    """The log could not be written (its message says what was logged before)."""
+
+
 class _Logger:
+    """Appends graded rows to the log, skipping rows already logged from the same source row
+    (the SHA-256 of its cells), and keeps count for the summary."""
+
     def __init__(self, path: Optional[Path], assessor: str) -> None:
+        from icans_cli import log
+
         self.path = path
         self.assessor = assessor
         self.count = 0
+        self.skipped = 0
+        self.last_row: int | None = None
+        try:
+            self.seen = log.batch_row_hashes(path)  # type: ignore[arg-type]
+        except log.LogError as exc:
+            _fail(str(exc), ExitStatus.WRITE_FAILED)
 
-    def append(self, o: RowOutcome) -> None:
+    def report(self) -> str:
+        text = f"{self.count:,} appended to the log"
+        if self.last_row is not None:
+            text += f" (the last was row {self.last_row:,})"
+        if self.skipped:
+            text += f", {self.skipped:,} already in the log skipped"
+        if self.count or self.skipped:
+            text += "; running the same file with --log again skips rows already logged"
+        return text
+
+    def append(self, o: RowOutcome, source_sha: str) -> None:
         from icans_cli import log
+        from icans_cli.batch import crs_dict
         from icans_cli.core.grading import grade_icans
         from icans_cli.core.identifiers import parse_time
         from icans_cli.records import assessment_record
 
+        if source_sha in self.seen:
+            self.skipped += 1
+            return
         assert o.result and o.recommendation and o.patient_id
         findings = o.real_findings()
         result = grade_icans(findings)  # exact, with this row's own score-path reason
         when = parse_time(o.assessed_at) if o.assessed_at else log.utc_now()
-        from icans_cli.batch import crs_dict
-
         body = assessment_record(patient_id=o.patient_id, assessor=self.assessor,
                                  source="batch", assessed_at=when, findings=findings,
                                  result=result, recommendation=o.recommendation,
                                  crs_grade=o.crs_grade, product=o.product,
                                  crs_detail=crs_dict(o.crs), weight_kg=o.weight_kg,
-                                 extra={"input_row": o.row})
+                                 extra={"input_row": o.row, "source_row_sha256": source_sha})
         try:
             log.append(self.path, body)  # type: ignore[arg-type]
         except log.LogError as exc:
-            _fail(f"{exc} (stopped at row {o.row}; rows before it were logged)",
-                  ExitStatus.ERROR)
+            raise _LogFailed(f"{exc} (at row {o.row:,})") from None
+        self.seen.add(source_sha)
         self.count += 1
+        self.last_row = o.row
 
 
 class _progress:
@@ -290,24 +519,24 @@ def _table(rows: list[RowOutcome]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from icans_cli.render import GRADE_STYLE
-    from icans_cli.term import out
+    from icans_cli.history import score_words
+    from icans_cli.render import GRADE_STYLE, plural
+    from icans_cli.term import out, plain
 
-    t = Table(title=f"{len(rows)} rows", title_justify="left")
-    for col in ("row", "patient", "score", "grade", "status", "drivers", "recommendation / errors"):
+    t = Table(title=plural(len(rows), "row"), title_justify="left")
+    for col in ("row", "patient", "score", "grade", "status", "drivers", "errors"):
         t.add_column(col)
     for o in rows:
         r = o.result
         if r is None:
-            t.add_row(str(o.row), _clean(o.patient_id or "?"), "", "", Text("INVALID", "bold red"),
-                      "", "; ".join(f"{e['column']}: {e['message']}" for e in o.errors))
+            t.add_row(str(o.row), Text(plain(_clean(o.patient_id or "?"))), "", "",
+                      Text("INVALID", "bold red"), "",
+                      Text("; ".join(f"{e['column']}: {e['message']}" for e in o.errors)))
             continue
-        score = f"ICE {r.ice_score}" if r.score_path == "ice" else f"CAPD {r.capd_score}"
-        if (r.ice_score if r.score_path == "ice" else r.capd_score) is None:
-            score = "-"
-        g = str(r.grade) if r.grade is not None else f">={r.grade_at_least}"
-        t.add_row(str(o.row), _clean(o.patient_id or ""), score,
-                  Text(g, GRADE_STYLE[r.effective_grade]), r.status,
-                  ", ".join(r.drivers) or "-", o.recommendation.id if o.recommendation else "")
+        score = score_words(r.score_path, r.ice_score if r.score_path == "ice" else
+                            r.capd_score)
+        g = str(r.grade) if r.grade is not None else f"at least {r.grade_at_least}"
+        t.add_row(str(o.row), Text(plain(_clean(o.patient_id or ""))), score,
+                  Text(g, GRADE_STYLE[r.effective_grade]), r.status.replace("_", " "),
+                  ", ".join(r.drivers) or "-", "")
     out().print(t)
-

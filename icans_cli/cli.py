@@ -72,7 +72,7 @@ def _records(path: Path, contains: str | None = None):
     try:
         yield from log.iter_records(path, report, contains)
     except log.LogError as exc:
-        fail(str(exc), ExitStatus.ERROR)
+        fail(str(exc))
 
 
 @log_app.command("path")
@@ -81,34 +81,91 @@ def log_path(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
 
     Example: icans log path
     """
-    typer.echo(str(_log_path(log_file)))
+    from icans_cli import log
+
+    path = _log_path(log_file)
+    typer.echo(str(path))
+    for w in log.permission_warnings(path):
+        warn(w)
+
+
+VERIFY_PROVES = ("A hash chain shows an edited, deleted, inserted or reordered line before the "
+                 "last record checked. It cannot show that records were cut off the end, or a "
+                 "log rewritten whole by someone who can write it: keep the output of "
+                 "`icans log head` elsewhere (the EHR note, the handover) and check it with "
+                 "`icans log verify --head SEQ:HASH`.")
 
 
 @log_app.command("verify")
-def log_verify(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
+def log_verify(
+    head: Optional[str] = typer.Option(None, "--head", metavar="SEQ:HASH",
+                                       help="A head kept earlier (icans log head): prove that "
+                                            "the log still holds that record, unchanged, and "
+                                            "everything before it."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
     """Check the hash chain: exit 0 if intact, 1 naming the first bad line otherwise.
 
+    What it proves, and what it cannot, is said with the result.
+
     Example: icans log verify
+
+    Example: icans log verify --head 42:3f5a0c...
     """
     from icans_cli import log
 
     path = _log_path(log_file)
+    expect = None
+    if head is not None:
+        try:
+            expect = log.Head.parse(head)
+        except ValueError as exc:
+            fail(f"--head {exc}")
     if not path.exists():
         fail(f"no log at {path}")
     try:
-        count, problems = log.verify(path)
+        v = log.verify(path, expect)
     except log.LogError as exc:
-        fail(str(exc), ExitStatus.ERROR)
-    if not problems:
-        typer.echo(f"OK: {count} records, chain intact ({path})")
+        fail(str(exc))
+    for w in log.permission_warnings(path):
+        warn(w)
+    if not v.problems:
+        if v.records == 0:
+            typer.echo(f"EMPTY: the log at {path} holds no records. If it held records before, "
+                       "they are gone: compare with a head you kept (icans log head).")
+            raise typer.Exit(ExitStatus.ERROR if expect else ExitStatus.OK)
+        said = f"OK: {v.records:,} records; the chain is intact up to record #{v.head.seq}"  # type: ignore[union-attr]
+        if expect is not None:
+            said += (f", and record #{expect.seq} is the one whose hash you kept: the log "
+                     "holds it and everything before it unchanged")
+        typer.echo(said + f" ({path}).")
+        typer.echo(VERIFY_PROVES)
         raise typer.Exit(ExitStatus.OK)
-    first = problems[0]
+    first = v.problems[0]
     typer.echo(f"BROKEN: {first}", err=True)
-    for p in problems[1:10]:
+    for p in v.problems[1:10]:
         typer.echo(f"  also {p}", err=True)
-    if len(problems) > 10:
-        typer.echo(f"  ... and {len(problems) - 10} more", err=True)
+    if len(v.problems) > 10:
+        typer.echo(f"  ... and {len(v.problems) - 10} more", err=True)
     raise typer.Exit(ExitStatus.ERROR)
+
+
+@log_app.command("head")
+def log_head(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
+    """Print SEQ:HASH of the last record, to keep elsewhere and check with verify --head.
+
+    Example: icans log head
+    """
+    from icans_cli import log
+
+    path = _log_path(log_file)
+    try:
+        h = log.head(path)
+    except log.LogError as exc:
+        fail(str(exc))
+    if h is None:
+        fail(f"the log at {path} holds no records", ExitStatus.ERROR)
+    typer.echo(str(h))
 
 
 def _since(value: str | None):
@@ -170,17 +227,37 @@ def _write_machine(fmt: str, rows, extra=None) -> None:
     from icans_cli.csvsafe import safe_cell
 
     if fmt == "jsonl":
+        write = sys.stdout.write
         for rec, sup in rows:
             out = dict(rec)
             if sup is not None:
                 out["superseded_by"] = sup
-            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+            write(json.dumps(out, ensure_ascii=False) + "\n")
         return
     w = csv.writer(sys.stdout, lineterminator="\r\n")
     w.writerow(LOG_CSV_COLUMNS)
     for rec, sup in rows:
         flat = _flat(rec, sup)
         w.writerow([safe_cell(flat[c]) for c in LOG_CSV_COLUMNS])
+
+
+def _pipe_safe(fn):
+    """A command whose output may go to `| head`: a closed pipe stops it quietly with the
+    same exit code as icans grade (141)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            from icans_cli.batchrun import _silence_stdout
+
+            _silence_stdout()
+            raise typer.Exit(ExitStatus.PIPE)
+    return wrapper
 
 
 def _pick_format(fmt: Optional[str], allowed) -> str:
@@ -194,6 +271,7 @@ def _pick_format(fmt: Optional[str], allowed) -> str:
 
 
 @log_app.command("show")
+@_pipe_safe
 def log_show(
     patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym."),
     since: Optional[str] = typer.Option(None, "--since",
@@ -206,63 +284,101 @@ def log_show(
                                            "otherwise) or csv."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
-    """List logged assessments, oldest first.
+    """List logged assessments, oldest first (streamed: any size of log).
 
     Example: icans log show --patient PT-001 --since 24h --format csv
     """
+    import json
+
+    from icans_cli import log
     from icans_cli.history import _time
 
     fmt = _pick_format(fmt, FORMATS_LOG)
     path = _log_path(log_file)
     cutoff = _since(since)
-    needle = None
-    if patient:
-        import json
-
-        needle = json.dumps(patient, ensure_ascii=False)
-    selected = []
+    needle = json.dumps(patient, ensure_ascii=False) if patient else None
+    for w in log.permission_warnings(path):
+        warn(w)
+    # First pass: which records a correction supersedes (only lines naming one are parsed).
     superseded: dict[str, str] = {}
-    for _, rec in _records(path, needle):
-        if patient and rec.get("patient_id") != patient:
-            continue
-        if rec.get("amends"):
-            superseded[str(rec["amends"])] = str(rec.get("id"))
-        if cutoff and _time(rec.get("assessed_at")) < cutoff:
-            continue
-        g = _eff_grade(rec)
-        if min_grade is not None and (g is None or g < min_grade):
-            continue
-        selected.append(rec)
-    rows = [(r, superseded.get(str(r.get("id")))) for r in selected]
+    try:
+        for _, line, complete in log.iter_lines(path):
+            if complete and b'"amends":"' in line and (needle is None
+                                                       or needle.encode() in line):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("amends") and (patient is None or rec.get("patient_id") == patient):
+                    superseded[str(rec["amends"])] = str(rec.get("id"))
+    except log.LogError as exc:
+        fail(str(exc))
+
+    def selected():
+        for _, rec in _records(path, needle):
+            if patient and rec.get("patient_id") != patient:
+                continue
+            if rec.get("kind") == "practice_session":
+                continue
+            if cutoff and _time(rec.get("assessed_at")) < cutoff:
+                continue
+            g = _eff_grade(rec)
+            if min_grade is not None and (g is None or g < min_grade):
+                continue
+            yield rec, superseded.get(str(rec.get("id")))
+
     if fmt != "table":
-        _write_machine(fmt, rows)
+        _write_machine(fmt, selected())
         return
+    _stream_table(selected(), path)
+
+
+def _stream_table(rows, path: Path) -> None:
+    """A table printed in blocks with fixed column widths, so a long log streams."""
     from rich.table import Table
     from rich.text import Text
 
-    from icans_cli.history import score_words
+    from icans_cli.history import _time, score_words
     from icans_cli.render import plural, record_grade_text
     from icans_cli.term import out, plain
 
-    t = Table(title=Text(f"{plural(len(rows), 'assessment')} · {plain(path)}"),
-              title_justify="left")
-    for col in ("#", "record", "assessed", "patient", "assessor", "score", "grade", "note"):
-        t.add_column(col)
+    con = out()
+    # fixed widths, so blocks line up; the patient and assessor columns take what is left
+    spare = max(0, con.width - 80)
+    widths = (8, 16, 14 + spare * 2 // 3, 10 + spare // 3, 11, 12)
+    cols = ("record", "assessed", "patient", "assessor", "score", "grade")
+
+    def block():
+        t = Table(show_header=not shown, box=None, pad_edge=False, padding=(0, 1))
+        for c, w in zip(cols, widths):
+            t.add_column(c, width=w, overflow="fold")
+        t.add_column("note", ratio=1)
+        return t
+
+    shown = 0
+    t = block()
     for rec, sup in rows:
         f = _flat(rec, sup)
         note = (f"superseded by {plain(sup)[:8]}" if sup else
                 (f"corrects {plain(f['amends'])[:8]}" if f["amends"] else ""))
-        t.add_row(str(f["seq"]), Text(plain(f["id"])[:8]),
+        t.add_row(Text(plain(f["id"])[:8]),
                   _time(f["assessed_at"]).astimezone().strftime("%Y-%m-%d %H:%M"),
                   Text(plain(f["patient_id"])), Text(plain(f["assessor"])),
                   score_words(f["score_path"], f["ice_score"] if f["score_path"] != "capd"
                               else f["capd_score"]),
                   record_grade_text(rec.get("result") or {}), Text(note),
                   style="dim strike" if sup else None)
-    out().print(t)
+        shown += 1
+        if shown % 500 == 0:
+            con.print(t)
+            t = block()
+    if t.row_count or not shown:
+        con.print(t)
+    con.print(Text(f"{plural(shown, 'assessment')} · {plain(path)}", style="dim"))
 
 
 @app.command("history")
+@_pipe_safe
 def history(
     patient: str = typer.Argument(..., help="The patient's pseudonym."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
@@ -409,16 +525,26 @@ def show(
 # --- grade --------------------------------------------------------------------------------------
 
 def _assessor(value: Optional[str]) -> str:
+    """--assessor, else $ICANS_ASSESSOR, else the user name; validated like a pseudonym
+    (printable, at most 64 characters), since it reaches the log and every listing."""
     import getpass
     import os
 
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import validate_assessor
+
+    where = "--assessor" if value else "ICANS_ASSESSOR"
     name = value or os.environ.get("ICANS_ASSESSOR")
     if not name:
+        where = "the user name"
         try:
             name = getpass.getuser()
         except Exception:  # noqa: BLE001 - no user name available
             name = "unknown"
-    return name
+    try:
+        return validate_assessor(name)
+    except InvalidFinding as exc:
+        fail(f"{where} {exc.detail}")
 
 
 def _protocol(name: str):
@@ -463,7 +589,7 @@ def grade(
 
     run_grade(file=file, output=output, fmt=fmt, protocol=_protocol(protocol), to_log=to_log,
               assessor=_assessor(assessor) if to_log else "",
-              log_path=_log_path(log_file) if to_log else None)
+              log_path=_log_path(log_file))
 
 
 # --- practice and explain -----------------------------------------------------------------------
@@ -671,18 +797,52 @@ def _grading_table(width: int = 120):
     return t
 
 
+def _sanitize(message: str) -> str:
+    """A usage message without the values typed: they could be patient data (an id typed where
+    an option was expected, a pseudonym in a wrong place)."""
+    import re
+
+    message = re.sub(r"unexpected extra argument(?:s|\(s\))? \([^)]*\)",
+                     "unexpected extra argument(s) (not shown: they could be patient data)",
+                     message)
+    return re.sub(r"'([^']*)'", lambda m: m.group(0) if m.group(1).startswith("-")
+                  or m.group(1).startswith("icans") else "the value given", message)
+
+
 def main() -> None:
-    """Entry point: never a traceback for the user (ICANS_DEBUG=1 shows one)."""
+    """Entry point: never a traceback for the user (ICANS_DEBUG=1 shows one), never a typed
+    value echoed in a usage error."""
     import os
 
+    # click's exceptions, wherever this typer keeps click (its own copy from 0.26 on)
+    mro = typer.BadParameter.__mro__
+    usage_error = next(c for c in mro if c.__name__ == "UsageError")
+    click_error = next(c for c in mro if c.__name__ == "ClickException")
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # the help itself, asked for by giving nothing
+            raise SystemExit(int(ExitStatus.OK))
+        usage_error(_sanitize(exc.format_message()), ctx=exc.ctx).show()
+        raise SystemExit(int(ExitStatus.USAGE))
+    except click_error as exc:
+        click_error(_sanitize(exc.format_message())).show()
+        raise SystemExit(exc.exit_code)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("\nInterrupted: nothing was saved.", err=True)
         raise SystemExit(int(ExitStatus.INTERRUPTED))
+    except BrokenPipeError:
+        from icans_cli.batchrun import _silence_stdout
+
+        _silence_stdout()
+        raise SystemExit(int(ExitStatus.PIPE))
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if os.environ.get("ICANS_DEBUG"):
             raise
         typer.echo(f"Internal error ({type(exc).__name__}); nothing was saved by the failing "
                    "step. Please report it; run with ICANS_DEBUG=1 for details.", err=True)
         raise SystemExit(int(ExitStatus.ERROR))
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -7,5 +7,6 @@ class ExitStatus(IntEnum):
     OK = 0
     ERROR = 1  # batch grading: some rows invalid; log verify: the chain is broken; not found
     USAGE = 2  # bad option or input that cannot be used, no terminal for the interview
-    LOG_WRITE = 3  # the log could not be written (disk full, file-size limit, permissions)
-    INTERRUPTED = 130  # Ctrl-C, Ctrl-D or a closed pipe: nothing more was done
+    WRITE_FAILED = 3  # the log or the output could not be written (disk full, size limit...)
+    INTERRUPTED = 130  # Ctrl-C or Ctrl-D: nothing more was done (SIGTERM 143, SIGHUP 129)
+    PIPE = 141  # the reader of the output went away (e.g. | head): stopped there

@@ -108,7 +108,9 @@ def test_contract_csv_columns_are_input_then_results():
     header = next(csv.reader(io.StringIO(GOLDEN.read_text())))
     assert OUTPUT_COLUMNS == ("ice_score", "capd_score", "icans_grade", "grade_at_least",
                               "status", "drivers", "recommendation", "errors")
-    assert rows[0] == header + list(OUTPUT_COLUMNS)
+    # each column once: the input's ice_score and capd_score keep their places
+    assert rows[0] == header + [c for c in OUTPUT_COLUMNS if c not in header]
+    assert len(rows[0]) == len(set(c.strip().lower() for c in rows[0]))
     assert len(rows) == 46
     assert all(len(x) == len(rows[0]) for x in rows)
     g13 = next(x for x in rows if x[0] == "G13")
@@ -136,8 +138,8 @@ def test_default_format_off_terminal_is_csv():
 @pytest.mark.parametrize("content,needle", [
     (b"", "empty"),
     (b"\n\n", "empty"),
-    (b"patient_id,ice_score\n", "no data rows"),
     (b"name,ice_score\nx,10\n", "no patient_id column"),
+    (b"\xff\xfep\x00a\x00", "UTF-16, not UTF-8"),
     (b"patient_id,ICE_SCORE,ice_score\nx,1,1\n", "duplicate column"),
 ])
 def test_usage_problems_exit_2_with_message(tmp_path, content, needle):
@@ -260,7 +262,7 @@ def test_log_option_appends_graded_rows_only(tmp_path):
     assert len(recs) == 30  # 28 graded + 2 not assessable; invalid rows never logged
     assert {rec["source"] for rec in recs} == {"batch"}
     assert {rec["assessor"] for rec in recs} == {"script"}
-    assert log.verify(path) == (30, [])
+    assert (log.verify(path).records, log.verify(path).problems) == (30, [])
     g01 = next(rec for rec in recs if rec["patient_id"] == "G01")
     assert g01["assessed_at"] == "2026-11-27T08:00:00+00:00"
     assert "30 appended to the log" in r.stderr

@@ -45,7 +45,7 @@ def test_records_chain_and_verify(tmp_path):
     first_line = lines(path)[0]
     import hashlib
     assert b["prev_sha256"] == hashlib.sha256(first_line).hexdigest()
-    assert log.verify(path) == (2, [])
+    assert (log.verify(path).records, log.verify(path).problems) == (2, [])
 
 
 def test_record_carries_spec_fields(tmp_path):
@@ -86,7 +86,7 @@ def test_full_disk_gives_clear_error_and_keeps_earlier_records(tmp_path, monkeyp
         log.append(path, body(patient="SECRET-ID"))
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert log.verify(path) == (1, [])
+    assert (log.verify(path).records, log.verify(path).problems) == (1, [])
 
 
 def test_error_messages_never_carry_the_patient_id(tmp_path, monkeypatch):
@@ -112,7 +112,8 @@ def test_8_processes_x_200_appends_give_1600_intact_records(tmp_path):
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    count, problems = log.verify(path)
+    _v = log.verify(path)
+    count, problems = _v.records, _v.problems
     assert (count, problems) == (1600, [])
     recs = [r for _, r in log.iter_records(path)]
     assert sorted(r["seq"] for r in recs) == list(range(1, 1601))
@@ -140,7 +141,8 @@ def test_writer_killed_mid_append_leaves_complete_records_and_reports_torn_tail(
     recs = list(log.iter_records(path, problems.append))
     assert [r["seq"] for _, r in recs] == [1, 2, 3]
     assert [(p.line, p.kind) for p in problems] == [(4, "torn")]
-    count, vproblems = log.verify(path)
+    _v = log.verify(path)
+    count, vproblems = _v.records, _v.problems
     assert [(p.line, p.kind) for p in vproblems] == [(4, "torn")]
     # the next append starts on a fresh line, never glued to the fragment
     rec = log.append(path, body(ice=9))
@@ -149,7 +151,8 @@ def test_writer_killed_mid_append_leaves_complete_records_and_reports_torn_tail(
     recs = list(log.iter_records(path, problems.append))
     assert [r["seq"] for _, r in recs] == [1, 2, 3, 4]
     assert [(p.line, p.kind) for p in problems] == [(4, "unparseable")]
-    _, vproblems = log.verify(path)
+    _v = log.verify(path)
+    _, vproblems = _v.records, _v.problems
     assert [p.line for p in vproblems] == [4]  # the fragment stays visible, nothing after it
 
 
@@ -186,7 +189,8 @@ def test_verify_catches_one_byte_edit_with_line_number(tmp_path):
     ls = _make(path)
     ls[2] = ls[2].replace(b'"ice_score":2', b'"ice_score":9', 1)
     _write(path, ls)
-    _, problems = log.verify(path)
+    _v = log.verify(path)
+    _, problems = _v.records, _v.problems
     assert (problems[0].line, problems[0].kind) == (3, "edited")
 
 
@@ -195,7 +199,8 @@ def test_verify_catches_deleted_line(tmp_path):
     ls = _make(path)
     del ls[3]
     _write(path, ls)
-    _, problems = log.verify(path)
+    _v = log.verify(path)
+    _, problems = _v.records, _v.problems
     assert (problems[0].line, problems[0].kind) == (4, "missing")
     assert "deleted" in problems[0].message
 
@@ -205,7 +210,8 @@ def test_verify_catches_two_swapped_lines(tmp_path):
     ls = _make(path)
     ls[1], ls[2] = ls[2], ls[1]
     _write(path, ls)
-    _, problems = log.verify(path)
+    _v = log.verify(path)
+    _, problems = _v.records, _v.problems
     assert problems[0].line == 2
     assert {p.kind for p in problems} >= {"out_of_order"}
 
@@ -215,7 +221,8 @@ def test_verify_catches_inserted_line(tmp_path):
     ls = _make(path)
     ls.insert(4, ls[1])  # a genuine record copied to another place
     _write(path, ls)
-    _, problems = log.verify(path)
+    _v = log.verify(path)
+    _, problems = _v.records, _v.problems
     assert (problems[0].line, problems[0].kind) == (5, "out_of_order")
     assert "inserted" in problems[0].message
 
@@ -226,7 +233,8 @@ def test_verify_catches_forged_inserted_line(tmp_path):
     forged = log.encode_record({"seq": 4, "prev_sha256": "0" * 64, "patient_id": "PT-001"})
     ls.insert(3, forged)
     _write(path, ls)
-    _, problems = log.verify(path)
+    _v = log.verify(path)
+    _, problems = _v.records, _v.problems
     assert problems[0].line == 4
 
 

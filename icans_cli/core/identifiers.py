@@ -7,12 +7,14 @@ from datetime import datetime
 from icans_cli.core.errors import InvalidFinding
 
 PATIENT_ID_MAX = 64
+ASSESSOR_MAX = 64
+BLANKS = " \t"  # the only characters stripped around a value: never control characters
 
 
 def validate_patient_id(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidFinding("patient_id", "must be text", "1-64 printable characters")
-    text = value.strip()
+    text = value.strip(BLANKS)
     if not text:
         raise InvalidFinding("patient_id", "is empty", "1-64 printable characters, a pseudonym")
     if len(text) > PATIENT_ID_MAX:
@@ -21,6 +23,20 @@ def validate_patient_id(value: object) -> str:
     if not text.isprintable():
         raise InvalidFinding("patient_id", "contains a control or non-printable character",
                              "1-64 printable characters, a pseudonym")
+    return text
+
+
+def validate_assessor(value: object) -> str:
+    """Who assessed: printable, 1-64 characters (it reaches the log and every listing)."""
+    if not isinstance(value, str) or not value.strip(BLANKS):
+        raise InvalidFinding("assessor", "is empty", "1-64 printable characters")
+    text = value.strip(BLANKS)
+    if len(text) > ASSESSOR_MAX:
+        raise InvalidFinding("assessor", f"is {len(text)} characters long",
+                             "1-64 printable characters")
+    if not text.isprintable():
+        raise InvalidFinding("assessor", "contains a control or non-printable character (an "
+                             "escape sequence?)", "1-64 printable characters")
     return text
 
 
@@ -55,7 +71,10 @@ def identifying_reason(text: str) -> str | None:
 
 def parse_time(value: str, field: str = "assessed_at") -> datetime:
     """An ISO 8601 date-time; a time without offset is taken as local time."""
-    text = value.strip()
+    text = value.strip(BLANKS)
+    if not text.isascii():
+        raise InvalidFinding(field, "is not an ISO 8601 date-time (only ASCII digits)",
+                             "e.g. 2026-11-27T14:30 or 2026-11-27T14:30:00+01:00")
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:

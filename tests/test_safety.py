@@ -1,0 +1,505 @@
+"""What the tool writes and shows is safe (spec section 8): one regression test for each
+problem found by trying it as an attacker and as an unlucky user. No test needs root: a FIFO
+and a temporary "log" stand in for devices, and nothing is written outside tmp_path."""
+
+import csv
+import io
+import json
+import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from icans_cli import log
+from icans_cli.cli import app
+from tests.helpers import body
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = "patient_id,age_years,ice_score,crs_grade\nPT-1,50,8,0\nPT-2,50,2,0\nPT-3,6,,\n"
+
+
+def icans(*args, env=None, **kw):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "icans_cli", *args], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+@pytest.fixture
+def small(tmp_path):
+    f = tmp_path / "small.csv"
+    f.write_text(SMALL)
+    return f
+
+
+def leftovers(directory: Path):
+    return [p.name for p in directory.iterdir() if p.name.startswith(".icans-")]
+
+
+# --- -o never destroys the log, the input or a device -------------------------------------------
+
+def test_o_onto_the_log_is_refused_and_the_log_is_intact(tmp_path, small):
+    logf = tmp_path / "assessments.jsonl"
+    log.append(logf, body())
+    before = logf.read_bytes()
+    r = runner.invoke(app, ["grade", str(small), "-o", str(logf), "--log-file", str(logf)])
+    assert r.exit_code == 2 and "names the assessment log" in r.stderr
+    assert logf.read_bytes() == before
+    # the default log (ICANS_DATA_DIR) is protected too, with no --log-file given
+    default = Path(os.environ["ICANS_DATA_DIR"]) / "assessments.jsonl"
+    log.append(default, body())
+    r = runner.invoke(app, ["grade", str(small), "-o", str(default)])
+    assert r.exit_code == 2 and log.verify(default).problems == []
+
+
+def test_o_onto_the_input_is_refused(small):
+    before = small.read_text()
+    r = runner.invoke(app, ["grade", str(small), "-o", str(small)])
+    assert r.exit_code == 2 and "names the input file" in r.stderr
+    assert small.read_text() == before
+
+
+def test_log_file_equal_to_the_input_is_refused(small):
+    before = small.read_text()
+    r = runner.invoke(app, ["grade", str(small), "--log", "--log-file", str(small)])
+    assert r.exit_code == 2 and "--log-file names the input file" in r.stderr
+    assert small.read_text() == before
+
+
+def test_o_onto_a_fifo_writes_into_it_and_never_renames_over_it(tmp_path, small):
+    fifo = tmp_path / "device"
+    os.mkfifo(fifo)
+    got = {}
+
+    def read():
+        with open(fifo) as fh:
+            got["text"] = fh.read()
+
+    t = threading.Thread(target=read)
+    t.start()
+    r = icans("grade", str(small), "-f", "csv", "-o", str(fifo))
+    t.join(10)
+    assert r.returncode == 1, r.stderr  # one row is invalid on purpose
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the FIFO, not a regular file
+    assert got["text"].startswith("patient_id,age_years,ice_score,crs_grade,")
+    assert leftovers(tmp_path) == []
+
+
+def test_o_to_a_directory_or_a_missing_directory_is_a_message_not_an_internal_error(
+        tmp_path, small):
+    r = runner.invoke(app, ["grade", str(small), "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "is a directory" in r.stderr
+    r = runner.invoke(app, ["grade", str(small), "-o", str(tmp_path / "nope" / "out.csv")])
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    r = runner.invoke(app, ["grade", str(small), "-o", str(small) + "/out.csv"])
+    assert r.exit_code == 2 and "Internal error" not in r.output
+
+
+def test_closed_stdout_is_a_message_not_an_internal_error(small):
+    r = subprocess.run([sys.executable, "-m", "icans_cli", "grade", str(small), "-f", "csv"],
+                       cwd=ROOT, capture_output=False, stderr=subprocess.PIPE, text=True,
+                       preexec_fn=lambda: os.close(1), timeout=30)
+    assert r.returncode == 2 and "standard output is closed" in r.stderr
+
+
+# --- the temporary file never outlives a failure ------------------------------------------------
+
+def test_file_size_limit_during_o_leaves_no_temporary_file_and_says_so(tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_text("patient_id,ice_score\n" + "".join(f"PT-{i},8\n" for i in range(50_000)))
+    out = tmp_path / "out.csv"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    r = subprocess.run([sys.executable, "-m", "icans_cli", "grade", str(big), "-f", "csv",
+                        "-o", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       preexec_fn=limit, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "file-size limit" in r.stderr and "disk is full" not in r.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_disk_full_during_o_leaves_no_temporary_file(tmp_path, small, monkeypatch):
+    import errno
+
+    import icans_cli.batchrun as br
+
+    real_open = br.io.open
+
+    def full_disk(*a, **kw):
+        fh = real_open(*a, **kw)
+        real_write = fh.write
+
+        def write(text):
+            if fh.tell() > 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(text)
+
+        fh.write = write
+        return fh
+
+    monkeypatch.setattr(br.io, "open", full_disk)
+    out = tmp_path / "out.csv"
+    r = runner.invoke(app, ["grade", str(small), "-f", "csv", "-o", str(out)])
+    assert r.exit_code == 3 and "the disk is full" in r.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_during_o_leave_no_temporary_file(tmp_path, sig):
+    out = tmp_path / "out.csv"
+    p = subprocess.Popen([sys.executable, "-m", "icans_cli", "grade", "-", "-f", "csv", "-o",
+                          str(out)], cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    p.stdin.write("patient_id,ice_score\n" + "PT-1,8\n" * 100)
+    p.stdin.flush()
+    deadline = time.time() + 20
+    while not leftovers(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert leftovers(tmp_path), "the run never started writing"
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 128 + sig, err
+    assert "Stopped" in err and "was not written" in err
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+# --- input and log text are shown literally ------------------------------------------------------
+
+MARKUP_IDS = ["[/]PT-1", "[bold red]PT-2", "[link=https://evil.example]PT-3[/link]"]
+
+
+def test_patient_ids_that_look_like_markup_are_shown_literally_in_grade_table(tmp_path):
+    f = tmp_path / "m.csv"
+    f.write_text("patient_id,ice_score\n" + "".join(f'"{p}",8\n' for p in MARKUP_IDS))
+    r = runner.invoke(app, ["grade", str(f), "-f", "table"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    for pid in MARKUP_IDS:
+        assert pid in r.stdout
+
+
+def test_logged_markup_ids_do_not_break_log_show_or_history(tmp_path):
+    path = tmp_path / "l.jsonl"
+    for pid in MARKUP_IDS:
+        log.append(path, body(patient=pid))
+    r = runner.invoke(app, ["log", "show", "--log-file", str(path), "-f", "table"],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert all(pid in r.stdout for pid in MARKUP_IDS)
+    r = runner.invoke(app, ["history", MARKUP_IDS[0], "--log-file", str(path), "-f", "table"],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and MARKUP_IDS[0] in r.stdout
+
+
+@pytest.mark.parametrize("assessor", ["\x1b]0;owned\x07nurse", "nurse\x1b[2J", "a" * 65])
+def test_assessor_with_terminal_escapes_or_too_long_is_refused(tmp_path, small, assessor):
+    r = runner.invoke(app, ["grade", str(small), "--log", "--log-file",
+                            str(tmp_path / "l.jsonl"), "--assessor", assessor])
+    assert r.exit_code == 2 and "assessor" in r.stderr.lower()
+    assert "\x1b" not in r.stderr
+    assert not (tmp_path / "l.jsonl").exists()
+
+
+def test_escape_sequences_already_in_the_log_are_not_printed_raw(tmp_path):
+    path = tmp_path / "l.jsonl"
+    b = body()
+    b["assessor"] = "\x1b]0;owned\x07nurse\x1b[2J"
+    log.append(path, b)
+    for args in (["log", "show", "-f", "table"], ["history", "PT-001", "-f", "table"]):
+        r = runner.invoke(app, [*args, "--log-file", str(path)], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        assert "\x1b" not in r.stdout and "?nurse" in r.stdout
+
+
+# --- the fast path agrees with the plain parse ---------------------------------------------------
+
+def _grade_both(text):
+    out = {}
+    for fmt in ("csv", "jsonl"):
+        r = runner.invoke(app, ["grade", "-", "-f", fmt], input=text.encode("utf-8"))
+        assert r.exit_code in (0, 1, 2), r.output
+        out[fmt] = r
+    return out
+
+
+def _statuses(out):
+    csv_rows = list(csv.DictReader(io.StringIO(out["csv"].stdout)))
+    js = [json.loads(x) for x in out["jsonl"].stdout.splitlines()]
+    return ([(r["status"], r["icans_grade"]) for r in csv_rows],
+            [(o["status"], "" if o["icans_grade"] is None else str(o["icans_grade"]))
+             for o in js])
+
+
+def test_fast_path_and_plain_parse_agree_on_a_trailing_unit_separator():
+    text = "patient_id,age_years,capd_score\nPT-B,5,5\x1f\nPT-C,5,5\nPT-B,5,5\x1f\n"
+    a, b = _statuses(_grade_both(text))
+    assert a == b
+    assert a[0][0] == "invalid" and a[1][0] == "graded"  # "5\x1f" is not 5
+
+
+def test_non_ascii_digits_are_not_scores():
+    out = _grade_both("patient_id,ice_score\nPT-1,\u0663\n")
+    (o,) = [json.loads(x) for x in out["jsonl"].stdout.splitlines()]
+    assert o["status"] == "invalid" and o["errors"][0]["column"] == "ice_score"
+
+
+cell = st.one_of(
+    st.sampled_from(["", "0", "5", "8", "10", "12", " 9 ", "\t7", "5\x1f", "\x1f5", "\u0663",
+                     "\u00a07", "yes", "no", "alert", "voice", "unarousable", "prolonged",
+                     "none", "axi-cel", "1e1", "+3", "3.0"]),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters='",\r\n'), max_size=4))
+COLS = ["patient_id", "age_years", "ice_score", "capd_score", "consciousness", "seizure",
+        "sedated", "crs_grade", "product", "weight_kg"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(cell, min_size=len(COLS), max_size=len(COLS)), min_size=1,
+                max_size=8))
+def test_property_csv_and_jsonl_agree_on_every_rows_status_and_grade(rows):
+    for r in rows:
+        r[0] = "PT-" + r[0].strip() if r[0].strip().isprintable() else "PT-X"
+    text = ",".join(COLS) + "\n" + "".join(",".join(r) + "\n" for r in rows * 2)
+    a, b = _statuses(_grade_both(text))
+    assert a == b
+
+
+def test_grading_the_tools_own_csv_output_gives_the_same_output(tmp_path):
+    from tests.test_batch import GOLDEN
+
+    # every golden row but the ragged one (its missing cells are padded in the output, so the
+    # output is no longer the ragged row it was)
+    lines = GOLDEN.read_text().splitlines(keepends=True)
+    width = len(next(csv.reader(lines[:1])))
+    whole = "".join(x for x in lines if len(next(csv.reader([x]))) == width)
+    first = runner.invoke(app, ["grade", "-", "-f", "csv"], input=whole).stdout
+    again = runner.invoke(app, ["grade", "-", "-f", "csv"], input=first).stdout
+    assert again == first
+    header = next(csv.reader(io.StringIO(first)))
+    assert header.count("ice_score") == 1 and header.count("capd_score") == 1
+
+
+# --- logging a batch: interrupted, repeated ------------------------------------------------------
+
+def _big(tmp_path, n=20_000):
+    f = tmp_path / "big.csv"
+    f.write_text("patient_id,ice_score,assessed_at\n" + "".join(
+        f"PT-{i},{i % 11},2026-11-27T08:{i % 60:02d}:00Z\n" for i in range(n)))
+    return f
+
+
+def test_batch_cut_off_by_head_says_how_many_rows_were_logged(tmp_path):
+    big, logf = _big(tmp_path), tmp_path / "l.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "icans_cli", "grade", str(big), "-f", "csv",
+                          "--log", "--log-file", str(logf), "--assessor", "script"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.readline()
+    p.stdout.close()  # like | head -1
+    err = p.stderr.read()
+    p.stderr.close()
+    p.wait(timeout=60)
+    logged = len(logf.read_text().splitlines())
+    assert p.returncode == 141, err
+    assert f"{logged:,} appended to the log (the last was row {logged:,})" in err
+    assert 0 < logged < 20_000
+
+
+def test_batch_interrupted_by_ctrl_c_while_logging_says_how_many_rows_were_logged(tmp_path):
+    logf = tmp_path / "l.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "icans_cli", "grade", "-", "-f", "csv", "--log",
+                          "--log-file", str(logf), "--assessor", "script"], cwd=ROOT,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    p.stdin.write("patient_id,ice_score\n" + "".join(f"PT-{i},9\n" for i in range(3)))
+    p.stdin.flush()
+    deadline = time.time() + 20
+    while (not logf.exists() or len(logf.read_text().splitlines()) < 3) \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 130, err
+    assert "3 appended to the log (the last was row 3)" in err
+    assert "nothing was saved" not in err
+
+
+def test_logging_the_same_file_twice_does_not_duplicate_records(tmp_path, small):
+    logf = tmp_path / "l.jsonl"
+    args = ["grade", str(small), "-f", "csv", "--log", "--log-file", str(logf),
+            "--assessor", "script"]
+    first = runner.invoke(app, args)
+    second = runner.invoke(app, args)
+    recs = [r for _, r in log.iter_records(logf)]
+    assert len(recs) == 2  # two graded rows; the third (age 6 without CAPD) is invalid
+    assert "2 appended to the log" in first.stderr
+    assert "0 appended to the log, 2 already in the log skipped" in second.stderr
+    assert all(len(r["extra"]["source_row_sha256"]) == 64 for r in recs)
+    assert [r["extra"]["input_row"] for r in recs] == [1, 2]
+
+
+def test_log_write_failure_exits_3_not_1_like_invalid_rows(tmp_path, small):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = runner.invoke(app, ["grade", str(small), "--log", "--log-file",
+                            str(blocker / "l.jsonl"), "--assessor", "script"])
+    assert r.exit_code == 3 and "the log" in r.stderr
+
+
+def test_broken_pipe_exits_the_same_for_grade_and_log_show(tmp_path):
+    big, logf = _big(tmp_path, 5_000), tmp_path / "l.jsonl"
+    runner.invoke(app, ["grade", str(big), "--log", "--log-file", str(logf), "--assessor", "s"])
+    codes = []
+    for args in (["grade", str(big), "-f", "csv"], ["log", "show", "-f", "jsonl", "--log-file",
+                                                   str(logf)]):
+        p = subprocess.Popen([sys.executable, "-m", "icans_cli", *args], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdout.readline()
+        p.stdout.close()
+        p.stderr.read()
+        p.stderr.close()
+        codes.append(p.wait(timeout=60))
+    assert codes == [141, 141]
+
+
+# --- log verify claims only what it proves -------------------------------------------------------
+
+def _log_of(tmp_path, n=6):
+    path = tmp_path / "l.jsonl"
+    for i in range(n):
+        log.append(path, body(hours=i))
+    return path
+
+
+def test_verify_says_what_a_chain_proves_and_what_it_cannot(tmp_path):
+    path = _log_of(tmp_path)
+    r = runner.invoke(app, ["log", "verify", "--log-file", str(path)])
+    assert r.exit_code == 0
+    assert "the chain is intact up to record #6" in r.stdout
+    assert "cannot show that records were cut off the end" in r.stdout
+    assert "chain intact (" not in r.stdout  # no claim about the whole file
+
+
+def test_verify_with_a_kept_head_catches_the_last_three_lines_deleted(tmp_path):
+    path = _log_of(tmp_path)
+    head = runner.invoke(app, ["log", "head", "--log-file", str(path)]).stdout.strip()
+    assert head.startswith("6:") and len(head.split(":")[1]) == 64
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:3]))
+    assert runner.invoke(app, ["log", "verify", "--log-file", str(path)]).exit_code == 0
+    r = runner.invoke(app, ["log", "verify", "--head", head, "--log-file", str(path)])
+    assert r.exit_code == 1 and "record #6 (the head you kept) is not in the log" in r.stderr
+
+
+def test_verify_with_a_kept_head_catches_a_forged_rewrite_of_that_record(tmp_path):
+    path = _log_of(tmp_path, 3)
+    head = runner.invoke(app, ["log", "head", "--log-file", str(path)]).stdout.strip()
+    lines = path.read_bytes().splitlines(keepends=True)
+    rec = json.loads(lines[-1])
+    for k in ("sha256",):
+        rec.pop(k)
+    rec["result"]["icans_grade"] = 3  # forged, with its own hash recomputed
+    lines[-1] = log.encode_record(rec) + b"\n"
+    path.write_bytes(b"".join(lines))
+    assert runner.invoke(app, ["log", "verify", "--log-file", str(path)]).exit_code == 0
+    r = runner.invoke(app, ["log", "verify", "--head", head, "--log-file", str(path)])
+    assert r.exit_code == 1 and "not the one whose hash you kept" in r.stderr
+
+
+def test_verify_with_a_kept_head_accepts_records_appended_after_it(tmp_path):
+    path = _log_of(tmp_path, 3)
+    head = runner.invoke(app, ["log", "head", "--log-file", str(path)]).stdout.strip()
+    log.append(path, body(hours=9))
+    r = runner.invoke(app, ["log", "verify", "--head", head, "--log-file", str(path)])
+    assert r.exit_code == 0 and "record #3 is the one whose hash you kept" in r.stdout
+
+
+def test_verify_of_an_emptied_log_says_it_is_empty(tmp_path):
+    path = _log_of(tmp_path, 2)
+    head = runner.invoke(app, ["log", "head", "--log-file", str(path)]).stdout.strip()
+    path.write_bytes(b"")
+    r = runner.invoke(app, ["log", "verify", "--log-file", str(path)])
+    assert "EMPTY" in r.stdout and "OK" not in r.stdout
+    assert runner.invoke(app, ["log", "verify", "--head", head, "--log-file",
+                               str(path)]).exit_code == 1
+
+
+# --- no patient id in a message ------------------------------------------------------------------
+
+def test_a_file_without_a_header_row_does_not_list_its_first_row(tmp_path):
+    f = tmp_path / "noheader.csv"
+    f.write_text("pt-secret-7,8\npt-secret-8,9\n")
+    r = runner.invoke(app, ["grade", str(f)])
+    assert r.exit_code == 2 and "pt-secret" not in r.output
+    assert "first row must be a header" in r.stderr
+
+
+def test_unexpected_extra_arguments_are_not_echoed():
+    r = icans("grade", "x.csv", "PT-SECRET-2")
+    assert r.returncode == 2 and "PT-SECRET-2" not in r.stderr
+    assert "unexpected extra argument" in r.stderr
+
+
+def test_shifted_cells_do_not_echo_the_id_in_errors(tmp_path):
+    f = tmp_path / "shifted.csv"
+    f.write_text("patient_id,consciousness,seizure,product\nPT-SECRET-9,PT-SECRET-9,"
+                 "PT-SECRET-9,PT-SECRET-9\n")
+    r = runner.invoke(app, ["grade", str(f), "-f", "jsonl"])
+    (o,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert o["status"] == "invalid" and len(o["errors"]) == 3
+    assert all("PT-SECRET" not in e["message"] for e in o["errors"])
+    assert "PT-SECRET" not in r.stderr
+
+
+# --- readers: bounded, regular files, streaming --------------------------------------------------
+
+def test_an_endless_line_is_refused_with_a_clear_error_not_filled_into_memory(tmp_path):
+    f = tmp_path / "zeros"
+    f.write_bytes(b"patient_id,ice_score\n" + b"\0" * 1_200_000)
+    r = runner.invoke(app, ["grade", str(f), "-f", "csv"])
+    assert r.exit_code == 2 and "longer than 1,000,000 characters" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["log", "verify"], ["log", "show", "-f", "jsonl"],
+                                  ["history", "PT-1", "-f", "jsonl"], ["log", "head"]])
+def test_a_fifo_as_the_log_is_refused_and_never_hangs(tmp_path, args):
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    r = icans(*args, "--log-file", str(fifo))
+    assert r.returncode == 2 and "not a regular file" in r.stderr
+
+
+# --- smaller ------------------------------------------------------------------------------------
+
+def test_utf16_input_is_named_as_such():
+    r = runner.invoke(app, ["grade", "-"], input="patient_id,ice_score\nPT-1,8\n".encode("utf-16"))
+    assert r.exit_code == 2 and "UTF-16, not UTF-8" in r.stderr
+
+
+def test_a_header_with_no_data_rows_is_zero_rows_exit_0_header_alone(tmp_path):
+    f = tmp_path / "empty-ward.csv"
+    f.write_text("patient_id,ice_score\n")
+    r = runner.invoke(app, ["grade", str(f), "-f", "csv"])
+    assert r.exit_code == 0 and "0 rows" in r.stderr
+    assert r.stdout.splitlines() == ["patient_id,ice_score,capd_score,icans_grade,grade_at_least,"
+                                     "status,drivers,recommendation,errors"]
+    assert runner.invoke(app, ["grade", str(f), "-f", "json"]).stdout == "[]\n"
+
+
+def test_permissive_modes_on_the_log_and_its_directory_are_warned(tmp_path):
+    path = tmp_path / "data" / "l.jsonl"
+    log.append(path, body())
+    os.chmod(path.parent, 0o755)
+    os.chmod(path, 0o644)
+    r = runner.invoke(app, ["log", "verify", "--log-file", str(path)])
+    assert "the data directory" in r.stderr and "mode 0755" in r.stderr
+    assert "the log" in r.stderr and "mode 0644" in r.stderr
