@@ -524,13 +524,14 @@ def _table(rows: list[RowOutcome]) -> None:
     from icans_cli.term import out, plain
 
     t = Table(title=plural(len(rows), "row"), title_justify="left")
-    for col in ("row", "patient", "score", "grade", "status", "drivers", "errors"):
-        t.add_column(col)
+    for col in ("row", "patient", "score", "grade", "status"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("drivers, or the problem", ratio=1)
     for o in rows:
         r = o.result
         if r is None:
             t.add_row(str(o.row), Text(plain(_clean(o.patient_id or "?"))), "", "",
-                      Text("INVALID", "bold red"), "",
+                      Text("INVALID", "bold red"),
                       Text("; ".join(f"{e['column']}: {e['message']}" for e in o.errors)))
             continue
         score = score_words(r.score_path, r.ice_score if r.score_path == "ice" else
@@ -538,5 +539,5 @@ def _table(rows: list[RowOutcome]) -> None:
         g = str(r.grade) if r.grade is not None else f"at least {r.grade_at_least}"
         t.add_row(str(o.row), Text(plain(_clean(o.patient_id or ""))), score,
                   Text(g, GRADE_STYLE[r.effective_grade]), r.status.replace("_", " "),
-                  ", ".join(r.drivers) or "-", "")
+                  ", ".join(r.drivers) or "-")
     out().print(t)

@@ -577,9 +577,12 @@ def grade(
     """Grade exported assessments from CSV, one row at a time.
 
     Columns (case-insensitive, any order; unknown columns pass through): patient_id (required),
-    assessed_at, age_years, developmental_delay, ice_orientation, ice_naming, ice_commands,
-    ice_writing, ice_attention, ice_score, capd_score, consciousness, seizure, motor, icp_edema,
-    excluded, sedated, crs_grade, product.
+    assessed_at, age_years, weight_kg (children's doses are per kg), developmental_delay,
+    ice_orientation, ice_naming, ice_commands, ice_writing, ice_attention, ice_score,
+    capd_score, capd_baseline, consciousness, seizure, motor, icp_edema, excluded, sedated,
+    crs_grade, product; or, to grade the CRS from its findings instead of crs_grade:
+    temperature_c, hypotension, vasopressors, vasopressin, oxygen, oxygen_flow_l_min,
+    crs_treated.
 
     Exit status: 0 all rows valid, 1 some rows invalid (each says why), 2 the input cannot be used.
 

@@ -124,7 +124,8 @@ def change_since_result(prev: dict[str, Any], result: Any, now: datetime) -> tup
     if result.status != "graded":
         e = entry_from(0, prev)
         hours = _hours(e.assessed_at, now)
-        return (f"{score_words(e.score_path, e.score)}, grade {e.grade} "
-                f"{hours:.1f} h ago → not assessable now (at least grade "
-                f"{result.grade_at_least}): compare when it can be assessed", False)
+        now_words = (f"at least grade {result.grade_at_least}" if result.grade_at_least
+                     else "grade unknown")
+        return (f"{score_words(e.score_path, e.score)}, grade {e.grade} {hours:.1f} h ago → "
+                f"not assessable now ({now_words}): compare when it can be assessed", False)
     return change_since(prev, result.score_path, score, result.effective_grade, now)

@@ -54,6 +54,8 @@ class Context:
 def grade_label(result: IcansResult) -> str:
     if result.status == "graded":
         return f"ICANS GRADE {result.grade}"
+    if not result.grade_at_least:
+        return "NOT ASSESSABLE: grade unknown (another cause)"
     return f"NOT ASSESSABLE: ICANS grade at least {result.grade_at_least}"
 
 
@@ -130,18 +132,23 @@ def _crs_words(rec: Recommendation) -> str:
 
 
 def source_tag(line: AdviceLine, with_protocol: bool = True) -> str:
-    tag = f"[{line.short_source}" + (f" · {line.protocol_id}]" if with_protocol else "]")
+    """[source; protocol P] with the evidence level in words when it is not a primary read
+    (the summary names the protocol once, in its panel, and leaves the levels to the
+    details)."""
+    if not with_protocol:
+        return f"[{line.short_source}]"
+    tag = f"[{line.short_source}; protocol {line.protocol_id}"
     if line.evidence == "V2":
-        tag += " (secondary source)"
+        tag += "; secondary source"
     elif line.evidence == "D":
-        tag += " (derived)"
-    return tag
+        tag += "; derived"
+    return tag + "]"
 
 
 def _line_text(line: AdviceLine, with_tag: bool = True) -> Text:
     style = "yellow" if not line.verified else ("bold" if line.is_dose else "")
     t = Text(line.text, style=style)
-    if with_tag and (line.is_dose or not line.verified):
+    if with_tag:
         t.append(" " + source_tag(line), style="dim")
     return t
 
@@ -175,7 +182,8 @@ def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
         return _summary_text(anti, lead + "YES, for the CRS: ")
     text = Text(lead, style="bold")
     if rec.grade >= 1 and not branch.crs:
-        text.append("NO: no CRS, and it does not treat ICANS", style="bold")
+        why = "CRS controlled after treatment" if rec.crs == "controlled" else "no CRS"
+        text.append(f"NO: {why}, and it does not treat ICANS", style="bold")
     else:
         text.append("not for ICANS")
     return text
@@ -183,9 +191,13 @@ def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
 
 def _one_branch(grid: Table, branch: Branch, rec: Recommendation) -> None:
     glance = branch.glance()
+    if glance.care is not None and rec.grade >= 3:
+        grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
     if glance.steroid is not None:
         grid.add_row(Text("Steroids", style="bold"), _summary_text(glance.steroid))
     grid.add_row(Text("Tocilizumab", style="bold"), _toci(branch, rec))
+    if glance.care is not None and rec.grade < 3:
+        grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
 
 
 def _both_branches(grid: Table, rec: Recommendation) -> None:
@@ -229,23 +241,30 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
             if c.summary not in seen:
                 seen.add(c.summary)
                 grid.add_row(Text("CAUTION", style="bold red"), _summary_text(c))
+    glance = rec.branches[-1].glance()
+    if glance.status_epilepticus:  # the emergency first
+        grid.add_row(Text("SEIZURE", style="bold red"), _summary_text(glance.seizure))
+        grid.add_row(Text(""), _summary_text(glance.seizure_next))
     if len(rec.branches) == 1:
         _one_branch(grid, rec.branches[0], rec)
     else:
         _both_branches(grid, rec)
-    glance = rec.branches[-1].glance()
-    if glance.seizure is not None:
+    if glance.seizure is not None and not glance.status_epilepticus:
         grid.add_row(Text("Seizure", style="bold red"), _summary_text(glance.seizure))
-    if len(rec.branches) == 1 and glance.care is not None:
-        grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
+    if glance.workup is not None and rec.grade >= 2:
+        grid.add_row(Text("Work-up", style="bold"), _summary_text(glance.workup))
     due = ""
     if ctx.assessed_at is not None:
         due_at = ctx.assessed_at + timedelta(hours=rec.cadence.hours)
         due = f", by {due_at.astimezone().strftime('%H:%M')}"
-    next_text = Text(f"within {rec.cadence.hours} h{due}", style="bold")
-    if rec.cadence.evidence == "R":
-        next_text.append(" (ICU; 4 h UNVERIFIED)" if rec.cadence.hours == 4 else
-                         " (UNVERIFIED)", style="yellow")
+    if rec.cadence.evidence == "R" and rec.cadence.hours == 4:
+        next_text = Text("ICU neuro checks per the ICU's protocol; ", style="bold")
+        next_text.append(f"at the latest within 4 h{due}")
+        next_text.append(" (4 h UNVERIFIED)", style="yellow")
+    else:
+        next_text = Text(f"within {rec.cadence.hours} h{due}", style="bold")
+        if rec.cadence.evidence == "R":
+            next_text.append(" (UNVERIFIED)", style="yellow")
     grid.add_row(Text("Next check", style="bold"), next_text)
     if ctx.change is not None:
         text, worse = ctx.change

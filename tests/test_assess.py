@@ -211,7 +211,7 @@ def test_crs_questions_treated_without_hypotension_or_hypoxia_is_controlled(logf
     r = run(keys, "--patient", "PT-8b", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "CRS controlled after treatment" in r.stdout
-    assert "NO: no CRS" in r.stdout
+    assert "NO: CRS controlled after treatment, and it does not treat ICANS" in flat(r.stdout)
     (rec,) = records(logf)
     assert rec["findings"]["crs_detail"]["controlled"] is True
     assert rec["recommendation"]["crs"] == "controlled"

@@ -129,13 +129,22 @@ def hypoxia_grade(f: CrsFindings) -> int:
     return max(g, 1)
 
 
+def _words(hyp: int, oxy: int) -> str:
+    """'hypotension needing one vasopressor (grade 3) and no hypoxia'."""
+    h = {1: "no hypotension", 2: "hypotension without vasopressors (grade 2)",
+         3: "hypotension needing a vasopressor (grade 3)",
+         4: "hypotension needing several vasopressors (grade 4)"}[hyp]
+    o = {1: "no hypoxia", 2: "low-flow oxygen (grade 2)", 3: "high-flow oxygen or a mask (grade 3)",
+         4: "positive pressure ventilation (grade 4)"}[oxy]
+    return f"{h} and {o}"
+
+
 def grade_crs(f: CrsFindings) -> CrsResult:
     hyp = hypotension_grade(f)
     oxy = hypoxia_grade(f)
     if f.has_fever:
         g = max(hyp, oxy)
-        why = f"fever >= {FEVER_C:.1f} C with the worse of hypotension (grade {hyp}) and " \
-              f"hypoxia (grade {oxy})"
+        why = f"fever >= {FEVER_C:.1f} C with {_words(hyp, oxy)}"
         return CrsResult(g, hyp, oxy, True, False, why)
     if f.treatments:
         given = " and ".join(t for t in TREATMENTS if t in f.treatments)
@@ -153,7 +162,7 @@ def grade_crs(f: CrsFindings) -> CrsResult:
             return CrsResult(0, hyp, oxy, False, True, why, True, disagreement)
         g = max(hyp, oxy)
         why = (f"no fever, but {given} was given for CRS, so fever is no longer required: "
-               f"graded on hypotension (grade {hyp}) and hypoxia (grade {oxy})")
+               f"graded on {_words(hyp, oxy)}")
         return CrsResult(g, hyp, oxy, False, True, why, False, disagreement)
     why = "no fever >= 38.0 C and no treatment for CRS so far: no CRS"
     if hyp > 1 or oxy > 1:

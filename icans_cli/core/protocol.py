@@ -254,8 +254,13 @@ class Branch:
         def first(section: str) -> AdviceLine | None:
             return next((x for x in self.lines if x.section == section), None)
 
-        anti = next((x for x in self.lines if x.section == "anti_cytokine" and x.is_dose),
-                    first("anti_cytokine"))
+        anti = next((x for x in self.lines if x.section == "anti_cytokine" and any(
+            d.drug == "tocilizumab" for _, d in x.doses)), None) or next(
+            (x for x in self.lines if x.section == "anti_cytokine" and x.is_dose),
+            first("anti_cytokine"))
+        cares = [x for x in self.lines if x.section == "level_of_care"]
+        care = max(cares, key=lambda x: _START_RANK[x.start], default=None)
+        seizures = [x for x in self.lines if x.section == "seizures"]
         more_steroids = self.crs and self.crs_grade is None and any(
             x.section == "corticosteroids" and x.table == "crs" for x in self.lines)
         return Glance(
@@ -263,8 +268,11 @@ class Branch:
             steroid=self.steroid_line,
             anti_cytokine=anti,
             tocilizumab=self.tocilizumab_advised,
-            seizure=first("seizures"),
-            care=first("level_of_care"),
+            seizure=seizures[0] if seizures else None,
+            seizure_next=seizures[1] if len(seizures) > 1 and "STATUS" in
+            seizures[0].text else None,
+            care=care,
+            workup=first("workup"),
             crs_adds_steroids=more_steroids,
         )
 
@@ -276,8 +284,14 @@ class Glance:
     anti_cytokine: AdviceLine | None
     tocilizumab: bool
     seizure: AdviceLine | None
+    seizure_next: AdviceLine | None  # status epilepticus: the second-line drugs
     care: AdviceLine | None
+    workup: AdviceLine | None
     crs_adds_steroids: bool  # a CRS branch of unknown grade: CRS 3-4 would add steroids now
+
+    @property
+    def status_epilepticus(self) -> bool:
+        return self.seizure_next is not None
 
 
 @dataclass(frozen=True)
@@ -421,9 +435,11 @@ def recommend(
         if _matches(r, ctx, crs_branch=None, crs_grade=None))
     cadence_grade = grade
     if not ctx.graded:
-        # Not assessable never relaxes the watch: at least the grade-1 cadence, and the
-        # last assessable grade's when it is higher.
-        cadence_grade = max(grade, 1, last_assessable.grade if last_assessable else 0)
+        # Not assessable never relaxes the watch: the patient is watched as in the ICU (where a
+        # sedated patient usually is), as for grades 3-4.
+        cadence_grade = max(grade, 3)
+    if status == "yes" and crs_grade is not None and crs_grade >= 3:
+        cadence_grade = max(cadence_grade, 3)  # in the ICU for the CRS: the ICU's checks
     return Recommendation(
         protocol_id=protocol.id,
         protocol_version=protocol.version,
@@ -494,7 +510,8 @@ def _branch(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None,
                      prefix=_prefix(r, ctx, crs_grade))
              for r in protocol.rules if _matches(r, ctx, crs, crs_grade)]
     lines = _dedupe(lines)
-    lines += _product_lines(protocol, ctx, crs, crs_grade, product, lines)
+    if ctx.graded:
+        lines += _product_lines(protocol, ctx, crs, crs_grade, product, lines)
     if not ctx.age_known and any(x.is_dose for x in lines):
         lines.append(_tool_line(protocol, "caution", (
             "Age not given: adult doses are shown. For a patient under 18, give the age and "
@@ -536,10 +553,13 @@ def crs_grades_text(grades: frozenset[int] | tuple[int, ...]) -> str:
 
 
 def _dedupe(lines: list[AdviceLine]) -> list[AdviceLine]:
+    """One line per advice: a CRS-table line that repeats an ICANS-table line (the same text,
+    its CRS-grade condition aside) is left out."""
     seen: set[tuple[str, str]] = set()
     out = []
     for x in lines:
-        key = (x.section, x.text)
+        bare = x.text[len(x.condition) + 2:] if x.condition else x.text
+        key = (x.section, _cap(bare))
         if key not in seen:
             seen.add(key)
             out.append(x)
@@ -566,7 +586,22 @@ def _order_steroids(lines: list[AdviceLine], crs_known: bool = True) -> list[Adv
     icans, crs = tables["icans"], tables["crs"]
     stronger = crs_known and strength(crs) > strength(icans)
     first, second = (crs, icans) if stronger else (icans, crs)
+    top = strength(first)
+    if top[0] == _START_RANK["now"]:
+        # Never two regimens at once: a line of the other table that the stronger regimen
+        # already covers says so.
+        second = [_covered(x) if x.steroid_strength() <= top and x.start else x for x in second]
     return first + second + notes
+
+
+COVERED = "Covered by the stronger regimen above: not in addition."
+
+
+def _covered(line: AdviceLine) -> AdviceLine:
+    from dataclasses import replace
+
+    return replace(line, text=f"{line.text} ({COVERED})",
+                   short=f"{line.bare_summary} ({COVERED})" if line.short else None)
 
 
 def _render(protocol: Protocol, r: _Rule, weight_kg: float | None,
@@ -640,14 +675,11 @@ def _product_lines(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int 
                "corticosteroids")
     elif any(x.section == "corticosteroids" and x.start == "now" for x in lines):
         why = f"at grade {ctx.grade} corticosteroids are already advised for every product"
-    elif crs:
-        why = ("with concurrent CRS the ICANS table gives tocilizumab first and adds "
-               "corticosteroids if refractory, whatever the product")
     else:
         why = "this protocol gives the same advice at this grade for every product"
     return [_tool_line(protocol, "corticosteroids", (
-        f"{name} is a high-neurotoxicity product (ASCO allows corticosteroids earlier for it), "
-        f"but that changes nothing here: {why}."), "asco2021")]
+        f"{name} is a high-neurotoxicity product (ASCO allows corticosteroids earlier for it); "
+        f"the advice above is the same for it: {why}."), "asco2021")]
 
 
 def _not_assessable_lines(protocol: Protocol, result: IcansResult, last: LastAssessable | None,

@@ -202,7 +202,23 @@ def test_icans_3_axi_cel_with_crs_3_is_dexamethasone_now_not_only_if_refractory(
     b = only(advise(crs=3, ice_score=2, product="axi-cel", weight=80))
     assert b.first_line_steroid == "dexamethasone"
     assert b.steroid_line.table == "crs"
-    assert "the CRS regimen already includes corticosteroids" in text(b)
+    later = [x for x in section(b, "corticosteroids") if x.table == "icans"]
+    assert later and all("not in addition" in x.text for x in later)
+
+
+def test_high_risk_product_with_crs_gets_earlier_steroids_considered():
+    b = only(advise(crs=1, ice_score=2, product="brexu-cel", weight=80))
+    assert any("ASCO recommends earlier corticosteroids" in x.text
+               for x in section(b, "corticosteroids"))
+    assert "high-neurotoxicity product" not in text(b)  # the product changes the advice
+
+
+def test_two_steroid_regimens_are_never_stacked():
+    b = only(advise(crs=3, motor="focal_weakness", weight=70))  # ICANS 4 with CRS 3
+    first, *rest = section(b, "corticosteroids")
+    assert "1,000 mg/day" in first.text and first.start == "now"
+    dex = next(x for x in rest if x.table == "crs")
+    assert "Covered by the stronger regimen above: not in addition." in dex.text
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -293,10 +309,12 @@ def test_prolonged_seizure_is_not_under_treated_by_the_non_convulsive_regimen_al
 @pytest.mark.parametrize("sign", ["diffuse_edema", "posturing", "papilledema", "cn6_palsy",
                                   "cushing_triad"])
 def test_raised_icp_turns_the_lp_line_into_a_warning(name, sign):
-    b = only(advise(name, crs=0, ice_score=8, icp_edema={sign}))
+    b = only(advise(name, crs=0, ice_score=8, icp_edema={sign}, weight=70))
     lp = [x for x in b.lines if "umbar puncture" in x.text]
-    assert lp and all("Do NOT do a lumbar puncture" in x.text for x in lp)
+    assert lp and all("Do NOT do a lumbar puncture, nor intrathecal therapy" in x.text
+                      for x in lp)
     assert lp[0].section == "caution"
+    assert "intrathecal hydrocortisone" not in text(b)
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -304,7 +322,7 @@ def test_every_lp_line_names_its_contraindications(name):
     for findings in (dict(ice_score=5), dict(ice_score=2), dict(icp_edema={"focal_edema"}),
                      dict(consciousness="unarousable")):
         for line in advise(name, crs=0, **findings).all_lines:
-            if "umbar puncture" in line.text and "Do NOT" not in line.text:
+            if line.section == "workup" and "umbar puncture" in line.text:
                 assert ("if there is no contraindication (raised intracranial pressure, "
                         "thrombocytopenia or coagulopathy)") in line.text
 
