@@ -5,7 +5,10 @@ Prints, in one run:
   appending must not grow with the log);
 - `history` of one patient over the large log against a bare json.loads-per-line scan of the
   same file (goal <= 1.5x);
-- `verify` of the whole chain against the same scan (goal <= 3x).
+- `verify` of the whole chain against the same scan (goal <= 3x);
+- `icans log show -f jsonl` over a 20,000-record log against a 2,000-record one: peak memory
+  (goal <= 1.3x: the reader streams) and its time against `icans log verify` of the same log
+  (goal <= 2x), each in a fresh process writing into the benchmark's temporary directory.
 Times are medians of repeated runs. This is a measurement, not a test: it never fails.
 """
 
@@ -15,6 +18,7 @@ import argparse
 import hashlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,6 +84,30 @@ def bare_scan(path: Path) -> int:
     return n
 
 
+COMMAND = """
+import resource, sys
+from icans_cli.cli import app
+with open(sys.argv[1], "w") as out:
+    sys.stdout = out
+    try:
+        app(sys.argv[2:])
+    except SystemExit:
+        pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_icans(out: Path, *args: str) -> tuple[float, int]:
+    """(seconds, peak RSS in KB) of one icans command in a fresh process, output to `out`."""
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", COMMAND, str(out), *args], cwd=ROOT,
+                       capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "0"
+    return elapsed, int(last) if last.isdigit() else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
@@ -114,8 +142,21 @@ def main() -> None:
 
         t_hist = median_time(hist, args.repeat)
         t_verify = median_time(lambda: log.verify(large), max(3, args.repeat // 2))
-        count, problems = log.verify(large)
-        assert not problems, problems[:3]
+        assert not log.verify(large).problems
+
+        show_small, show_large = Path(d) / "show2k.jsonl", Path(d) / "show20k.jsonl"
+        build(show_small, 2_000, args.patients)
+        build(show_large, 20_000, args.patients)
+        sink = Path(d) / "out.txt"
+        rss, t_show, t_ver = {}, [], []
+        for _ in range(args.repeat):  # interleaved, fresh processes
+            t, m = run_icans(sink, "log", "show", "-f", "jsonl", "--log-file", str(show_large))
+            t_show.append(t)
+            rss["large"] = max(rss.get("large", 0), m)
+            t_ver.append(run_icans(sink, "log", "verify", "--log-file", str(show_large))[0])
+            rss["small"] = max(rss.get("small", 0), run_icans(
+                sink, "log", "show", "-f", "jsonl", "--log-file", str(show_small))[1])
+        s_show, s_ver = statistics.median(t_show), statistics.median(t_ver)
 
     print(f"log of {args.records:,} records ({mb:.1f} MB), {args.patients:,} patients; "
           f"medians")
@@ -129,6 +170,15 @@ def main() -> None:
         ratio = t / base
         print(f"{name:44} {t*1000:8.2f}ms {base*1000:8.2f}ms {ratio:6.2f}x {goal:5.1f}x "
               f"{'ok' if ratio <= goal else 'OVER'}")
+    print()
+    print("icans log show -f jsonl, fresh processes")
+    mem_ratio = rss["large"] / rss["small"]
+    print(f"{'peak RSS: 20k-record log vs 2k-record log':44} {rss['large']/1024:8.1f}MB "
+          f"{rss['small']/1024:8.1f}MB {mem_ratio:6.2f}x {1.3:5.1f}x "
+          f"{'ok' if mem_ratio <= 1.3 else 'OVER'}")
+    print(f"{'time: show vs verify, 20k-record log':44} {s_show*1000:8.1f}ms "
+          f"{s_ver*1000:8.1f}ms {s_show/s_ver:6.2f}x {2.0:5.1f}x "
+          f"{'ok' if s_show / s_ver <= 2.0 else 'OVER'}")
 
 
 if __name__ == "__main__":

@@ -327,10 +327,44 @@ def log_show(
                 continue
             yield rec, superseded.get(str(rec.get("id")))
 
+    if fmt == "jsonl" and not (patient or cutoff or min_grade is not None):
+        _raw_jsonl(path, superseded)
+        return
     if fmt != "table":
         _write_machine(fmt, selected())
         return
     _stream_table(selected(), path)
+
+
+_ID = __import__("re").compile(rb'"id":"([^"]*)"')  # the first is the record's own (sorted keys)
+
+
+def _raw_jsonl(path: Path, superseded: dict[str, str]) -> None:
+    """Every record as stored (a line of the record's shape is copied, not re-encoded), the
+    superseded ones with `superseded_by` added: the fastest streaming reader."""
+    import json
+
+    from icans_cli import log
+
+    out = sys.stdout.buffer
+    shape = log.record_shape
+    try:
+        for n, line, complete in log.iter_lines(path):
+            if not complete or not shape(line):
+                if line.strip():
+                    warn(f"log line {n}: not a valid record (torn or corrupted); skipped")
+                continue
+            m = superseded and _ID.search(line)
+            if m and m.group(1).decode() in superseded:
+                rec = json.loads(line)
+                if str(rec.get("id")) in superseded:
+                    rec["superseded_by"] = superseded[str(rec.get("id"))]
+                    out.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
+                    continue
+            out.write(line + b"\n")
+        out.flush()
+    except log.LogError as exc:
+        fail(str(exc))
 
 
 def _stream_table(rows, path: Path) -> None:

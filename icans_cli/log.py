@@ -354,8 +354,7 @@ def iter_records(
         if needle is not None and needle not in line:
             # Not this reader's business, but a broken line is still reported: a cheap check of
             # the record's shape (it must end with its own hash) instead of a full parse.
-            if line.strip() and not (line[:1] == b"{" and line[-77:-66] == _HASH_KEY
-                                     and line[-2:] == b'"}'):
+            if line.strip() and not record_shape(line):
                 if on_problem:
                     on_problem(Problem(n, "unparseable", "not a valid record (corrupted); "
                                                          "skipped"))
@@ -371,6 +370,12 @@ def iter_records(
                 on_problem(Problem(n, "unparseable", "not a valid record (corrupted); skipped"))
             continue
         yield n, rec
+
+
+def record_shape(line: bytes) -> bool:
+    """A cheap check that a line has a record's shape: a JSON object ending with its own
+    hash (not a full parse)."""
+    return line[:1] == b"{" and line[-77:-66] == _HASH_KEY and line[-2:] == b'"}'
 
 
 def batch_row_hashes(path: Path) -> set[str]:

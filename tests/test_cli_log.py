@@ -174,3 +174,12 @@ def test_log_show_counts_in_plain_english_and_shows_no_raw_recommendation_ids(tm
                       env={"COLUMNS": "120"})
     assert "1 assessment ·" in r.stdout and "1 assessments" not in r.stdout
     assert "asco-2021@" not in r.stdout and "ICE None" not in r.stdout
+
+
+def test_log_show_jsonl_marks_superseded_records_in_the_fast_path(tmp_path):
+    path = tmp_path / "l.jsonl"
+    ids = make_log(path, [dict(ice=10, hours=0), dict(ice=3, hours=4)])
+    log.append(path, body(ice=4, hours=4, amends=ids[1]))
+    r = runner.invoke(app, ["log", "show", "--log-file", str(path), "-f", "jsonl"])
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x.get("superseded_by") for x in recs] == [None, recs[2]["id"], None]
