@@ -103,19 +103,13 @@ def find_record(path: Path, record_id: str) -> dict[str, Any]:
 
 
 def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
-               protocol_name: str, log_path: Path, save: bool, as_json: bool,
+               protocol, log_path: Path, save: bool, as_json: bool,
                amends: Optional[str], weight: Optional[float] = None,
                capd_baseline: Optional[int] = None, allow_id: bool = False,
                full: bool = False) -> None:
     if not interactive_input_available():
         _fail("icans assess is an interactive interview and needs a terminal. For scripts, "
               "grade a CSV export instead: icans grade FILE.csv (see icans grade --help).")
-    from icans_cli.protocols import UnknownProtocol, load
-
-    try:
-        protocol = load(protocol_name)
-    except UnknownProtocol as exc:
-        _fail(str(exc))
     if patient is not None:
         from icans_cli.core.errors import InvalidFinding
         from icans_cli.core.identifiers import identifying_reason, validate_patient_id
@@ -332,6 +326,7 @@ def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assess
 def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     """`icans show`: the summary of a saved record, with the renderer assess uses."""
     from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.protocol import ProtocolError
     from icans_cli.history import _time
     from icans_cli.protocols import UnknownProtocol, load
     from icans_cli.records import findings_from_record
@@ -346,11 +341,16 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
         _fail("that record's findings can no longer be graded (icans log verify checks the log)",
               ExitStatus.ERROR)
     proto = rec.get("protocol") or {}
-    try:
-        protocol = load(str(proto.get("id") or "asco-2021"))
-    except UnknownProtocol:
-        _fail(f"the record was advised with protocol {proto.get('id')!r}, which is not "
-              "available here")
+    protocol = None
+    for name in (proto.get("file"), proto.get("id"), "asco-2021"):
+        if not name:
+            continue
+        try:
+            protocol = load(str(name))
+            break
+        except (UnknownProtocol, ProtocolError):
+            continue
+    assert protocol is not None
     when = _time(rec.get("assessed_at"))
     pid = str(rec.get("patient_id") or "")
     previous = last_assessment(log_path, pid, before=when, exclude=str(rec.get("id")))
@@ -363,9 +363,14 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     if full:
         con.print(summary.details())
     notes = []
-    if str(proto.get("version")) != protocol.version:
+    if protocol.id != proto.get("id"):
+        notes.append(f"the record was advised with protocol {proto.get('id')!r}, not available "
+                     f"here: advice shown from {protocol.id}")
+    elif str(proto.get("version")) != protocol.version or (
+            proto.get("sha256") and proto.get("sha256") != protocol.sha256):
         notes.append(f"advice from protocol {protocol.id} version {protocol.version}; the "
-                     f"record was advised with version {proto.get('version')}")
+                     f"record was advised with version {proto.get('version')}"
+                     + (" (a different file)" if proto.get("sha256") != protocol.sha256 else ""))
     if rec.get("amends"):
         notes.append(f"this record corrects {str(rec['amends'])[:8]}")
     for n in notes:

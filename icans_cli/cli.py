@@ -15,21 +15,51 @@ import typer
 from icans_cli import __version__
 from icans_cli.exit import ExitStatus
 
+from typer.core import TyperGroup  # noqa: E402
+
+HELP = {"help_option_names": ["-h", "--help"]}
+ORDER = ("assess", "show", "due", "history", "grade", "export", "log", "protocol", "practice",
+         "explain")
+
+
+class _InOrder(TyperGroup):
+    """Commands listed in the order a user needs them, not alphabetically or as defined."""
+
+    def list_commands(self, ctx):  # type: ignore[no-untyped-def]
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+
 app = typer.Typer(
     name="icans",
     help="ICANS after CAR-T: ICE/CAPD scoring, ASTCT 2019 grading, and sourced corticosteroid "
          "decision support. Decision support only: the treating team decides.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=HELP,
+    cls=_InOrder,
 )
 log_app = typer.Typer(help="The assessment log: where it is, what it holds, whether it is "
-                           "intact.", no_args_is_help=True, rich_markup_mode=None)
+                           "intact.", no_args_is_help=True, rich_markup_mode=None,
+                      context_settings=HELP)
 app.add_typer(log_app, name="log")
+protocol_app = typer.Typer(help="Management protocols: the built-in ones, and checking a "
+                                "centre's own protocol file.", no_args_is_help=True,
+                           rich_markup_mode=None, context_settings=HELP)
+app.add_typer(protocol_app, name="protocol")
+export_app = typer.Typer(help="Export logged assessments for other systems.",
+                         no_args_is_help=True, rich_markup_mode=None, context_settings=HELP)
+app.add_typer(export_app, name="export")
 
 LOG_FILE_OPTION = typer.Option(None, "--log-file", help="Log file to use instead of "
                                "$ICANS_DATA_DIR or the platform data directory.")
+PROTOCOL_OPTION = typer.Option("asco-2021", "--protocol", "-p", envvar="ICANS_PROTOCOL",
+                               metavar="NAME|FILE",
+                               help="Management protocol: asco-2021, cartox-2018, or a protocol "
+                                    "file (icans protocol check FILE). Default: "
+                                    "$ICANS_PROTOCOL, else asco-2021.")
 
 
 def fail(message: str, code: ExitStatus = ExitStatus.USAGE) -> NoReturn:
@@ -108,9 +138,10 @@ def log_verify(
 
     What it proves, and what it cannot, is said with the result.
 
-    Example: icans log verify
-
-    Example: icans log verify --head 42:3f5a0c...
+    \b
+    Examples:
+      icans log verify
+      icans log verify --head 42:3f5a0c...
     """
     from icans_cli import log
 
@@ -510,8 +541,7 @@ def assess(
                                                 help="CAPD documented before infusion (shown "
                                                      "beside the score; the grade stays "
                                                      "ASTCT)."),
-    protocol: str = typer.Option("asco-2021", "--protocol", "-p",
-                                 help="Management protocol: asco-2021 or cartox-2018."),
+    protocol: str = PROTOCOL_OPTION,
     save: bool = typer.Option(True, "--save/--no-save", help="--no-save: try it, save nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the saved record as JSON on "
                                  "stdout (the summary then goes to stderr)."),
@@ -534,7 +564,7 @@ def assess(
     from icans_cli.assess import run_assess
 
     run_assess(patient=patient, assessor=_assessor(assessor), age=age, weight=weight,
-               capd_baseline=capd_baseline, protocol_name=protocol,
+               capd_baseline=capd_baseline, protocol=_protocol(protocol),
                log_path=_log_path(log_file), save=save, as_json=as_json, amends=amends,
                allow_id=allow_id, full=full)
 
@@ -582,12 +612,19 @@ def _assessor(value: Optional[str]) -> str:
 
 
 def _protocol(name: str):
+    from icans_cli.core.protocol import ProtocolError
     from icans_cli.protocols import UnknownProtocol, load
 
     try:
         return load(name)
     except UnknownProtocol as exc:
         fail(str(exc))
+    except ProtocolError as exc:
+        for p in exc.problems[:20]:
+            typer.echo(f"  {p}", err=True)
+        fail(f"the protocol {name} cannot be used: {len(exc.problems)} problem"
+             f"{'s' if len(exc.problems) != 1 else ''} (listed above; icans protocol check "
+             f"{name})")
 
 
 @app.command("grade")
@@ -599,8 +636,7 @@ def grade(
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
                                       help="csv (default when not a terminal), jsonl, json, "
                                            "or table (default on a terminal)."),
-    protocol: str = typer.Option("asco-2021", "--protocol", "-p",
-                                 help="Management protocol: asco-2021 or cartox-2018."),
+    protocol: str = PROTOCOL_OPTION,
     to_log: bool = typer.Option(False, "--log", help="Append each graded row to the assessment "
                                 "log (source: batch). Invalid rows are never logged."),
     assessor: Optional[str] = typer.Option(None, "--assessor",
@@ -627,6 +663,227 @@ def grade(
     run_grade(file=file, output=output, fmt=fmt, protocol=_protocol(protocol), to_log=to_log,
               assessor=_assessor(assessor) if to_log else "",
               log_path=_log_path(log_file))
+
+
+# --- due, export, protocols ---------------------------------------------------------------------
+
+@app.command("due")
+@_pipe_safe
+def due(
+    days: float = typer.Option(7, "--days", min=0.01, help="Patients with a record in the last "
+                               "N days (default 7)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="table (default on a terminal), jsonl (default "
+                                           "otherwise) or csv."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """The ward board: who is due or overdue for the next ICE check, most overdue first.
+
+    One row per patient assessed in the last N days: the last assessment, its grade, the
+    trend, and when the next is due by the grade's cadence.
+
+    Example: icans due --days 3
+    """
+    from icans_cli.history import due_board
+    from icans_cli.log import utc_now
+
+    fmt = _pick_format(fmt, ("table", "jsonl", "csv"))
+    path = _log_path(log_file)
+    now = utc_now()
+    rows = due_board(_records(path), now, days)
+    if fmt == "table":
+        _due_table(rows, now, days)
+        return
+    import csv
+    import json
+
+    from icans_cli.csvsafe import safe_cell
+
+    flat = [_due_flat(d) for d in rows]
+    if fmt == "jsonl":
+        for r in flat:
+            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
+        return
+    w = csv.writer(sys.stdout, lineterminator="\r\n")
+    w.writerow(DUE_COLUMNS)
+    for r in flat:
+        w.writerow([safe_cell(r[c]) for c in DUE_COLUMNS])
+
+
+DUE_COLUMNS = ("patient_id", "last_assessed_at", "record", "status", "icans_grade",
+               "grade_at_least", "score_path", "score", "trend", "next_due_at", "overdue",
+               "overdue_hours")
+
+
+def _due_flat(d) -> dict:
+    res = d.last.record.get("result") or {}
+    return {"patient_id": d.patient_id,
+            "last_assessed_at": d.last.assessed_at.isoformat(timespec="seconds"),
+            "record": d.last.id, "status": d.last.status,
+            "icans_grade": res.get("icans_grade"), "grade_at_least": res.get("grade_at_least"),
+            "score_path": d.last.score_path, "score": d.last.score, "trend": d.trend,
+            "next_due_at": d.due_at.isoformat(timespec="seconds") if d.due_at else None,
+            "overdue": d.overdue, "overdue_hours": round(d.overdue_hours, 1)}
+
+
+def _due_table(rows, now, days) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from icans_cli.history import score_words
+    from icans_cli.render import GRADE_STYLE, plural, record_grade_text
+    from icans_cli.term import out, plain
+
+    overdue = sum(1 for d in rows if d.overdue)
+    t = Table(title=Text(f"{plural(len(rows), 'patient')} assessed in the last {days:g} days; "
+                         f"{overdue} overdue (now {now.astimezone().strftime('%H:%M')})"),
+              title_justify="left")
+    for col in ("patient", "last check", "score", "grade", "trend", "next due"):
+        t.add_column(col, no_wrap=col != "trend")
+    for d in rows:
+        res = d.last.record.get("result") or {}
+        if d.due_at is None:
+            due_text = Text("-")
+        elif d.overdue:
+            due_text = Text(f"OVERDUE {d.overdue_hours:.1f} h", style="bold white on red")
+        else:
+            due_text = Text(f"{d.due_at.astimezone().strftime('%H:%M')} "
+                            f"(in {-d.overdue_hours:.1f} h)")
+        grade = Text(record_grade_text(res), style=GRADE_STYLE.get(d.last.grade, "")
+                     if d.last.status == "graded" else "bold black on yellow")
+        t.add_row(Text(plain(d.patient_id)),
+                  d.last.assessed_at.astimezone().strftime("%m-%d %H:%M"),
+                  score_words(d.last.score_path, d.last.score), grade, d.trend, due_text)
+    out().print(t)
+
+
+@export_app.command("fhir")
+@_pipe_safe
+def export_fhir(
+    patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only assessments at or after "
+                                        "this ISO date-time, or within a span: 24h, 7d."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write the Bundle here (a temporary file renamed "
+                                               "when complete) instead of standard output."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """A FHIR R4 Bundle (type collection) of logged assessments: for each, a
+    QuestionnaireResponse with the ICE (or CAPD) items, an Observation for the score and one
+    for the ICANS grade (ICD-10-CM G92.01-G92.04), and a Provenance for a correction.
+
+    Example: icans export fhir --patient PT-001 -o pt-001.fhir.json
+    """
+    import json
+
+    from icans_cli import fhir
+    from icans_cli.history import _time
+
+    path = _log_path(log_file)
+    if output is not None:
+        from icans_cli.batchrun import check_paths
+
+        check_paths("-", output, path, False)
+    cutoff = _since(since)
+    needle = json.dumps(patient, ensure_ascii=False) if patient else None
+    recs = [r for _, r in _records(path, needle)
+            if r.get("kind") != "practice_session"
+            and (not patient or r.get("patient_id") == patient)
+            and (not cutoff or _time(r.get("assessed_at")) >= cutoff)]
+    text = json.dumps(fhir.bundle(recs), ensure_ascii=False, indent=1) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        _write_file(output, text)
+    from icans_cli.render import plural
+
+    typer.echo(f"{plural(len(recs), 'assessment')} exported as a FHIR R4 Bundle"
+               + (f" to {output}" if output else ""), err=True)
+
+
+def _write_file(output: Path, text: str) -> None:
+    """Through the same safe output as icans grade: a temporary file renamed when complete."""
+    from icans_cli.batchrun import _Output, _write_error
+
+    out = _Output(output)
+    try:
+        out.fh.write(text)
+        out.commit()
+    except OSError as exc:
+        out.abort()
+        fail(_write_error(exc, str(output)), ExitStatus.WRITE_FAILED)
+    except BaseException:
+        out.abort()
+        raise
+
+
+@protocol_app.command("list")
+def protocol_list() -> None:
+    """The built-in protocols, and which one is the default.
+
+    Example: icans protocol list
+    """
+    from icans_cli.protocols import BUILTIN, default_name, load
+
+    default = default_name()
+    for name in BUILTIN:
+        p = load(name)
+        mark = "  (default)" if name == default else ""
+        typer.echo(f"{p.id}  version {p.version}{mark}\n    {p.title}")
+    if default not in BUILTIN:
+        typer.echo(f"default from $ICANS_PROTOCOL: {default}")
+
+
+@protocol_app.command("show")
+def protocol_show(
+    name: str = typer.Argument(..., metavar="NAME|FILE", help="A built-in protocol, or a "
+                               "protocol file."),
+) -> None:
+    """Print a protocol as JSON on standard output (to start a centre's own file from).
+
+    Example: icans protocol show asco-2021 > our-protocol.json
+    """
+    from icans_cli.protocols import UnknownProtocol, builtin_bytes, is_file
+
+    if is_file(name):
+        _protocol(name)  # it must load
+        data = Path(name).expanduser().read_bytes()
+    else:
+        try:
+            data = builtin_bytes(name)
+        except UnknownProtocol as exc:
+            fail(str(exc))
+    sys.stdout.write(data.decode("utf-8"))
+
+
+@protocol_app.command("check")
+def protocol_check(
+    file: Path = typer.Argument(..., metavar="FILE", help="A protocol file (JSON)."),
+) -> None:
+    """Check a protocol file: exit 0 if it can be used, 2 naming each bad field.
+
+    Checks every line's source and evidence level, that every dose is structured (no amount in
+    free text), that a child never sees an adult fixed amount, the sections and conditions, and
+    that every grade has a corticosteroid line.
+
+    Example: icans protocol check our-protocol.json
+    """
+    from icans_cli.core.protocol import ProtocolError
+    from icans_cli.protocols import parse
+
+    try:
+        data = file.expanduser().read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}")
+    try:
+        p = parse(data, str(file))
+    except ProtocolError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        fail(f"{file}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}; "
+             "it cannot be used")
+    typer.echo(f"OK: {p.id} version {p.version}: {len(p.rules)} lines, "
+               f"{len(p.disagreements)} disagreements; sha256 {p.sha256}")
 
 
 # --- practice and explain -----------------------------------------------------------------------
@@ -717,8 +974,10 @@ def explain(
 ) -> None:
     """Explain the grading, the drugs and the biology, with sources and evidence levels.
 
-    Example: icans explain tocilizumab
-    Example: icans explain qalb --csf-albumin 450 --serum-albumin 40 --age 55
+    \b
+    Examples:
+      icans explain tocilizumab
+      icans explain qalb --csf-albumin 450 --serum-albumin 40 --age 55
     """
     from icans_cli.explain import TOPICS, find_topic
 

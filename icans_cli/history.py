@@ -129,3 +129,74 @@ def change_since_result(prev: dict[str, Any], result: Any, now: datetime) -> tup
         return (f"{score_words(e.score_path, e.score)}, grade {e.grade} {hours:.1f} h ago → "
                 f"not assessable now ({now_words}): compare when it can be assessed", False)
     return change_since(prev, result.score_path, score, result.effective_grade, now)
+
+
+@dataclass
+class Due:
+    """One patient on the ward board."""
+
+    patient_id: str
+    last: Entry
+    previous: Entry | None
+    due_at: datetime | None
+    overdue_hours: float  # > 0: overdue by that much; <= 0: due in -that
+
+    @property
+    def overdue(self) -> bool:
+        return self.overdue_hours > 0
+
+    @property
+    def trend(self) -> str:
+        """'ICE 9 → 8 (worse)', 'ICE 8 → 10 (better)', 'first assessment'."""
+        if self.previous is None:
+            return "first assessment"
+        p, last = self.previous, self.last
+        if last.score_path != p.score_path or last.score is None or p.score is None:
+            return f"grade {p.grade} → {last.grade}"
+        name = (last.score_path or "ice").upper()
+        better = (last.score > p.score) if last.score_path == "ice" else (last.score < p.score)
+        same = last.score == p.score
+        word = "same" if same else ("better" if better else "worse")
+        return f"{name} {p.score} → {last.score} ({word})"
+
+
+def due_board(records: Iterable[tuple[int, dict[str, Any]]], now: datetime,
+              days: float = 7) -> list[Due]:
+    """One row per patient with a current record assessed in the last `days` days: the last
+    assessment, the trend, and when the next is due by its grade's cadence; most overdue
+    first. `now` is passed in (a test's clock, or the real one)."""
+    from datetime import timedelta
+
+    import heapq
+
+    cutoff = now - timedelta(days=days)
+    keep = 4  # the last few records of each patient: memory stays flat over a long log
+    by_patient: dict[str, list[tuple[datetime, int, Entry]]] = {}
+    amended: set[str] = set()
+    for n, rec in records:
+        if rec.get("kind") == "practice_session":
+            continue
+        if rec.get("amends"):
+            amended.add(str(rec["amends"]))
+        e = entry_from(n, rec)
+        heap = by_patient.setdefault(str(rec.get("patient_id")), [])
+        item = (e.assessed_at, n, e)
+        if len(heap) < keep:
+            heapq.heappush(heap, item)
+        elif item[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, item)
+    rows = []
+    for pid, heap in by_patient.items():
+        current = [e for _, _, e in sorted(heap, key=lambda x: x[:2]) if e.id not in amended]
+        if not current or current[-1].assessed_at < cutoff:
+            continue
+        last = current[-1]
+        cadence = (last.record.get("recommendation") or {}).get("next_assessment_hours")
+        due_at = None
+        overdue = 0.0
+        if isinstance(cadence, (int, float)):
+            due_at = last.assessed_at + timedelta(hours=cadence)
+            overdue = _hours(due_at, now)
+        rows.append(Due(pid, last, current[-2] if len(current) > 1 else None, due_at, overdue))
+    rows.sort(key=lambda d: (-d.overdue_hours, d.patient_id))
+    return rows

@@ -203,6 +203,8 @@ class Protocol:
     rules: tuple[_Rule, ...]
     disagreements: tuple[_Rule, ...]
     cadence: tuple[tuple[frozenset[int], Cadence], ...]
+    sha256: str = ""  # of the file it was read from (set by the loader, which reads files)
+    source_file: str | None = None  # a centre's own protocol file; None for a built-in
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
@@ -311,6 +313,8 @@ class Recommendation:
     patient: str = "adult"  # "adult" | "child"
     weight_kg: float | None = None
     crs_grade: int | None = None
+    protocol_sha256: str = ""
+    protocol_file: str | None = None
     decision_line: str = DECISION_LINE
 
     @property
@@ -456,6 +460,8 @@ def recommend(
         patient="child" if ctx.child else "adult",
         weight_kg=weight_kg,
         crs_grade=crs_grade if status in ("yes", "no", "controlled") else None,
+        protocol_sha256=protocol.sha256,
+        protocol_file=protocol.source_file,
     )
 
 

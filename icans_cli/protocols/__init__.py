@@ -1,30 +1,77 @@
-"""Built-in management protocols, shipped as JSON data beside this file.
+"""Management protocols: the built-in ones, shipped as JSON beside this file, or a centre's own
+protocol file (`--protocol FILE`, or `$ICANS_PROTOCOL`).
 
-Loading reads package data, so it lives here rather than in the pure core; the core's
-``Protocol.from_dict`` validates what is read.
+Loading reads files, so it lives here rather than in the pure core; the core's
+``Protocol.from_dict`` validates what is read and names every bad field. Each loaded protocol
+carries the SHA-256 of its file, recorded in the log with its id and version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
-from icans_cli.core.protocol import Protocol
+from icans_cli.core.protocol import Protocol, ProtocolError
 
 BUILTIN = ("asco-2021", "cartox-2018")
 DEFAULT = "asco-2021"
+ENV = "ICANS_PROTOCOL"
 
 
 class UnknownProtocol(LookupError):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, why: str = "") -> None:
         self.name = name
-        super().__init__(f"unknown protocol {name!r} (built in: {', '.join(BUILTIN)})")
+        super().__init__(why or f"unknown protocol {name!r} (built in: {', '.join(BUILTIN)}; "
+                                "or give a protocol file's path)")
+
+
+def default_name() -> str:
+    import os
+
+    return os.environ.get(ENV) or DEFAULT
+
+
+def builtin_bytes(name: str) -> bytes:
+    if name not in BUILTIN:
+        raise UnknownProtocol(name)
+    return resources.files(__name__).joinpath(f"{name}.json").read_bytes()
+
+
+def parse(data: bytes, where: str) -> Protocol:
+    """A protocol from a file's bytes; ProtocolError names what is wrong and where."""
+    try:
+        raw = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{where}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{where}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                            f"{exc.msg}") from None
+    protocol = Protocol.from_dict(raw)
+    return replace(protocol, sha256=hashlib.sha256(data).hexdigest(),
+                   source_file=None if where in BUILTIN else where)
+
+
+def is_file(name: str) -> bool:
+    return name not in BUILTIN and (name.endswith(".json") or "/" in name or "\\" in name
+                                    or Path(name).is_file())
 
 
 @lru_cache(maxsize=None)
 def load(name: str = DEFAULT) -> Protocol:
-    if name not in BUILTIN:
-        raise UnknownProtocol(name)
-    text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
-    return Protocol.from_dict(json.loads(text))
+    """A built-in protocol by name, or a protocol file by its path."""
+    if not is_file(name):
+        return parse(builtin_bytes(name), name)
+    path = Path(name).expanduser()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UnknownProtocol(name, f"no protocol file at {name} (built in: "
+                                    f"{', '.join(BUILTIN)})") from None
+    except OSError as exc:
+        raise UnknownProtocol(name, f"cannot read the protocol file {name}: "
+                                    f"{exc.strerror}") from None
+    return parse(data, str(path))
