@@ -1110,6 +1110,15 @@ def main() -> None:
     value echoed in a usage error."""
     import os
 
+    # A console or pipe that is not UTF-8 (Windows cp1252, LANG=C): unprintable signs such as
+    # "≥" become "?" instead of a UnicodeEncodeError halfway through a summary.
+    for stream in (sys.stdout, sys.stderr):
+        enc = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if enc != "utf8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):
+                pass
     # click's exceptions, wherever this typer keeps click (its own copy from 0.26 on)
     mro = typer.BadParameter.__mro__
     usage_error = next(c for c in mro if c.__name__ == "UsageError")

@@ -125,26 +125,38 @@ def permission_warnings(path: Path) -> list[str]:
 # --- the platform: one lock, one positional read --------------------------------------------------
 
 @contextmanager
-def _locked(fd: int) -> Iterator[None]:
-    """An exclusive lock on the whole file, held for one append."""
+def _locked(fd: int, path: Path) -> Iterator[None]:
+    """An exclusive lock held for one append.
+
+    POSIX: ``flock`` on the log's own descriptor. Windows: ``msvcrt.locking`` is a mandatory
+    byte-range lock, so locking a byte of the log would make our own reads of that byte fail;
+    the lock is taken on byte 0 of a sibling ``<log>.lock`` file instead (kept, never deleted,
+    so two writers can never lock two different files)."""
     if WINDOWS:
         import msvcrt
         import time
 
-        os.lseek(fd, 0, os.SEEK_SET)
-        for _ in range(600):  # LK_LOCK itself retries for 10 s; keep trying for a minute
-            try:
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise LogError("the log is locked by another program; try again")
+        lock_path = path.with_name(path.name + ".lock")
         try:
-            yield
+            lfd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+        except OSError as exc:
+            raise LogError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
+        try:
+            for _ in range(600):  # LK_NBLCK fails at once; keep trying for a minute
+                try:
+                    msvcrt.locking(lfd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                raise LogError("the log is locked by another program; try again")
+            try:
+                yield
+            finally:
+                os.lseek(lfd, 0, os.SEEK_SET)
+                msvcrt.locking(lfd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
         finally:
-            os.lseek(fd, 0, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+            os.close(lfd)
     else:
         import fcntl
 
@@ -265,7 +277,7 @@ def append(path: Path, body: dict[str, Any]) -> dict[str, Any]:
                            "through it") from None
         raise LogError(f"cannot open the log {path}: {exc.strerror}") from None
     try:
-        with _locked(fd):
+        with _locked(fd, path):
             st = os.fstat(fd)
             if not WINDOWS and st.st_mode & 0o077:
                 os.fchmod(fd, 0o600)

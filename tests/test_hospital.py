@@ -326,3 +326,129 @@ def test_a_broken_protocol_file_is_refused_by_grade_with_its_problems(tmp_path):
     rows.write_text("patient_id,ice_score\nPT-1,5\n")
     r = runner.invoke(app, ["grade", str(rows), "--protocol", str(f)])
     assert r.exit_code == 2 and "cannot be used" in r.stderr
+
+
+# --- Windows: no POSIX-only import at the top; lock and append without fcntl ----------------------
+
+_WINDOWS_RUN = r'''
+import os, sys, types
+sys.modules["fcntl"] = None          # "import fcntl" now raises ImportError, as on Windows
+del os.pread                         # Windows has no pread
+from icans_cli import log
+import icans_cli.cli, icans_cli.batchrun, icans_cli.history, icans_cli.fhir  # all import
+
+# msvcrt only after the imports (the standard library takes its presence to mean Windows)
+calls = []
+msvcrt = types.ModuleType("msvcrt")
+msvcrt.LK_NBLCK, msvcrt.LK_UNLCK, msvcrt.LK_LOCK = 2, 0, 1
+def locking(fd, mode, nbytes):
+    calls.append((os.readlink(f"/proc/self/fd/{fd}"), mode, nbytes))
+msvcrt.locking = locking
+sys.modules["msvcrt"] = msvcrt
+log.WINDOWS = True
+from pathlib import Path
+from tests.helpers import body
+p = Path(sys.argv[1])
+first = log.append(p, body(patient="PT-1"))
+second = log.append(p, body(patient="PT-2", hours=4))
+v = log.verify(p)
+print(first["seq"], second["seq"], v.records, len(v.problems))
+for path, mode, n in calls:
+    print(os.path.basename(path), mode, n)
+sys.argv = ["icans", "log", "verify", "--log-file", str(p)]
+try:
+    icans_cli.cli.main()
+except SystemExit as exc:
+    print("exit", exc.code)
+'''
+
+
+def test_windows_log_imports_and_appends_without_fcntl(tmp_path):
+    """With fcntl gone and msvcrt in its place, the whole CLI imports, two records append and
+    chain, and the lock is taken on the sibling .lock file, never on the log (a mandatory
+    Windows lock on the log would make our own read of its last line fail)."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "assessments.jsonl"
+    out = subprocess.run([sys.executable, "-c", _WINDOWS_RUN, str(p)], capture_output=True,
+                         text=True, cwd=Path(__file__).parent.parent, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "1 2 2 0"
+    assert lines[1:5] == ["assessments.jsonl.lock 2 1", "assessments.jsonl.lock 0 1"] * 2
+    assert lines[-1] == "exit 0"
+    assert "fcntl" not in out.stderr
+
+
+# --- the command line: -h, order, completion, help examples ---------------------------------------
+
+def _icans(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "icans_cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_dash_h_is_help_and_exits_0():
+    for args in (["-h"], ["grade", "-h"], ["protocol", "check", "-h"]):
+        r = _icans(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "Usage:" in r.stdout
+
+
+def test_help_lists_commands_in_the_order_a_user_needs_them():
+    r = _icans("--help")
+    names = ["assess", "show", "due", "history", "grade", "export", "log", "protocol",
+             "practice", "explain"]
+    found = [n for n in names if f" {n} " in r.stdout]
+    assert found == names
+    positions = [r.stdout.index(f" {n} ") for n in names]
+    assert positions == sorted(positions)
+
+
+def test_completion_is_on():
+    r = _icans("--help")
+    assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
+
+
+def test_help_examples_stand_on_their_own_lines():
+    r = _icans("explain", "--help")
+    example_lines = [ln.strip() for ln in r.stdout.splitlines() if "icans explain " in ln]
+    assert len(example_lines) >= 2
+    assert all(ln.count("icans explain") == 1 for ln in example_lines)
+
+
+def test_a_non_utf8_stdout_gets_question_marks_not_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONIOENCODING="ascii", ICANS_DATA_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "icans_cli", "explain", "ice"], env=env,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert b"Traceback" not in r.stderr
+
+
+# --- packaging: the sdist carries what its tests need --------------------------------------------
+
+def test_the_sdist_holds_the_tests_their_data_and_the_licence(tmp_path):
+    import subprocess
+    import sys
+    import tarfile
+
+    root = Path(__file__).parent.parent
+    r = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir",
+                        str(tmp_path), str(root)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "License classifiers are deprecated" not in r.stderr
+    assert "`project.license` as a TOML table is deprecated" not in r.stderr
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    for needed in ("LICENSE", "README.md", "CHANGELOG.md", "tests/conftest.py",
+                   "tests/helpers.py", "tests/core/__init__.py", "tests/data/batch_golden.csv",
+                   "icans_cli/protocols/asco-2021.json", "benchmarks/bench_log.py"):
+        assert needed in names, needed
