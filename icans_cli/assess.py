@@ -232,6 +232,11 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
     if full:
         con_out.print(summary.details())
     if not save:
+        if not full:  # the details stay one key away, as under the save prompt
+            while iv.keypress("--no-save: nothing will be saved.",
+                              [("q", "done"), ("d", "details")], "q") == "d":
+                con_out.print(summary.details())
+                con_out.print(summary.bedside())
         con_err.print(Text("--no-save: nothing was saved.", style="bold"))
         return
     if amends and before is not None and iv.unchanged(a, before):

@@ -56,7 +56,7 @@ CONSCIOUSNESS_CHOICES = [
 SEIZURE_CHOICES = [
     ("none", "No seizure", "0"),
     ("self_limited", "Seizure that resolved quickly (or EEG seizures stopped by treatment)", "3"),
-    ("prolonged", "Over 5 min, or repeated without return to baseline", "4"),
+    ("prolonged", "Over 5 min, or repeated with no recovery between", "4"),
 ]
 MOTOR_CHOICES = [
     ("none", "No deep focal motor weakness", "0"),
@@ -296,10 +296,17 @@ def _select(message: str, choices: list[tuple[Any, str, str]], default: Any = No
 
 
 def _checkbox(message: str, choices: list[tuple[Any, str]], checked: list[Any],
-              instruction: str) -> list[Any]:
+              instruction: str, echo: bool = True) -> list[Any]:
+    """Space marks; the answer is said in words below (questionary's own echo is "done",
+    which reads the same for nothing marked and for several)."""
     cs = [Choice(title, value=value, checked=value in checked) for value, title in choices]
-    return list(_eof_binding(questionary.checkbox(message, choices=cs, instruction=instruction,
-                                                  style=STYLE)).unsafe_ask())
+    picked = list(_eof_binding(questionary.checkbox(message, choices=cs,
+                                                    instruction=instruction,
+                                                    style=STYLE)).unsafe_ask())
+    if echo:
+        titles = [title for value, title in choices if value in picked]
+        note("= " + ("; ".join(titles) if titles else "none"))
+    return picked
 
 
 def _confirm(message: str, default: bool = False) -> bool:
@@ -503,7 +510,7 @@ def ask_consciousness(a: Answers) -> None:
 def ask_ice(a: Answers) -> None:
     a.ice = _checkbox("ICE: mark each task done RIGHT",
                       [(i, label) for i, (_, label) in enumerate(ICE_TASKS)], a.ice,
-                      "(Space: one, a: all, Enter: done)")
+                      "(Space: one, a: all, Enter: done)", echo=False)
     a.ice_done = True
     total = a.ice_items().total
     note(f"= ICE {total}/10")
@@ -556,7 +563,7 @@ def ask_score(a: Answers) -> None:
 
 
 def ask_seizure(a: Answers) -> None:
-    a.seizure = _select("Seizures since the last assessment", SEIZURE_CHOICES, a.seizure,
+    a.seizure = _select("Seizure since last check", SEIZURE_CHOICES, a.seizure,
                         "(the number is the ASTCT grade it gives)")
 
 
@@ -662,8 +669,8 @@ def describe(a: Answers, key: str) -> str:
             return "not taken"
         if a.path == "ice":
             it = a.ice_items()
-            return (f"ICE {it.total}/10 (orientation {it.orientation}, naming {it.naming}, "
-                    f"command {it.commands}, writing {it.writing}, counting {it.attention})")
+            return (f"ICE {it.total}/10 (orient {it.orientation} name {it.naming} "
+                    f"command {it.commands} write {it.writing} count {it.attention})")
         if len(a.capd) == 8:
             pts = capd_points(a.capd)
             return f"CAPD {sum(pts)}/32"

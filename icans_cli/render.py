@@ -89,21 +89,45 @@ def _drivers(result: IcansResult) -> str:
         d = result.domain(name)
         value = d.value.replace("_", " ").replace(";", ", ")
         parts.append(DOMAIN_LABELS[name] + ("" if name in ("ice", "capd") else f" ({value})"))
-    return "Driven by " + ", ".join(parts)
+    text = "Driven by " + ", ".join(parts)
+    if len(text) > 76:  # one line in the panel: the findings are in the details
+        text = "Driven by " + ", ".join(DOMAIN_LABELS[n] for n in result.drivers)
+    return text
 
 
-def _patient_bits(rec: Recommendation, ctx: Context) -> str:
-    bits = []
-    if ctx.age is not None:
-        bits.append(f"{ctx.age:g} y")
-    bits.append("child" if rec.patient == "child" else "adult")
+AGE_CAUTION = "Age not given: adult doses shown."
+WEIGHT_CAUTION = "Weight not given: per-kg amounts not computed."
+PANEL_CAUTIONS = (AGE_CAUTION, WEIGHT_CAUTION)  # said in the panel, not again below it
+
+
+def _caution(rec: Recommendation, summary: str) -> bool:
+    return any(c.summary == summary for b in rec.branches for c in b.glance().cautions)
+
+
+def _patient_bits(rec: Recommendation, ctx: Context) -> Text:
+    """CRS · age · weight · product; a missing age or a child's missing weight in bold
+    yellow, since the doses below depend on them."""
+    t = Text(_crs_words(rec), style="dim")
+
+    def bit(text: str, style: str = "dim") -> None:
+        t.append(" · ", style="dim")
+        t.append(text, style=style)
+
+    if _caution(rec, AGE_CAUTION):
+        bit("AGE NOT GIVEN: adult doses", "bold yellow")
+    else:
+        if ctx.age is not None:
+            bit(f"{ctx.age:g} y")
+        bit("child" if rec.patient == "child" else "adult")
     if rec.weight_kg is not None:
-        bits.append(f"{rec.weight_kg:g} kg")
-    elif rec.patient == "child":
-        bits.append("weight not given")
+        bit(f"{rec.weight_kg:g} kg")
+    elif _caution(rec, WEIGHT_CAUTION):
+        bit("WEIGHT NOT GIVEN: no per-kg amounts", "bold yellow")
+    else:  # an adult's per-kg doses then show their maximum, not an amount
+        bit("weight not given")
     if rec.product:
-        bits.append(rec.product)
-    return " · ".join(bits)
+        bit(rec.product)
+    return t
 
 
 def headline(result: IcansResult, rec: Recommendation, ctx: Context) -> Panel:
@@ -113,7 +137,8 @@ def headline(result: IcansResult, rec: Recommendation, ctx: Context) -> Panel:
         body.append("  LIFE-THREATENING", style="bold red")
     body.append("  " + score_text(result.ice_score, result.capd_score, result.score_path))
     body.append("\n" + _drivers(result))
-    body.append("\n" + _crs_words(rec) + " · " + _patient_bits(rec, ctx), style="dim")
+    body.append("\n")
+    body.append_text(_patient_bits(rec, ctx))
     sub = []
     if ctx.patient_id:
         sub.append(plain(ctx.patient_id))
@@ -201,34 +226,46 @@ def _one_branch(grid: Table, branch: Branch, rec: Recommendation) -> None:
 
 
 def _both_branches(grid: Table, rec: Recommendation) -> None:
-    """CRS not known: each branch in a few words, what they share once."""
+    """CRS not known: what the CRS would change, in as few lines as the branches allow (the
+    decision must stay on one screen): tocilizumab NO/YES in one row, steroids and care once
+    when both branches share them."""
+    by = {b.crs: b for b in rec.branches}
+    adds = any(b.glance().crs_adds_steroids for b in rec.branches)
     grid.add_row(Text("CRS?", style="bold"),
-                 Text("Not known: grade it. It decides tocilizumab and steroids."))
-    cares = {b.crs: b.glance().care for b in rec.branches}
+                 Text("Not known: grade it. It decides tocilizumab"
+                      + ("; CRS 3-4 adds steroids." if adds else ".")))
+    cares = {c: b.glance().care for c, b in by.items()}
     same_care = (cares[False] and cares[True] and cares[False].summary == cares[True].summary)
-    steroids = {b.crs: b.glance().steroid for b in rec.branches}
+    steroids = {c: b.glance().steroid for c, b in by.items()}
     same_steroid = steroids[False] is not None and steroids[True] is not None and \
         steroids[False].summary == steroids[True].summary
     if same_steroid:
         grid.add_row(Text("Steroids", style="bold"), _summary_text(steroids[False]))
-    for b in rec.branches:
-        glance = b.glance()
-        cell = Text()
-        if glance.steroid is not None and not same_steroid:
-            cell.append_text(_summary_text(glance.steroid, "Steroids: "))
-        if glance.crs_adds_steroids:
-            cell.append((" " if cell else "") + "CRS grade 3-4 adds steroids now (details).",
-                        style="italic")
-        if cell:
-            cell.append("\n")
-        cell.append_text(_toci(b, rec, "Tocilizumab: "))
-        care = cares[b.crs]
-        if care is not None and not same_care:
-            cell.append("\n")
-            cell.append_text(_summary_text(care, "Care: "))
-        grid.add_row(Text("If CRS" if b.crs else "If no CRS", style="bold"), cell)
+    else:
+        for crs in (False, True):
+            if steroids[crs] is not None:
+                grid.add_row(Text("If CRS" if crs else "If no CRS", style="bold"),
+                             _summary_text(steroids[crs], "Steroids: "))
+    without = by[False].glance()
+    if rec.grade >= 1 and not without.tocilizumab:
+        toci = Text("Without CRS: NO (it does not treat ICANS)", style="bold")
+    else:
+        toci = _toci(by[False], rec, "Without CRS: ")
+    toci.append("\n")
+    with_crs = by[True].glance()
+    anti = with_crs.anti_cytokine
+    if with_crs.tocilizumab and anti is not None and not anti.condition:
+        toci.append_text(_summary_text(anti, "With CRS: YES: "))
+    else:
+        toci.append_text(_toci(by[True], rec, "With CRS: "))
+    grid.add_row(Text("Tocilizumab", style="bold"), toci)
     if same_care:
         grid.add_row(Text("Care", style="bold"), _summary_text(cares[False]))
+    else:
+        for crs in (False, True):
+            if cares[crs] is not None:
+                grid.add_row(Text("If CRS" if crs else "If no CRS", style="bold"),
+                             _summary_text(cares[crs], "Care: "))
 
 
 def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
@@ -238,7 +275,7 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
     seen: set[str] = set()
     for b in rec.branches:
         for c in b.glance().cautions:
-            if c.summary not in seen:
+            if c.summary not in seen and c.summary not in PANEL_CAUTIONS:
                 seen.add(c.summary)
                 grid.add_row(Text("CAUTION", style="bold red"), _summary_text(c))
     glance = rec.branches[-1].glance()
@@ -272,10 +309,9 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
                      Text(text, style="bold white on red" if worse else ""))
     parts.append(grid)
     parts.append(Text(rec.decision_line, style="bold"))
-    more = "Details (all advice, why, sources): d at the save prompt"
-    if ctx.record_id:
-        more = f"Details (all advice, why, sources): icans show {ctx.record_id[:8]} --full"
-    parts.append(Text(more, style="dim"))
+    if ctx.record_id:  # in assess, the prompt under the summary offers d for the details
+        parts.append(Text("Details (all advice, why, sources): "
+                          f"icans show {ctx.record_id[:8]} --full", style="dim"))
     return Group(*parts)
 
 

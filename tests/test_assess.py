@@ -165,7 +165,7 @@ def test_concurrent_crs_shows_tocilizumab_with_computed_dose(logf):
     keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_2 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-6", "--age", "60", log_file=logf)
     out = flat(r.stdout)
-    assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg at 70 kg" in out
+    assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg, IV" in out
     assert "protocol asco-2021" in out and "[ASCO 2021]" in out
 
 
@@ -262,10 +262,11 @@ def test_declining_to_save_saves_nothing(logf):
     assert records(logf) == []
 
 
-def test_no_save_option(logf):
-    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT
+def test_no_save_option_keeps_the_details_one_key_away(logf):
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + "d" + "q"
     r = run(keys, "--patient", "PT-13", "--age", "60", "--no-save", log_file=logf)
     assert r.exit_code == 0 and "nothing was saved" in r.stderr
+    assert "Domains (ASTCT 2019)" in r.stdout  # d showed the details
     assert records(logf) == []
 
 

@@ -55,7 +55,7 @@ def test_first_assessment_then_reassessment_in_ten_keys_or_fewer(tmp_path):
         child.send(" ")  # ... then un-mark the first (year): ICE 9
         child.send("\r")
         child.expect("ICE 9/10")
-        child.expect("Seizures")
+        child.expect("Seizure since")
         child.send("\r")
         child.expect("Motor")
         child.send("\r")

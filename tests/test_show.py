@@ -70,7 +70,7 @@ def test_show_grade_3_gives_the_decision_first(logf):
     out = flat(show(logf, rid).stdout)
     assert "ICANS GRADE 3" in out
     assert "Steroids Dexamethasone 10 mg IV every 6 h, with tocilizumab." in out
-    assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg at 70 kg" in out
+    assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg, IV" in out
     assert "Care ICU." in out
     assert "at the latest within 4 h" in out
     assert "Why corticosteroids" not in out  # the rationale is one key away
@@ -79,8 +79,8 @@ def test_show_grade_3_gives_the_decision_first(logf):
 def test_show_child_grade_4_warns_against_lp_and_treats_status_per_kg(logf):
     rid = add(logf, "PT-4", **CASES["grade 4, child"])
     out = flat(show(logf, rid).stdout)
-    assert "Do NOT do a lumbar puncture" in out
-    assert "lorazepam 0.1 mg/kg → 2 mg at 20 kg" in out
+    assert "NO lumbar puncture (raised ICP)" in out
+    assert "lorazepam 0.1 mg/kg → 2 mg, IV" in out
     assert "paediatric dose per institutional protocol (UNVERIFIED)" in out
     assert "1,000" not in out
 
@@ -119,3 +119,57 @@ def test_show_patient_id_is_shown_literally_not_as_markup(logf):
     rid = add(logf, "[bold red]PT-M", **CASES["grade 0"])
     out = show(logf, rid).stdout
     assert "[bold red]PT-M" in out
+
+
+def _bedside_lines(findings, crs, product, weight, change=None, record_id=None):
+    import io
+
+    from rich.console import Console
+
+    from icans_cli import render
+
+    r = grade_icans(findings)
+    rec = recommend(load(), r, crs, product, findings.age_years, weight_kg=weight)
+    ctx = render.Context(patient_id="PT-LONGER-PSEUDONYM", assessed_at=T0, change=change,
+                         record_id=record_id, age=findings.age_years, weight=weight,
+                         product=product)
+    buf = io.StringIO()
+    Console(file=buf, width=80, force_terminal=False, color_system=None).print(
+        render.bedside(r, rec, ctx))
+    return buf.getvalue().rstrip("\n").split("\n")
+
+
+WORST = [
+    dict(seizure="prolonged", icp_edema=frozenset({"posturing", "diffuse_edema"}),
+         ice_score=0, motor="focal_weakness"),
+    dict(seizure="self_limited", icp_edema=frozenset({"focal_edema"}), ice_score=3),
+    dict(consciousness="unarousable", seizure="prolonged"),
+    dict(sedated=True, ice_score=None),
+    dict(ice_score=6),
+    dict(ice_score=10),
+]
+
+
+@pytest.mark.parametrize("age", [None, 6, 15, 50])
+@pytest.mark.parametrize("crs", [None, 0, 2, 3, 4])
+@pytest.mark.parametrize("case", range(len(WORST)))
+def test_the_decision_fits_one_80x24_screen_for_every_patient(age, crs, case):
+    """The grade, what to do now and when to look again, with the save prompt under it, in
+    24 lines of 80 columns: a child or an adult, age or weight not given, every CRS state,
+    status epilepticus with raised ICP, a fall since the last check, a high-risk product."""
+    kw = dict(WORST[case])
+    if age is not None and age < 12 and "ice_score" in kw:
+        score = kw.pop("ice_score")
+        kw["capd_score"] = None if score is None else 32 - 3 * score
+    if kw.get("ice_score", 0) is None and kw.get("capd_score", 0) is None:
+        kw.pop("ice_score", None), kw.pop("capd_score", None)
+    f = Findings(age_years=age, **kw)
+    for weight in (None, 20.0 if age and age < 18 else 80.0):
+        for product in (None, "axi-cel"):
+            lines = _bedside_lines(f, crs, product, weight,
+                                   change=("ICE 10 → 3: a fall of 7 in 4 h", True))
+            assert len(lines) <= 23, "\n".join(lines)  # + the save prompt = 24
+            assert all(len(x) <= 80 for x in lines)
+            assert "ICANS GRADE" in lines[1] or "NOT ASSESSABLE" in lines[1]
+            assert any(x.startswith("Next check") for x in lines)
+            assert "treating team decide" in lines[-1]

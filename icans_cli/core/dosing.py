@@ -181,8 +181,9 @@ class Dose:
     def text(self, weight_kg: float | None = None, compact: bool = False) -> str:
         """e.g. 'tocilizumab 8 mg/kg → 560 mg at 70 kg (maximum 800 mg per dose), IV over 1 h,
         may repeat every 8 h' or 'dexamethasone 10 mg IV every 6-12 h'. `compact` (for the
-        bedside summary): the computed amount without the maximum unless it was reached, no
-        repeat clause, and a taper named rather than spelled out."""
+        bedside summary, whose panel shows the weight): 'tocilizumab 8 mg/kg → 560 mg, IV
+        over 1 h', '(capped)' when the maximum was reached, the maximum itself when there is no
+        weight, no repeat clause, and a taper named rather than spelled out."""
         if compact:
             return self._compact(weight_kg)
         per = "/day" if self.per_day else ""
@@ -239,12 +240,14 @@ class Dose:
                                                                       else "") + per
         if self.per_kg:
             amount = self.computed_amount(weight_kg)
-            if amount is None:
-                text += " (no weight: not computed)"
+            if amount is None:  # the cap is what the bedside needs to see without a weight
+                text += (f" (max {fmt_amount(self.max_amount)} {self.unit}"
+                         + {"total": " in total", "day": " a day"}.get(str(self.max_per), "")
+                         + ")" if self.max_amount is not None else " (no weight)")
             else:
-                text += (f" → {fmt_amount(amount)} {self.unit}{per} at "
-                         f"{fmt_amount(weight_kg)} kg"  # type: ignore[arg-type]
-                         + (" (capped at the maximum)" if self.capped(weight_kg) else ""))
+                # the weight is shown once beside the grade, not on every dose
+                text += (f" → {fmt_amount(amount)} {self.unit}{per}"
+                         + (" (capped)" if self.capped(weight_kg) else ""))
             text += ","
         parts = [text, self.route]
         if self.over:
