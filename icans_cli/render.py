@@ -206,7 +206,7 @@ def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
             return _summary_text(anti, f"{lead}YES {when}: ", bare=True)
         return _summary_text(anti, lead + "YES, for the CRS: ")
     text = Text(lead, style="bold")
-    if rec.grade >= 1 and not branch.crs:
+    if not branch.crs and (rec.grade >= 1 or rec.crs in ("no", "controlled")):
         why = "CRS controlled after treatment" if rec.crs == "controlled" else "no CRS"
         text.append(f"NO: {why}, and it does not treat ICANS", style="bold")
     else:

@@ -173,3 +173,12 @@ def test_the_decision_fits_one_80x24_screen_for_every_patient(age, crs, case):
             assert "ICANS GRADE" in lines[1] or "NOT ASSESSABLE" in lines[1]
             assert any(x.startswith("Next check") for x in lines)
             assert "treating team decide" in lines[-1]
+
+
+def test_not_assessable_with_no_crs_says_no_tocilizumab_and_never_all_clear():
+    lines = _bedside_lines(Findings(age_years=55, sedated=True, consciousness="unarousable"),
+                           0, None, 70.0)
+    text = flat("\n".join(lines))
+    assert "NOT ASSESSABLE" in text
+    assert "Tocilizumab NO: no CRS, and it does not treat ICANS" in text
+    assert 'Not "all clear"' in text
