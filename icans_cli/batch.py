@@ -222,7 +222,9 @@ def _int(errors, col, raw, low, high):
         return None
     v = int(raw)
     if not low <= v <= high:
-        _err(errors, col, f"{v} is outside {low}-{high}")
+        # a short number is repeated (it helps the fix); a long one may be a record number
+        _err(errors, col, f"{v} is outside {low}-{high}" if len(raw) <= 4
+             else f"is outside {low}-{high}")
         return None
     return v
 

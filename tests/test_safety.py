@@ -503,3 +503,14 @@ def test_permissive_modes_on_the_log_and_its_directory_are_warned(tmp_path):
     r = runner.invoke(app, ["log", "verify", "--log-file", str(path)])
     assert "the data directory" in r.stderr and "mode 0755" in r.stderr
     assert "the log" in r.stderr and "mode 0644" in r.stderr
+
+
+def test_a_long_number_in_a_score_column_is_not_repeated(tmp_path):
+    """A shifted row can put a record number into ice_score: the message must not carry it."""
+    src = tmp_path / "in.csv"
+    src.write_text("patient_id,ice_score\nPT-1,12345678\nPT-2,11\n")
+    r = CliRunner().invoke(app, ["grade", str(src), "-f", "jsonl"])
+    assert r.exit_code == 1
+    assert "12345678" not in r.stderr and "12345678" not in r.stdout
+    assert "\"message\": \"is outside 0-10\"" in r.stdout
+    assert "\"message\": \"11 is outside 0-10\"" in r.stdout  # a short number helps the fix
