@@ -391,10 +391,18 @@ class Grader:
         # Everything the advice depends on. The weight changes only the computed amounts in
         # the JSON lines; CSV output shows the recommendation id, which does not hold it.
         weight = out.weight_kg if self.want_json else None
-        icp = r.domain("icp_edema").value
-        key = (r.effective_grade, r.status, out.crs_grade, controlled, out.product,
-               None if age is None else age < ADULT_AGE, weight, r.domain("seizure").value,
-               bool(RAISED_ICP & set(icp.split(";"))))
+        if self.want_json:
+            icp = r.domain("icp_edema").value
+            key: tuple = (r.effective_grade, r.status, out.crs_grade, controlled, out.product,
+                          None if age is None else age < ADULT_AGE, weight,
+                          r.domain("seizure").value, bool(RAISED_ICP & set(icp.split(";"))))
+        else:
+            # CSV, a table and the log keep only the recommendation's id (the log stores the
+            # findings; `icans show` derives the advice again): key on what the id holds, so
+            # the cache covers every row instead of overflowing on seizure x ICP x product.
+            key = ("id", r.effective_grade, r.status, out.crs_grade, controlled,
+                   out.product in HIGH_NEUROTOXICITY_PRODUCTS,
+                   None if age is None else age < ADULT_AGE)
         hit = self._recs.get(key)
         if hit is None:
             rec = recommend(self.protocol, r, out.crs_grade, out.product, age, weight_kg=weight,

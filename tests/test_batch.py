@@ -350,3 +350,30 @@ def test_fast_path_agrees_on_the_golden_file():
     picked = [[(r[i] if i is not None and i < len(r) else "") for i in idx]
               for r in rows[1:] if len(r) == len(header)]
     _plain_and_fast(picked)
+
+
+def test_csv_and_log_recommendation_matches_the_full_json_path_row_by_row(tmp_path):
+    """CSV output and the log keep only the recommendation's id and cadence, cached on what
+    the id holds; for every row of a ward-like export they must equal what the full JSON path
+    derives for that row."""
+    from benchmarks.bench_grade import generate
+
+    src, logf = tmp_path / "ward.csv", tmp_path / "assessments.jsonl"
+    generate(src, 3000, seed=11)
+    r = runner.invoke(app, ["grade", str(src), "-f", "csv", "-o", str(tmp_path / "o.csv"),
+                            "--log", "--log-file", str(logf)])
+    assert r.exit_code == 1, r.output  # the generator writes a few bad rows
+    j = runner.invoke(app, ["grade", str(src), "-f", "jsonl"])
+    full = {row["row"]: row["recommendation"] for row in map(json.loads, j.stdout.splitlines())
+            if row["status"] != "invalid"}
+    logged = [json.loads(x) for x in logf.read_text().splitlines()]
+    assert len(logged) == len(full) > 2900
+    for rec in logged:
+        want = full[rec["extra"]["input_row"]]
+        got = rec["recommendation"]
+        assert (got["id"], got["next_assessment_hours"], got["crs"]) == \
+            (want["id"], want["next_assessment_hours"], want["crs"]), rec["extra"]["input_row"]
+    with open(tmp_path / "o.csv", newline="") as fh:
+        ids = {int(i): row["recommendation"] for i, row in enumerate(csv.DictReader(fh), 1)
+               if row["status"] != "invalid"}
+    assert ids == {k: v["id"] for k, v in full.items()}
