@@ -196,18 +196,14 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             iv.interview(a, skip)
 
     def preview(ans: iv.Answers) -> str:
+        from icans_cli import render
         from icans_cli.core import grade_icans
-        from icans_cli.core.rationale import DOMAIN_LABELS
 
         try:
             r = grade_icans(ans.findings())
         except InvalidFinding as exc:
             return f"cannot grade yet: {exc}"
-        if r.status == "graded":
-            return f"ICANS grade {r.grade}" + (
-                f", driven by {', '.join(DOMAIN_LABELS[d] for d in r.drivers)}"
-                if r.drivers else "")
-        return f"not assessable, grade at least {r.grade_at_least}"
+        return render.preview_text(r)
 
     while True:
         a = iv.review(a, preview, before, before_label)

@@ -59,6 +59,28 @@ def grade_label(result: IcansResult) -> str:
     return f"NOT ASSESSABLE: ICANS grade at least {result.grade_at_least}"
 
 
+def driver_domains(result: IcansResult) -> tuple[str, ...]:
+    """The drivers as a reader should see them: an unarousable patient's score domain is
+    graded 4 ("unable to perform") but is not a second cause beside consciousness."""
+    drivers = result.drivers
+    if "consciousness" in drivers:
+        drivers = tuple(d for d in drivers
+                        if not (d in ("ice", "capd")
+                                and result.domain(d).value == "not performed"))
+    return drivers
+
+
+def preview_text(result: IcansResult) -> str:
+    """One line for the review screen: the grade the answers give, and why."""
+    if result.status == "graded":
+        names = driver_domains(result)
+        return f"ICANS grade {result.grade}" + (
+            f", driven by {', '.join(DOMAIN_LABELS[d] for d in names)}" if names else "")
+    if not result.grade_at_least:
+        return "NOT assessable (another cause): grade unknown, not grade 0"
+    return f"NOT assessable (another cause): grade at least {result.grade_at_least}"
+
+
 def score_text(ice: int | None, capd: int | None, path: str | None = None) -> str:
     if path == "capd" or (capd is not None and ice is None):
         return f"CAPD {capd}/32" if capd is not None else "CAPD not taken"
@@ -85,13 +107,13 @@ def _drivers(result: IcansResult) -> str:
     if not result.drivers:
         return "No domain above grade 0"
     parts = []
-    for name in result.drivers:
+    for name in driver_domains(result):
         d = result.domain(name)
         value = d.value.replace("_", " ").replace(";", ", ")
         parts.append(DOMAIN_LABELS[name] + ("" if name in ("ice", "capd") else f" ({value})"))
     text = "Driven by " + ", ".join(parts)
     if len(text) > 76:  # one line in the panel: the findings are in the details
-        text = "Driven by " + ", ".join(DOMAIN_LABELS[n] for n in result.drivers)
+        text = "Driven by " + ", ".join(DOMAIN_LABELS[n] for n in driver_domains(result))
     return text
 
 
@@ -135,7 +157,11 @@ def headline(result: IcansResult, rec: Recommendation, ctx: Context) -> Panel:
     body.append(f" {grade_label(result)} ", style=_grade_style(result))
     if result.status == "graded" and result.grade == 4:
         body.append("  LIFE-THREATENING", style="bold red")
-    body.append("  " + score_text(result.ice_score, result.capd_score, result.score_path))
+    path = result.score_path
+    if path in ("ice", "capd") and result.domain(path).value == "not performed":
+        body.append(f"  no {path.upper()}: unarousable")
+    else:
+        body.append("  " + score_text(result.ice_score, result.capd_score, path))
     body.append("\n" + _drivers(result))
     body.append("\n")
     body.append_text(_patient_bits(rec, ctx))
@@ -295,9 +321,9 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
         due_at = ctx.assessed_at + timedelta(hours=rec.cadence.hours)
         due = f", by {due_at.astimezone().strftime('%H:%M')}"
     if rec.cadence.evidence == "R" and rec.cadence.hours == 4:
-        next_text = Text("ICU neuro checks per the ICU's protocol; ", style="bold")
-        next_text.append(f"at the latest within 4 h{due}")
-        next_text.append(" (4 h UNVERIFIED)", style="yellow")
+        next_text = Text("ICU neuro checks; ", style="bold")
+        next_text.append(f"by {due[5:]} at the latest" if due else "at the latest every 4 h")
+        next_text.append(" (4 h: UNVERIFIED)", style="yellow")
     else:
         next_text = Text(f"within {rec.cadence.hours} h{due}", style="bold")
         if rec.cadence.evidence == "R":

@@ -72,7 +72,7 @@ def test_show_grade_3_gives_the_decision_first(logf):
     assert "Steroids Dexamethasone 10 mg IV every 6 h, with tocilizumab." in out
     assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg, IV" in out
     assert "Care ICU." in out
-    assert "at the latest within 4 h" in out
+    assert "ICU neuro checks; by 12:00 at the latest (4 h: UNVERIFIED)" in out
     assert "Why corticosteroids" not in out  # the rationale is one key away
 
 
@@ -182,3 +182,26 @@ def test_not_assessable_with_no_crs_says_no_tocilizumab_and_never_all_clear():
     assert "NOT ASSESSABLE" in text
     assert "Tocilizumab NO: no CRS, and it does not treat ICANS" in text
     assert 'Not "all clear"' in text
+
+
+def test_unarousable_is_driven_by_consciousness_not_by_a_score_never_taken():
+    lines = _bedside_lines(Findings(age_years=6, consciousness="unarousable"), 0, None, 20.0)
+    assert "no CAPD: unarousable" in lines[1]
+    assert "Driven by level of consciousness (unarousable)" in lines[2]
+    assert "CAPD score" not in lines[2]
+
+
+def test_grade_4_methylprednisolone_is_not_doubled_by_an_unknown_crs():
+    """Methylprednisolone 1 g/day already covers the CRS 3-4 regimens: the summary must not
+    say the CRS adds steroids."""
+    f = Findings(ice_score=8, seizure="prolonged", icp_edema=frozenset({"posturing"}))
+    text = flat("\n".join(_bedside_lines(f, None, None, 70.0)))
+    assert "Methylprednisolone 1,000 mg/day" in text
+    assert "adds steroids" not in text
+    assert "NO lumbar puncture (raised ICP)" in text
+    assert "Lower ICP: hyperventilation, mannitol or hypertonic saline." in text
+
+
+def test_grade_2_with_unknown_crs_says_crs_3_4_adds_steroids():
+    text = flat("\n".join(_bedside_lines(Findings(ice_score=5), None, None, 70.0)))
+    assert "CRS 3-4 adds steroids" in text

@@ -186,17 +186,26 @@ class Findings:
             from icans_cli.core.scores import CAPD_MAX, _check_int
 
             _check_int("capd_baseline", self.capd_baseline, 0, CAPD_MAX)
-        if score is None and score_expected(self.consciousness, self.sedated):
+        if (score is None and score_expected(self.consciousness, self.sedated)
+                and not self.grade_4_without_score):
             raise InvalidFinding(
                 f"{path}_score",
                 f"no {path.upper()} score: one is needed unless the patient is unarousable or "
-                "sedated",
+                "sedated, or another domain is grade 4",
                 "0-10 (or the five ICE items)" if path == "ice" else "0-32 (or the eight items)",
             )
 
     @property
     def score_path(self) -> str:
         return score_path(self.age_years, self.developmental_delay)
+
+    @property
+    def grade_4_without_score(self) -> bool:
+        """A seizure, motor or ICP finding of grade 4 makes the grade 4 whatever the score
+        (grade 4 is the highest), so a missing score cannot change it: a patient in status
+        epilepticus may have no ICE taken and still be graded."""
+        return (SEIZURE[self.seizure][0] == 4 or MOTOR[self.motor][0] == 4
+                or any(ICP_EDEMA[v][0] == 4 for v in self.icp_edema))
 
     @property
     def score_path_reason(self) -> str:
@@ -289,8 +298,10 @@ def grade_icans(f: Findings) -> IcansResult:
     elif f.consciousness == "unarousable":
         domains.append(DomainResult(path, "not performed",
                                     "not performed: the patient is unarousable", 4))
+    elif score is None:  # allowed only when another domain is grade 4 (validated)
+        domains.append(DomainResult(path, "not recorded", "not recorded: the grade is 4 from "
+                                    "another domain whatever the score", None))
     else:
-        assert score is not None
         if path == "ice":
             g = ice_domain_grade(score)
             desc = f"ICE {score}/10" + (" (no impairment)" if score == 10 else "")

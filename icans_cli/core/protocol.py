@@ -144,9 +144,13 @@ class AdviceLine:
         return out
 
     def steroid_strength(self) -> tuple[int, float]:
-        """(how firmly it is advised, daily dexamethasone-equivalent mg) to rank regimens."""
+        """(how firmly it is advised, daily dexamethasone-equivalent mg) to rank regimens:
+        the line's first corticosteroid dose, its regimen (a later dose is an alternative or
+        the escalation "if not improving", not what is given now)."""
         mg = 0.0
         for _, d in self.doses:
+            if mg:
+                break
             factor = _DEX_EQUIVALENT.get(d.drug.split()[0].lower())
             if factor is None:
                 continue
@@ -264,7 +268,8 @@ class Branch:
         care = max(cares, key=lambda x: _START_RANK[x.start], default=None)
         seizures = [x for x in self.lines if x.section == "seizures"]
         more_steroids = self.crs and self.crs_grade is None and any(
-            x.section == "corticosteroids" and x.table == "crs" for x in self.lines)
+            x.section == "corticosteroids" and x.table == "crs" and COVERED not in x.text
+            for x in self.lines)
         return Glance(
             cautions=tuple(x for x in self.lines if x.section == "caution"),
             steroid=self.steroid_line,

@@ -246,3 +246,29 @@ def test_sedation_is_a_sedating_drug_or_another_diagnosis_not_intubation():
     r = grade_icans(Findings(sedated=True, consciousness="unarousable"))
     assert "sedating drug" in r.domain("ice").description
     assert "intubation" not in r.domain("ice").description
+
+
+@pytest.mark.parametrize("kw", [dict(seizure="prolonged"), dict(motor="focal_weakness"),
+                                dict(icp_edema=frozenset({"posturing"})),
+                                dict(icp_edema=frozenset({"papilledema"}))])
+def test_a_grade_4_domain_grades_4_without_an_ice_score(kw):
+    """Grade 4 is the highest: a missing ICE cannot change it (a patient in status
+    epilepticus may have none taken)."""
+    r = grade_icans(Findings(**kw))
+    assert r.status == "graded" and r.grade == 4
+    assert r.domain("ice").grade is None and r.domain("ice").value == "not recorded"
+    assert "ice" not in r.drivers
+
+
+@pytest.mark.parametrize("kw", [dict(seizure="self_limited"),
+                                dict(icp_edema=frozenset({"focal_edema"})),
+                                dict(consciousness="tactile")])
+def test_without_a_grade_4_domain_a_missing_ice_score_is_refused(kw):
+    with pytest.raises(InvalidFinding) as exc:
+        Findings(**kw)
+    assert exc.value.field == "ice_score"
+
+
+def test_a_child_in_status_epilepticus_grades_4_without_a_capd_score():
+    r = grade_icans(Findings(age_years=4, seizure="prolonged"))
+    assert r.grade == 4 and r.domain("capd").grade is None
