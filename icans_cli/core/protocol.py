@@ -380,6 +380,7 @@ class _Context:
     high: bool
     seizure: str
     raised_icp: bool
+    focal_edema: bool = False
 
 
 def recommend(
@@ -418,6 +419,7 @@ def recommend(
         weight_kg=weight_kg, high=product in HIGH_NEUROTOXICITY_PRODUCTS,
         seizure=result.domain("seizure").value,
         raised_icp=bool(RAISED_ICP & set(result.domain("icp_edema").value.split(";"))),
+        focal_edema="focal_edema" in result.domain("icp_edema").value.split(";"),
     )
 
     if status == "unknown":
@@ -488,7 +490,10 @@ def _matches(r: _Rule, ctx: _Context, crs_branch: bool | None, crs_grade: int | 
                 return False
         elif r.seizure != ctx.seizure:
             return False
-    if r.icp != "any" and (r.icp == "raised") != ctx.raised_icp:
+    if r.icp == "focal":  # focal edema on imaging without signs of raised ICP
+        if ctx.raised_icp or not ctx.focal_edema:
+            return False
+    elif r.icp != "any" and (r.icp == "raised") != ctx.raised_icp:
         return False
     if r.status != "any" and (r.status == "graded") != ctx.graded:
         return False
@@ -844,7 +849,7 @@ class _Loader:
         patient = self.choice(raw, "patient", ("any", "adult", "child"), where)
         seizure = self.choice(raw, "seizure", ("any", "none", "seizure", "self_limited",
                                                "prolonged"), where)
-        icp = self.choice(raw, "icp", ("any", "raised", "not_raised"), where)
+        icp = self.choice(raw, "icp", ("any", "raised", "not_raised", "focal"), where)
         status = self.choice(raw, "status", ("any", "graded", "not_assessable"), where)
         weight = None
         if "weight" in raw:

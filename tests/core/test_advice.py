@@ -424,3 +424,20 @@ def test_property_every_computed_amount_is_at_most_its_maximum(weight, name, crs
         for d in line.dose_dicts():
             if d["computed_amount"] is not None and d["max_amount"] is not None:
                 assert d["computed_amount"] <= d["max_amount"]
+
+
+def test_focal_edema_warns_that_mass_effect_must_be_excluded_before_any_lp():
+    r = grade_icans(Findings(ice_score=9, icp_edema=frozenset({"focal_edema"})))
+    assert r.grade == 3
+    rec = recommend(load(), r, 0, None, 50)
+    cautions = [x for x in rec.branches[0].lines if x.section == "caution"]
+    assert any("exclude mass effect" in x.text for x in cautions)
+    assert not any("Do NOT do a lumbar puncture" in x.text for x in cautions)
+
+
+def test_raised_icp_replaces_the_focal_edema_caution_with_no_lp():
+    r = grade_icans(Findings(ice_score=9, icp_edema=frozenset({"focal_edema", "papilledema"})))
+    rec = recommend(load(), r, 0, None, 50)
+    texts = [x.text for x in rec.branches[0].lines if x.section == "caution"]
+    assert any("Do NOT do a lumbar puncture" in t for t in texts)
+    assert not any("exclude mass effect" in t for t in texts)
