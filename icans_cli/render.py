@@ -328,6 +328,9 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
         next_text = Text(f"within {rec.cadence.hours} h{due}", style="bold")
         if rec.cadence.evidence == "R":
             next_text.append(" (UNVERIFIED)", style="yellow")
+        if ctx.change is not None and ctx.change[1] and rec.grade >= 1:
+            # the cadence's own source: "more often while symptoms change"
+            next_text.append("; SOONER while it is getting worse", style="bold red")
     grid.add_row(Text("Next check", style="bold"), next_text)
     if ctx.change is not None:
         text, worse = ctx.change

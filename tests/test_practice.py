@@ -282,3 +282,22 @@ def test_explain_grading_cuts_no_cell_at_80_columns():
     assert all(len(x) <= 80 for x in r.stdout.splitlines())
     flat = " ".join(r.stdout.split())
     assert "not performed: unarousable" in flat
+
+
+def test_every_case_tells_the_trainee_the_crs_state_before_asking_about_tocilizumab(
+        _isolated_data_dir):
+    """A21 asked 'Tocilizumab?' without saying whether there was CRS."""
+    r = practice("\x03", "--case", "A21")
+    words = " ".join(r.output.replace("│", " ").split())
+    assert "No CRS: afebrile, no hypotension or hypoxia." in words
+    r = practice("\x03", "--case", "A07")  # its vitals are in the story: not given away
+    assert "No CRS" not in r.output and "Concurrent CRS grade" not in r.output
+
+
+def test_axi_cel_grade_2_without_crs_keys_dexamethasone_as_asco_advises():
+    from icans_cli.practice import load_cases
+    from icans_cli.protocols import load
+
+    (a10,) = [c for c in load_cases() if c.id == "A10"]
+    key = a10.key(load())
+    assert key.grade == 2 and key.steroid == "dexamethasone"

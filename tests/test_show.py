@@ -205,3 +205,13 @@ def test_grade_4_methylprednisolone_is_not_doubled_by_an_unknown_crs():
 def test_grade_2_with_unknown_crs_says_crs_3_4_adds_steroids():
     text = flat("\n".join(_bedside_lines(Findings(ice_score=5), None, None, 70.0)))
     assert "CRS 3-4 adds steroids" in text
+
+
+def test_a_worsening_patient_is_told_to_check_sooner_than_the_grade_cadence():
+    worse = _bedside_lines(Findings(ice_score=3), 0, None, 70.0,
+                           change=("ICE 6 → 3: a fall of 3 in 4 h", True))
+    steady = _bedside_lines(Findings(ice_score=3), 0, None, 70.0,
+                            change=("ICE 3 → 3: unchanged", False))
+    nxt = [x for x in worse if x.startswith("Next check")][0]
+    assert "within 8 h, by 16:00; SOONER while it is getting worse" in nxt
+    assert not any("SOONER" in x for x in steady)

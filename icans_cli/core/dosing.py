@@ -208,7 +208,7 @@ class Dose:
         if self.over:
             parts.append(f"over {self.over}")
         if self.count:
-            parts.append(f"x{self.count}")
+            parts.append(f"x{self.count} dose" + ("" if self.count == 1 else "s"))
         if self.every_hours is not None or self.every_minutes is not None:
             parts.append(("(may repeat every " if self.as_needed else "every ")
                          + (_hours(self.every_hours) if self.every_hours is not None
@@ -253,7 +253,7 @@ class Dose:
         if self.over:
             parts.append(f"over {self.over}")
         if self.count:
-            parts.append(f"x{self.count}")
+            parts.append(f"x{self.count} dose" + ("" if self.count == 1 else "s"))
         if not self.as_needed and self.every_hours is not None:
             parts.append("every " + _hours(self.every_hours))
         if self.days is not None:

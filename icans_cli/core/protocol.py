@@ -239,11 +239,15 @@ class Branch:
     @property
     def first_line_steroid(self) -> str:
         """'dexamethasone', 'high_dose_methylprednisolone' or 'none': the first-line
-        corticosteroid of the strongest regimen shown (the first corticosteroid line)."""
-        for line in self.lines:
-            if line.section == "corticosteroids" and line.start == "now":
+        corticosteroid of the strongest regimen shown (the first corticosteroid line to start
+        now), else one the protocol names as first line to consider now (ASCO's "consider
+        dexamethasone" for axi-cel and brexu-cel)."""
+        steroids = [x for x in self.lines if x.section == "corticosteroids"]
+        for line in steroids:
+            if line.start == "now":
                 return line.first_line or "none"
-        return "none"
+        return next((x.first_line for x in steroids if x.start == "consider" and x.first_line),
+                    "none")
 
     @property
     def tocilizumab_advised(self) -> bool:
@@ -923,9 +927,10 @@ class _Loader:
         if start is not None and start not in STARTS:
             self.bad(f"{where}.start", f"{start!r} is not one of {', '.join(STARTS)}")
         first = raw.get("first_line")
-        if first is not None and (first not in FIRST_LINE_STEROIDS or start != "now"):
+        if first is not None and (first not in FIRST_LINE_STEROIDS
+                                  or start not in ("now", "consider")):
             self.bad(f"{where}.first_line", "must be one of " + ", ".join(FIRST_LINE_STEROIDS)
-                     + ' on a line with "start": "now"')
+                     + ' on a line with "start": "now" or "consider"')
         if section == "corticosteroids" and doses and start is None:
             self.bad(f"{where}.start", "a corticosteroid dose line needs start: now, consider "
                      "or if_refractory")

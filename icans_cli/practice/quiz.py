@@ -61,7 +61,11 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     for n, case in enumerate(cases, 1):
         key = case.key(protocol)
-        console.print(Panel(Text(case.narrative), title=f"Case {n}/{len(cases)} · {case.id}",
+        story = case.narrative
+        if case.crs_detail is None:  # the vitals are not in the story: say the CRS state
+            story += (" No CRS: afebrile, no hypotension or hypoxia." if case.crs_grade == 0
+                      else f" Concurrent CRS grade {case.crs_grade}.")
+        console.print(Panel(Text(story), title=f"Case {n}/{len(cases)} · {case.id}",
                             subtitle=f"age {case.age:g} · product {case.product or '-'}"
                             if case.age is not None else None, expand=True))
         if case.age is not None and case.age <= 2:
