@@ -367,11 +367,14 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     if protocol.id != proto.get("id"):
         notes.append(f"the record was advised with protocol {proto.get('id')!r}, not available "
                      f"here: advice shown from {protocol.id}")
-    elif str(proto.get("version")) != protocol.version or (
-            proto.get("sha256") and proto.get("sha256") != protocol.sha256):
-        notes.append(f"advice from protocol {protocol.id} version {protocol.version}; the "
-                     f"record was advised with version {proto.get('version')}"
-                     + (" (a different file)" if proto.get("sha256") != protocol.sha256 else ""))
+    elif str(proto.get("version")) != protocol.version:
+        notes.append(f"the record was advised with protocol {protocol.id} version "
+                     f"{proto.get('version')}; the advice above is from version "
+                     f"{protocol.version}, as it is now")
+    elif proto.get("sha256") and proto.get("sha256") != protocol.sha256:
+        notes.append(f"protocol {protocol.id} has been edited since this record was advised "
+                     "(same version, different content): the advice above is from the "
+                     "protocol as it is now, not necessarily what was advised then")
     if rec.get("amends"):
         notes.append(f"this record corrects {str(rec['amends'])[:8]}")
     for n in notes:

@@ -217,6 +217,13 @@ def asco_json():
     return json.loads(r.stdout)
 
 
+def ward_copy():
+    """A hospital's copy of the built-in protocol: its own id, as the checker asks."""
+    data = asco_json()
+    data["id"] = "asco-2021-ward7"
+    return data
+
+
 def test_protocol_list_and_show():
     r = runner.invoke(app, ["protocol", "list"])
     assert "asco-2021  version" in r.stdout and "(default)" in r.stdout
@@ -225,13 +232,24 @@ def test_protocol_list_and_show():
 
 def test_protocol_check_accepts_the_built_ins(tmp_path):
     f = tmp_path / "ours.json"
+    f.write_text(json.dumps(ward_copy()))
+    r = runner.invoke(app, ["protocol", "check", str(f)])
+    assert r.exit_code == 0 and r.stdout.startswith("OK: asco-2021-ward7")
+
+
+def test_protocol_file_under_a_built_in_id_is_refused(tmp_path):
+    f = tmp_path / "ours.json"
     f.write_text(json.dumps(asco_json()))
     r = runner.invoke(app, ["protocol", "check", str(f)])
-    assert r.exit_code == 0 and r.stdout.startswith("OK: asco-2021")
+    assert r.exit_code == 2
+    assert "id 'asco-2021' is a built-in protocol's" in r.stderr and "its own id" in r.stderr
+    r = runner.invoke(app, ["grade", "--protocol", str(f), "-f", "jsonl", "-"],
+                      input="patient_id,ice_score\nPT-1,8\n")
+    assert r.exit_code == 2 and "built-in protocol's" in r.stderr
 
 
 def _broken(tmp_path, edit):
-    data = asco_json()
+    data = ward_copy()
     edit(data)
     f = tmp_path / "broken.json"
     f.write_text(json.dumps(data))

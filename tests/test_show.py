@@ -215,3 +215,37 @@ def test_a_worsening_patient_is_told_to_check_sooner_than_the_grade_cadence():
     nxt = [x for x in worse if x.startswith("Next check")][0]
     assert "within 8 h, by 16:00; SOONER while it is getting worse" in nxt
     assert not any("SOONER" in x for x in steady)
+
+
+def _add_advised_with(path, **protocol_changes):
+    f = Findings(age_years=50, ice_score=5)
+    r = grade_icans(f)
+    rec = recommend(load(), r, None, None, 50, weight_kg=70)
+    body = assessment_record(patient_id="PT-V", assessor="nurse-a", source="interactive",
+                             assessed_at=T0, findings=f, result=r, recommendation=rec,
+                             crs_grade=None, product=None, weight_kg=70)
+    body["protocol"].update(protocol_changes)
+    return log.append(path, body)["id"]
+
+
+def test_show_says_when_the_record_was_advised_with_another_protocol_version(logf):
+    r = show(logf, _add_advised_with(logf, version="2019.0"))
+    assert r.exit_code == 0
+    text = flat(r.stdout + r.stderr)
+    assert "advised with protocol asco-2021 version 2019.0" in text
+    assert "as it is now" in text
+
+
+def test_show_says_when_the_protocol_was_edited_under_the_same_version(logf):
+    r = show(logf, _add_advised_with(logf, sha256="0" * 64))
+    assert r.exit_code == 0
+    text = flat(r.stdout + r.stderr)
+    assert "has been edited since this record was advised" in text
+    assert "same version, different content" in text
+
+
+def test_show_says_nothing_about_the_protocol_when_it_is_unchanged(logf):
+    r = show(logf, _add_advised_with(logf))
+    assert r.exit_code == 0
+    text = flat(r.stdout + r.stderr)
+    assert "advised with" not in text and "has been edited" not in text

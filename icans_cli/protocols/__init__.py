@@ -50,6 +50,11 @@ def parse(data: bytes, where: str) -> Protocol:
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{where}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
                             f"{exc.msg}") from None
+    if where not in BUILTIN and isinstance(raw, dict) and raw.get("id") in BUILTIN:
+        # a changed copy under a built-in id would be indistinguishable on screens and in logs
+        raise ProtocolError(f"{where}: id {raw['id']!r} is a built-in protocol's: give your "
+                            f"protocol its own id (e.g. '{raw['id']}-ward7') so that records "
+                            "and screens can tell the two apart")
     protocol = Protocol.from_dict(raw)
     return replace(protocol, sha256=hashlib.sha256(data).hexdigest(),
                    source_file=None if where in BUILTIN else where)
