@@ -96,7 +96,8 @@ def find_record(path: Path, record_id: str) -> dict[str, Any]:
     except log.LogError as exc:
         _fail(str(exc), ExitStatus.ERROR)
     if not matches:
-        _fail(f"no record with that id in {path} (icans log show lists them)")
+        _fail(f"no record with that id in {path} (icans log show lists them)",
+              ExitStatus.ERROR)  # found nothing, like history for an unknown patient
     if len(matches) > 1:
         _fail(f"{len(matches)} records start with that id; give more of it")
     return matches[0]

@@ -268,7 +268,8 @@ def _tasks_from_items(items: dict[str, int]) -> list[int]:
 # --- prompts ------------------------------------------------------------------------------------
 
 def _eof_binding(question: "questionary.Question") -> "questionary.Question":
-    """Ctrl-D leaves a list or yes/no prompt like it leaves a text prompt: end of input."""
+    """Ctrl-D ends the interview from any prompt, even with text typed (prompt_toolkit
+    alone ends only an empty text line and ignores it in lists)."""
     from prompt_toolkit.key_binding import KeyBindings, merge_key_bindings
 
     extra = KeyBindings()
@@ -319,8 +320,9 @@ def _text(message: str, default: str = "", check: Callable[[str], str | None] | 
     """A text answer; a problem is said on the line below the prompt, and it is asked again
     with what was typed (never a message on the bottom row of the screen)."""
     while True:
-        answer = str(questionary.text(message, default=default, instruction=instruction,
-                                      style=STYLE).unsafe_ask())
+        answer = str(_eof_binding(questionary.text(message, default=default,
+                                                   instruction=instruction,
+                                                   style=STYLE)).unsafe_ask())
         problem = check(answer) if check else None
         if not problem:
             return answer
@@ -548,7 +550,7 @@ def ask_capd(a: Answers) -> None:
         note(f"CAPD {spec.number}/8: {spec.question}")
         answers[i] = _select(f"CAPD item {spec.number}", letters,
                              answers[i] if len(a.capd) == 8 else None,
-                             "(n r s o a = never ... always)")
+                             "(n r s o a = never ... always, then Enter)")
     a.capd = answers
     note(f"= CAPD {sum(capd_points(answers))}/32")
 
@@ -590,7 +592,7 @@ def ask_crs(a: Answers) -> None:
         g = _select("Current ASTCT CRS grade", [
             (str(i), f"CRS grade {i}" + (" (no CRS)" if i == 0 else ""), str(i))
             for i in range(5)], None if c.grade is None else str(c.grade),
-            "(press the grade's number)")
+            "(the grade's number, then Enter)")
         a.crs = CrsAnswers("grade", int(g))
     elif mode == "questions":
         fever = _confirm("Fever 38.0 C or more, not explained by another cause?", c.fever)

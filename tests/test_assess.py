@@ -239,14 +239,26 @@ def test_ctrl_c_cancels_saves_nothing_exit_130(logf):
     assert logf.read_text() == ""
 
 
-@pytest.mark.parametrize("where", ["select", "yes/no", "checklist", "text"])
+@pytest.mark.parametrize("where", ["select", "yes/no", "checklist", "text", "text typed in"])
 def test_ctrl_d_exits_like_ctrl_c_at_every_kind_of_prompt(logf, where):
     keys = {"select": NOT_DELAYED + CTRL_D, "yes/no": CTRL_D,
-            "checklist": ADULT + ALERT + CTRL_D, "text": ""}[where]
-    args = ("--patient", "PT-11", "--age", "60") if where != "text" else ("--patient", "PT-11")
-    r = run(keys + (CTRL_D if where == "text" else ""), *args, log_file=logf)
+            "checklist": ADULT + ALERT + CTRL_D, "text": CTRL_D,
+            "text typed in": "6" + CTRL_D}[where]
+    args = (("--patient", "PT-11") if where.startswith("text")
+            else ("--patient", "PT-11", "--age", "60"))
+    r = run(keys, *args, log_file=logf)
     assert r.exit_code == 130, r.output
     assert records(logf) == []
+
+
+def test_ctrl_d_ends_a_text_prompt_even_with_text_typed_in():
+    from icans_cli.interview import _text
+
+    with create_pipe_input() as inp:
+        inp.send_text("6" + CTRL_D + "x" + ENTER)  # without the binding: "6x"
+        with create_app_session(input=inp, output=DummyOutput()):
+            with pytest.raises(EOFError):
+                _text("Age in years")
 
 
 def test_end_of_input_cancels_like_ctrl_c(logf):

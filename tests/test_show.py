@@ -103,7 +103,7 @@ def test_show_says_what_changed_since_the_patients_previous_record(logf):
 def test_show_unknown_record_is_a_clear_error(logf):
     add(logf, "PT-U", **CASES["grade 0"])
     r = runner.invoke(app, ["show", "ffffffff", "--log-file", str(logf)])
-    assert r.exit_code == 2 and "no record with that id" in r.stderr
+    assert r.exit_code == 1 and "no record with that id" in r.stderr
     assert "Traceback" not in r.output
 
 
