@@ -316,9 +316,10 @@ def _confirm(message: str, default: bool = False) -> bool:
 
 
 def _text(message: str, default: str = "", check: Callable[[str], str | None] | None = None,
-          instruction: str | None = None) -> str:
+          instruction: str | None = None, keep_refused: bool = True) -> str:
     """A text answer; a problem is said on the line below the prompt, and it is asked again
-    with what was typed (never a message on the bottom row of the screen)."""
+    with what was typed (never a message on the bottom row of the screen), or blank when
+    `keep_refused` is false (a name typed as a pseudonym is not left on the screen)."""
     while True:
         answer = str(_eof_binding(questionary.text(message, default=default,
                                                    instruction=instruction,
@@ -327,7 +328,7 @@ def _text(message: str, default: str = "", check: Callable[[str], str | None] | 
         if not problem:
             return answer
         note(problem, "error")
-        default = answer
+        default = answer if keep_refused else ""
 
 
 def keypress(message: str, options: list[tuple[str, str]], default: str) -> str:
@@ -463,7 +464,7 @@ def _number(text: str) -> float | int | None:
 def ask_patient(a: Answers, allow_id: bool = False) -> None:
     note("The ward's pseudonym only: never a name, record number or birth date.", "dim")
     a.patient_id = validate_patient_id(_text("Patient pseudonym", default=a.patient_id or "",
-                                             check=_check_pid(allow_id)))
+                                             check=_check_pid(allow_id), keep_refused=False))
 
 
 def ask_age(a: Answers) -> None:
