@@ -390,9 +390,9 @@ def note(text: str, kind: str = "info") -> None:
     import sys
 
     width = max(40, min(shutil.get_terminal_size((80, 24)).columns, 120) - 2)
-    code = {"info": "1", "error": "1;31", "dim": "2"}.get(kind, "")
+    code = {"info": "1", "error": "1;31", "warning": "1;33", "dim": "2"}.get(kind, "")
     colour = code and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    lead = "  ! " if kind == "error" else "  "
+    lead = "  ! " if kind in ("error", "warning") else "  "
     for line in textwrap.wrap(text, width - len(lead)) or [""]:
         line = lead + line
         sys.stderr.write((f"\x1b[{code}m{line}\x1b[0m" if colour else line) + "\n")
@@ -554,6 +554,18 @@ def ask_capd(a: Answers) -> None:
                              "(n r s o a = never ... always, then Enter)")
     a.capd = answers
     note(f"= CAPD {sum(capd_points(answers))}/32")
+    if len(set(answers)) == 1:
+        # Items 1-4 and 5-8 point opposite ways, so one answer for all eight is a mixed
+        # picture: more often Enter pressed through than what was seen.
+        note(f"All eight answered '{answers[0].capitalize()}', but items 1-4 and 5-8 point "
+             "opposite ways.", "warning")
+        why = _select("One answer for all eight: which is it?", [
+                          ("keep", "That is what I saw: keep it", "k"),
+                          ("again", "Not what I saw: answer the eight items again", "m"),
+                      ], "again")
+        if why == "again":
+            a.capd = []
+            ask_capd(a)
 
 
 def ask_score(a: Answers) -> None:

@@ -413,3 +413,26 @@ def test_amending_a_batch_record_with_only_a_total_asks_the_items_again(logf):
     new = records(logf)[1]
     assert new["amends"] == old["id"] and new["result"]["ice_score"] == 10
     assert "mark the items again" in r.stderr
+
+
+def test_capd_all_eight_the_same_answer_is_questioned_and_asked_again(logf):
+    # Enter pressed through the eight items ('Never' for all: items 1-4 score 4, 5-8 score 0)
+    # is questioned; the default answers the items again.
+    through = ENTER * 8
+    capd = ("a" + ENTER) * 4 + ("n" + ENTER) * 4  # a well child: CAPD 0
+    keys = NO_PRODUCT + NOT_SEDATED + ALERT + through + ENTER + capd + ENTER + NOTHING_ELSE \
+        + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-4c", "--age", "6", log_file=logf)
+    assert r.exit_code == 0, r.output
+    (rec,) = records(logf)  # 16 had it not been asked again
+    assert rec["result"]["capd_score"] == 0 and rec["result"]["icans_grade"] == 0
+
+
+def test_capd_all_eight_the_same_can_be_kept(logf):
+    capd = ("s" + ENTER) * 8  # 'Sometimes' throughout: 2 points each
+    keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + "k" + ENTER + ENTER + NOTHING_ELSE \
+        + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-4d", "--age", "6", log_file=logf)
+    assert r.exit_code == 0, r.output
+    (rec,) = records(logf)
+    assert rec["result"]["capd_score"] == 16 and rec["result"]["icans_grade"] == 3
