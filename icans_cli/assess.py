@@ -107,7 +107,20 @@ def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
                protocol, log_path: Path, save: bool, as_json: bool,
                amends: Optional[str], weight: Optional[float] = None,
                capd_baseline: Optional[int] = None, allow_id: bool = False,
-               full: bool = False) -> None:
+               full: bool = False, assessed_at: Optional[str] = None) -> None:
+    if assessed_at is not None:
+        from icans_cli import log
+        from icans_cli.core.errors import InvalidFinding
+        from icans_cli.core.identifiers import parse_assessed_at
+
+        if amends:
+            _fail("--assessed-at is for a new assessment entered later; a correction keeps "
+                  "the original time unless you change it on the review screen")
+        try:
+            assessed_at = parse_assessed_at(assessed_at, log.utc_now()).isoformat(
+                timespec="seconds")
+        except InvalidFinding as exc:
+            _fail(str(exc))
     if not interactive_input_available():
         _fail("icans assess is an interactive interview and needs a terminal. For scripts, "
               "grade a CSV export instead: icans grade FILE.csv (see icans grade --help).")
@@ -127,7 +140,8 @@ def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
         with prompt_session():
             _run(patient=patient, assessor=assessor, protocol=protocol, log_path=log_path,
                  save=save, as_json=as_json, amends=amends, allow_id=allow_id, full=full,
-                 given={"age": age, "weight": weight, "baseline": capd_baseline})
+                 given={"age": age, "weight": weight, "baseline": capd_baseline},
+                 assessed_at=assessed_at)
     except (KeyboardInterrupt, EOFError):
         typer.echo(f"\n{CANCELLED}", err=True)
         raise typer.Exit(ExitStatus.INTERRUPTED)
@@ -147,7 +161,7 @@ def _say(text: str, style: str = "") -> None:
 
 
 def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_id, full,
-         given) -> None:
+         given, assessed_at=None) -> None:
     from icans_cli import interview as iv
     from icans_cli import log
     from icans_cli.core.errors import InvalidFinding
@@ -179,7 +193,11 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             a = iv.Answers()
             iv.ask_patient(a, allow_id)
             patient = a.patient_id
-        previous = last_assessment(log_path, patient)
+        late = parse_time(assessed_at) if assessed_at else None
+        if late is not None:
+            _say(f"Entered later: assessed at {late.astimezone():%Y-%m-%d %H:%M} (the record "
+                 "keeps both times).", "bold")
+        previous = last_assessment(log_path, patient, before=late)
         if previous is not None:
             _say("Last assessment: " + _describe_record(previous), "bold")
             a = iv.Answers.from_record(previous, with_scores=False)
@@ -188,6 +206,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             _say("No earlier assessment of this patient in the log.", "dim")
             a = iv.Answers()
         a.patient_id = patient
+        a.assessed_at, a.late_entry = assessed_at, assessed_at is not None
         for key, attr in (("age", "age"), ("weight", "weight"), ("baseline", "capd_baseline")):
             if given[key] is not None:
                 setattr(a, attr, given[key])
@@ -215,7 +234,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             _say(f"Cannot grade: {exc}. Change that answer.", "bold red")
 
     now = log.utc_now()
-    when = parse_time(a.assessed_at) if amends and a.assessed_at else now
+    when = parse_time(a.assessed_at) if a.assessed_at else now
     summary = build_summary(findings, a.patient_id or "", protocol, log_path,
                             assessed_at=when, crs=a.crs, product=a.product, weight=a.weight,
                             previous=None if amends else previous, exclude=None)

@@ -553,6 +553,11 @@ def assess(
     allow_id: bool = typer.Option(False, "--allow-id", help="Accept a pseudonym that looks "
                                   "like a name, record number or date (for sites whose "
                                   "pseudonyms look like that)."),
+    assessed_at: Optional[str] = typer.Option(None, "--assessed-at", metavar="TIME",
+                                              help="When the assessment was done, if you "
+                                                   "enter it later: HH:MM today or an ISO "
+                                                   "date-time; within the last 24 h "
+                                                   "(default: now)."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """Assess a patient at the bedside: ICE (or CAPD), the other ASTCT domains, CRS; then the
@@ -566,7 +571,7 @@ def assess(
     run_assess(patient=patient, assessor=_assessor(assessor), age=age, weight=weight,
                capd_baseline=capd_baseline, protocol=_protocol(protocol),
                log_path=_log_path(log_file), save=save, as_json=as_json, amends=amends,
-               allow_id=allow_id, full=full)
+               allow_id=allow_id, full=full, assessed_at=assessed_at)
 
 
 @app.command("show")

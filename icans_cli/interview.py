@@ -187,7 +187,8 @@ class Answers:
     crs: CrsAnswers = field(default_factory=CrsAnswers)
     product: str | None = None
     needs_score: bool = False  # amending a record that holds only a score total
-    assessed_at: str | None = None  # amendments: the original time, kept
+    assessed_at: str | None = None  # amendments: the original time, kept; or --assessed-at
+    late_entry: bool = False  # assessed_at from --assessed-at: within the last 24 h
 
     @property
     def path(self) -> str:
@@ -630,17 +631,29 @@ def ask_product(a: Answers) -> None:
 
 
 def ask_assessed_at(a: Answers) -> None:
-    from icans_cli.core.identifiers import parse_time
+    from datetime import datetime, timedelta, timezone
+
+    from icans_cli.core.identifiers import parse_assessed_at, parse_time
 
     def check(text: str) -> str | None:
+        now = datetime.now(timezone.utc)
         try:
-            parse_time(text)
-        except InvalidFinding:
-            return "An ISO date-time, e.g. 2026-11-29T14:30 (the original time is offered)."
+            t = parse_assessed_at(text, now) if a.late_entry else parse_time(text)
+        except InvalidFinding as exc:
+            return f"That {exc.message}" + (f" ({exc.allowed})." if exc.allowed else ".")
+        if t > now + timedelta(minutes=5):
+            return "That is in the future: the time the assessment was done."
         return None
 
-    a.assessed_at = _text("Time of the assessment being corrected", default=a.assessed_at or "",
-                          check=check, instruction="(Enter keeps the original)").strip()
+    if a.late_entry:
+        answer = _text("Time of the assessment", default=a.assessed_at or "", check=check,
+                       instruction="(HH:MM today, or a date-time)")
+        a.assessed_at = parse_assessed_at(answer, datetime.now(timezone.utc)).isoformat(
+            timespec="seconds")
+    else:
+        a.assessed_at = _text("Time of the assessment being corrected",
+                              default=a.assessed_at or "", check=check,
+                              instruction="(Enter keeps the original)").strip()
 
 
 # (key, label, ask, applies?) in interview order; the review screen uses the same table.

@@ -436,3 +436,49 @@ def test_capd_all_eight_the_same_can_be_kept(logf):
     assert r.exit_code == 0, r.output
     (rec,) = records(logf)
     assert rec["result"]["capd_score"] == 16 and rec["result"]["icans_grade"] == 3
+
+
+def test_assessed_at_records_a_late_entry_at_the_time_it_was_done(logf):
+    from datetime import datetime, timedelta, timezone
+
+    done = (datetime.now(timezone.utc) - timedelta(hours=3)).replace(microsecond=0)
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-LATE", "--age", "60", "--assessed-at", done.isoformat(),
+            log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert "Entered later: assessed at" in r.output
+    (rec,) = records(logf)
+    assert datetime.fromisoformat(rec["assessed_at"]) == done
+    assert datetime.fromisoformat(rec["recorded_at"]) > done + timedelta(hours=2)
+
+
+def test_assessed_at_compares_with_the_assessment_before_it_not_a_later_one(logf):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    assert run(first, "--patient", "PT-LATE2", "--age", "60", "--assessed-at",
+               (now - timedelta(hours=6)).isoformat(), log_file=logf).exit_code == 0
+    again = ENTER + NOT_SEDATED + ALERT + ICE_10 + ENTER + ACCEPT + SAVE
+    assert run(again, "--patient", "PT-LATE2", log_file=logf).exit_code == 0  # now: later
+    # entered late, done 3 h ago: the "last assessment" is the one of 6 h ago
+    r = run(again, "--patient", "PT-LATE2", "--assessed-at", (now - timedelta(hours=3)).isoformat(), log_file=logf)
+    assert r.exit_code == 0, r.output
+    when = (now - timedelta(hours=6)).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert f"Last assessment: {when}" in r.output
+
+
+@pytest.mark.parametrize("value, message", [
+    ("23:99", "is not a time of day"),
+    ("2999-01-01T00:00", "is in the future"),
+    ("2020-01-01T00:00", "more than 24 hours ago"),
+])
+def test_assessed_at_that_cannot_be_used_is_refused_before_the_interview(logf, value, message):
+    r = run("", "--patient", "PT-LATE3", "--age", "60", "--assessed-at", value, log_file=logf)
+    assert r.exit_code == 2 and message in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_assessed_at_with_amends_is_refused(logf):
+    r = run("", "--amends", "abcd1234", "--assessed-at", "00:00", log_file=logf)
+    assert r.exit_code == 2 and "a correction keeps the original time" in r.stderr

@@ -85,3 +85,32 @@ def parse_time(value: str, field: str = "assessed_at") -> datetime:
     if t.tzinfo is None:
         t = t.astimezone()  # local time
     return t
+
+
+LATE_ENTRY_HOURS = 24
+
+
+def parse_assessed_at(value: str, now: datetime, field: str = "--assessed-at") -> datetime:
+    """When an assessment entered later was done: "HH:MM" (today, local time) or an ISO
+    date-time; never in the future (5 minutes of clock difference allowed) and at most
+    LATE_ENTRY_HOURS before `now` (an aware datetime)."""
+    import re
+    from datetime import timedelta
+
+    text = value.strip(BLANKS)
+    if re.fullmatch(r"\d{1,2}:\d{2}", text):
+        hh, mm = (int(x) for x in text.split(":"))
+        if hh > 23 or mm > 59:
+            raise InvalidFinding(field, "is not a time of day", "HH:MM, e.g. 14:30")
+        t = now.astimezone().replace(hour=hh, minute=mm, second=0, microsecond=0)
+    else:
+        t = parse_time(text, field)
+    if t > now + timedelta(minutes=5):
+        raise InvalidFinding(field, "is in the future",
+                             "a past time; for yesterday, the date too, e.g. "
+                             f"{(now - timedelta(days=1)).astimezone():%Y-%m-%d}T23:30")
+    if t < now - timedelta(hours=LATE_ENTRY_HOURS):
+        raise InvalidFinding(field, f"is more than {LATE_ENTRY_HOURS} hours ago",
+                             f"a time in the last {LATE_ENTRY_HOURS} hours; an older "
+                             "assessment belongs in the record of its day")
+    return t

@@ -117,3 +117,51 @@ def test_capd_anchors_shown_at_age_2_and_under_only():
 def test_every_capd_item_has_anchor_text_for_young_children():
     for spec in CAPD_ITEMS:
         assert spec.anchors and all(text for _, text in spec.anchors)
+
+
+# --- a late entry's time (--assessed-at) ----------------------------------------------------------
+
+def test_late_entry_hh_mm_is_today_local_time():
+    from datetime import datetime, timezone
+
+    from icans_cli.core.identifiers import parse_assessed_at
+
+    now = datetime(2026, 11, 29, 15, 0, tzinfo=timezone.utc)
+    t = parse_assessed_at("00:00", now.astimezone().replace(hour=23, minute=0))
+    assert t.astimezone().hour == 0 and t.astimezone().minute == 0
+    assert t.astimezone().date() == now.astimezone().replace(hour=23).date()
+
+
+def test_late_entry_in_the_future_is_refused_with_yesterdays_date_as_the_example():
+    from datetime import datetime, timedelta, timezone
+
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import parse_assessed_at
+
+    now = datetime(2026, 11, 29, 15, 0, tzinfo=timezone.utc)
+    with pytest.raises(InvalidFinding, match="is in the future"):
+        parse_assessed_at((now + timedelta(minutes=10)).isoformat(), now)
+    assert parse_assessed_at((now + timedelta(minutes=4)).isoformat(), now)  # clock skew
+
+
+def test_late_entry_more_than_24_hours_ago_is_refused():
+    from datetime import datetime, timedelta, timezone
+
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import parse_assessed_at
+
+    now = datetime(2026, 11, 29, 15, 0, tzinfo=timezone.utc)
+    assert parse_assessed_at((now - timedelta(hours=23, minutes=59)).isoformat(), now)
+    with pytest.raises(InvalidFinding, match="more than 24 hours ago"):
+        parse_assessed_at((now - timedelta(hours=24, minutes=1)).isoformat(), now)
+
+
+@pytest.mark.parametrize("text", ["24:00", "7:60", "yesterday", "14.30"])
+def test_late_entry_that_is_not_a_time_is_refused(text):
+    from datetime import datetime, timezone
+
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import parse_assessed_at
+
+    with pytest.raises(InvalidFinding):
+        parse_assessed_at(text, datetime(2026, 11, 29, 15, 0, tzinfo=timezone.utc))
