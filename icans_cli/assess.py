@@ -379,24 +379,34 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
                             product=m["product"], weight=m["weight_kg"],
                             crs_grade=m["crs_grade"], crs_controlled=m["crs_controlled"],
                             crs_text=None, previous=previous, record_id=str(rec.get("id")))
+    warnings, notes = [], []
+    later = next((e.superseded_by for e in _entries(log_path, pid)
+                  if e.id == str(rec.get("id")) and e.superseded_by), None)
+    if later:
+        warnings.append(f"CORRECTED: this record was replaced by {str(later)[:8]}; "
+                        f"see icans show {str(later)[:8]}")
+    if protocol.id != proto.get("id"):
+        where = f" ({proto.get('file')})" if proto.get("file") else ""
+        warnings.append(f"NOT THE ADVICE GIVEN: the record was advised with protocol "
+                        f"{proto.get('id')!r}{where}, not available here; the advice below "
+                        f"is from {protocol.id}")
+    elif str(proto.get("version")) != protocol.version:
+        warnings.append(f"advised with protocol {protocol.id} version {proto.get('version')}; "
+                        f"the advice below is from version {protocol.version}, as it is now")
+    elif proto.get("sha256") and proto.get("sha256") != protocol.sha256:
+        warnings.append(f"protocol {protocol.id} has been edited since this record was advised "
+                        "(same version, different content): the advice below is from the "
+                        "protocol as it is now, not necessarily what was advised then")
+    if rec.get("amends"):
+        notes.append(f"this record corrects {str(rec['amends'])[:8]}")
     con = out()
+    from rich.text import Text
+
+    for w in warnings:  # above the summary, on the same stream: they change how it reads
+        con.print(Text("! " + w, style="bold red"))
     con.print(summary.bedside())
     if full:
         con.print(summary.details())
-    notes = []
-    if protocol.id != proto.get("id"):
-        notes.append(f"the record was advised with protocol {proto.get('id')!r}, not available "
-                     f"here: advice shown from {protocol.id}")
-    elif str(proto.get("version")) != protocol.version:
-        notes.append(f"the record was advised with protocol {protocol.id} version "
-                     f"{proto.get('version')}; the advice above is from version "
-                     f"{protocol.version}, as it is now")
-    elif proto.get("sha256") and proto.get("sha256") != protocol.sha256:
-        notes.append(f"protocol {protocol.id} has been edited since this record was advised "
-                     "(same version, different content): the advice above is from the "
-                     "protocol as it is now, not necessarily what was advised then")
-    if rec.get("amends"):
-        notes.append(f"this record corrects {str(rec['amends'])[:8]}")
     for n in notes:
         err().print(f"Note: {n}.", markup=False, highlight=False)
 

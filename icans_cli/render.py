@@ -227,10 +227,11 @@ def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
     glance = branch.glance()
     if glance.tocilizumab and glance.anti_cytokine is not None:
         anti = glance.anti_cytokine
+        verb = "CONSIDER" if anti.start == "consider" else "YES"
         if anti.condition:
             when = anti.condition[0].lower() + anti.condition[1:]
-            return _summary_text(anti, f"{lead}YES {when}: ", bare=True)
-        return _summary_text(anti, lead + "YES, for the CRS: ")
+            return _summary_text(anti, f"{lead}{verb} {when}: ", bare=True)
+        return _summary_text(anti, f"{lead}{verb}, for the CRS: ")
     text = Text(lead, style="bold")
     if not branch.crs and (rec.grade >= 1 or rec.crs in ("no", "controlled")):
         why = "CRS controlled after treatment" if rec.crs == "controlled" else "no CRS"
@@ -281,7 +282,8 @@ def _both_branches(grid: Table, rec: Recommendation) -> None:
     with_crs = by[True].glance()
     anti = with_crs.anti_cytokine
     if with_crs.tocilizumab and anti is not None and not anti.condition:
-        toci.append_text(_summary_text(anti, "With CRS: YES: "))
+        verb = "CONSIDER" if anti.start == "consider" else "YES"
+        toci.append_text(_summary_text(anti, f"With CRS: {verb}: "))
     else:
         toci.append_text(_toci(by[True], rec, "With CRS: "))
     grid.add_row(Text("Tocilizumab", style="bold"), toci)

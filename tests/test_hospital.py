@@ -237,6 +237,16 @@ def test_protocol_check_accepts_the_built_ins(tmp_path):
     assert r.exit_code == 0 and r.stdout.startswith("OK: asco-2021-ward7")
 
 
+def test_protocol_check_accepts_the_built_in_file_itself_unchanged():
+    from pathlib import Path
+
+    import icans_cli.protocols as protocols
+
+    path = Path(protocols.__file__).parent / "asco-2021.json"
+    r = runner.invoke(app, ["protocol", "check", str(path)])
+    assert r.exit_code == 0 and r.stdout.startswith("OK: asco-2021 ")
+
+
 def test_protocol_file_under_a_built_in_id_is_refused(tmp_path):
     f = tmp_path / "ours.json"
     f.write_text(json.dumps(asco_json()))

@@ -249,3 +249,50 @@ def test_show_says_nothing_about_the_protocol_when_it_is_unchanged(logf):
     assert r.exit_code == 0
     text = flat(r.stdout + r.stderr)
     assert "advised with" not in text and "has been edited" not in text
+
+
+def test_show_of_a_corrected_record_says_so_above_the_summary(logf):
+    old = add(logf, "PT-C", **CASES["grade 0"])
+    f = Findings(age_years=50, ice_score=6)
+    r = grade_icans(f)
+    body = assessment_record(patient_id="PT-C", assessor="nurse-a", source="amendment",
+                             assessed_at=T0, findings=f, result=r,
+                             recommendation=recommend(load(), r, 0, None, 50, weight_kg=70),
+                             crs_grade=0, product=None, weight_kg=70, amends=old)
+    new = log.append(logf, body)["id"]
+    out = show(logf, old)
+    assert out.exit_code == 0
+    first = out.stdout.split("\n")[0]
+    assert first.startswith(f"! CORRECTED: this record was replaced by {new[:8]}")
+    assert "CORRECTED" not in show(logf, new).stdout
+
+
+def test_a_protocol_file_is_recorded_by_its_full_path_and_show_warns_when_it_is_gone(
+        tmp_path, monkeypatch):
+    import json
+
+    data = json.loads(runner.invoke(app, ["protocol", "show", "asco-2021"]).stdout)
+    data["id"] = "asco-2021-ward7"
+    (tmp_path / "ours.json").write_text(json.dumps(data))
+    logf = tmp_path / "assessments.jsonl"
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["grade", "-", "--protocol", "ours.json", "--log", "--log-file",
+                            str(logf), "-f", "jsonl"], input="patient_id,ice_score\nPT-W,5\n")
+    assert r.exit_code == 0, r.output
+    (rec,) = [json.loads(x) for x in logf.read_text().splitlines()]
+    assert rec["protocol"]["file"] == str((tmp_path / "ours.json").resolve())
+    monkeypatch.chdir("/")
+    assert "NOT THE ADVICE GIVEN" not in show(logf, rec["id"]).stdout  # found from anywhere
+    (tmp_path / "ours.json").unlink()
+    load.cache_clear()  # one process per command in real use
+    out = show(logf, rec["id"])
+    assert out.exit_code == 0
+    assert flat(out.stdout).startswith("! NOT THE ADVICE GIVEN: the record was advised with "
+                                       "protocol 'asco-2021-ward7'")
+
+
+def test_show_crs_grade_1_reads_consider_tocilizumab_and_crs_2_reads_yes(logf):
+    one = show(logf, add(logf, "PT-T1", crs=1, age_years=60, ice_score=8, weight=80))
+    assert "Tocilizumab  CONSIDER, for the CRS: tocilizumab 8 mg/kg → 640 mg" in one.stdout
+    two = show(logf, add(logf, "PT-T2", crs=2, age_years=60, ice_score=8, weight=80))
+    assert "Tocilizumab  YES, for the CRS: tocilizumab 8 mg/kg → 640 mg" in two.stdout

@@ -50,7 +50,8 @@ def parse(data: bytes, where: str) -> Protocol:
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{where}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
                             f"{exc.msg}") from None
-    if where not in BUILTIN and isinstance(raw, dict) and raw.get("id") in BUILTIN:
+    if (where not in BUILTIN and isinstance(raw, dict) and raw.get("id") in BUILTIN
+            and data != builtin_bytes(raw["id"])):
         # a changed copy under a built-in id would be indistinguishable on screens and in logs
         raise ProtocolError(f"{where}: id {raw['id']!r} is a built-in protocol's: give your "
                             f"protocol its own id (e.g. '{raw['id']}-ward7') so that records "
@@ -79,4 +80,8 @@ def load(name: str = DEFAULT) -> Protocol:
     except OSError as exc:
         raise UnknownProtocol(name, f"cannot read the protocol file {name}: "
                                     f"{exc.strerror}") from None
-    return parse(data, str(path))
+    try:
+        where = str(path.resolve())  # records name it wherever `icans show` is run from
+    except OSError:
+        where = str(path.absolute())
+    return parse(data, where)

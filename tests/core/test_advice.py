@@ -441,3 +441,36 @@ def test_raised_icp_replaces_the_focal_edema_caution_with_no_lp():
     texts = [x.text for x in rec.branches[0].lines if x.section == "caution"]
     assert any("Do NOT do a lumbar puncture" in t for t in texts)
     assert not any("exclude mass effect" in t for t in texts)
+
+
+# --- tocilizumab with concurrent CRS of grade 1: consider, and why -------------------------------
+
+@pytest.mark.parametrize("protocol", BUILTIN)
+@pytest.mark.parametrize("age, weight, amount", [(40, 80, 640), (8, 20, 240)])
+def test_crs_grade_1_beside_icans_makes_tocilizumab_consider_not_give_now(protocol, age,
+                                                                          weight, amount):
+    kw = {"ice_score": 8} if age >= 12 else {"capd_score": 10}
+    branch = only(advise(protocol, crs=1, age=age, weight=weight, **kw))
+    toci = [x for x in branch.lines if x.section == "anti_cytokine"
+            and any(d.drug == "tocilizumab" for _, d in x.doses)]
+    assert toci and all(x.start == "consider" for x in toci)
+    assert branch.glance().anti_cytokine.start == "consider"
+    assert f"→ {amount} mg" in toci[0].text
+    assert "grade-1 CRS to supportive care unless the fever lasts more than 3 days" in \
+        toci[0].text  # the disagreement is said, not chosen silently
+
+
+@pytest.mark.parametrize("protocol", BUILTIN)
+@pytest.mark.parametrize("crs", [2, 3, 4])
+def test_crs_grade_2_or_more_beside_icans_gives_tocilizumab_now(protocol, crs):
+    branch = only(advise(protocol, crs=crs, ice_score=5, weight=80))
+    anti = branch.glance().anti_cytokine
+    assert anti.start is None and "→ 640 mg" in anti.text
+
+
+def test_crs_unknown_says_yes_for_crs_grade_2_or_more_and_consider_for_grade_1():
+    rec = advise(crs=None, ice_score=8, weight=80)
+    with_crs = next(b for b in rec.branches if b.crs)
+    conds = {x.condition: x.start for x in with_crs.lines if x.section == "anti_cytokine"
+             and x.doses}
+    assert conds == {"If the CRS is grade 2 or higher": None, "If the CRS is grade 1": "consider"}
