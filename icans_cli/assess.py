@@ -261,11 +261,16 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
                        "n") != "y":
             con_err.print(Text("Not saved.", style="bold"))
             return
+    seen_details = False
     while True:
+        # After the details, y or n must be pressed: an Enter typed after "d" out of habit
+        # would otherwise save unseen.
         choice = iv.keypress("Save to the log?",
-                             [("y", "save"), ("n", "no"), ("d", "details")], "y")
+                             [("y", "save"), ("n", "no"), ("d", "details")],
+                             None if seen_details else "y")
         if choice != "d":
             break
+        seen_details = True
         con_out.print(summary.details())
         con_out.print(summary.bedside())
     if choice != "y":

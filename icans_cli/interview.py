@@ -312,7 +312,9 @@ def _checkbox(message: str, choices: list[tuple[Any, str]], checked: list[Any],
 
 
 def _confirm(message: str, default: bool = False) -> bool:
-    return bool(_eof_binding(questionary.confirm(message, default=default,
+    """y or n, then Enter, like every list (auto_enter would take the y or n at once, and an
+    Enter typed after it out of habit would answer the next question unseen)."""
+    return bool(_eof_binding(questionary.confirm(message, default=default, auto_enter=False,
                                                  style=STYLE)).unsafe_ask())
 
 
@@ -332,8 +334,9 @@ def _text(message: str, default: str = "", check: Callable[[str], str | None] | 
         default = answer if keep_refused else ""
 
 
-def keypress(message: str, options: list[tuple[str, str]], default: str) -> str:
-    """A one-key answer, e.g. y / n / d; Enter takes the default. Ctrl-C and Ctrl-D end it."""
+def keypress(message: str, options: list[tuple[str, str]], default: str | None) -> str:
+    """A one-key answer, e.g. y / n / d; Enter takes the default (none: Enter does nothing).
+    Ctrl-C and Ctrl-D end it."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.formatted_text import to_formatted_text
     from prompt_toolkit.key_binding import KeyBindings
@@ -371,7 +374,8 @@ def keypress(message: str, options: list[tuple[str, str]], default: str) -> str:
         kb.add(key)(make(key))
         if key.upper() != key:
             kb.add(key.upper())(make(key))
-    kb.add(Keys.ControlM, eager=True)(make(default))
+    if default is not None:
+        kb.add(Keys.ControlM, eager=True)(make(default))
 
     @kb.add(Keys.Any)
     def _(event) -> None:

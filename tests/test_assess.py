@@ -15,7 +15,8 @@ ENTER, DOWN, CTRL_C, CTRL_D = "\r", "\x1b[B", "\x03", "\x04"
 runner = CliRunner()
 
 # Answer fragments, in interview order (age and weight come from options here).
-NOT_DELAYED, NOT_SEDATED, SEDATED = "n", "n", "y"
+# y/n prompts, like lists, take the key and then Enter
+NOT_DELAYED, NOT_SEDATED, SEDATED = "n" + ENTER, "n" + ENTER, "y" + ENTER
 NO_PRODUCT = ENTER  # "not recorded" is the default
 AXI_CEL = "a" + ENTER
 ALERT = ENTER
@@ -195,7 +196,7 @@ def test_full_option_prints_the_details(logf):
 
 
 def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
-    crs_questions = "w" + ENTER + "y" + ENTER + ENTER + "c" + ENTER + "6" + ENTER
+    crs_questions = "w" + ENTER + "y" + ENTER + ENTER + ENTER + "c" + ENTER + "6" + ENTER
     keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -206,7 +207,7 @@ def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
 
 def test_crs_questions_treated_without_hypotension_or_hypoxia_is_controlled(logf):
     tocilizumab_given = " " + ENTER  # Space marks the first treatment (tocilizumab)
-    crs_questions = "w" + ENTER + "n" + tocilizumab_given + ENTER + ENTER
+    crs_questions = "w" + ENTER + "n" + ENTER + tocilizumab_given + ENTER + ENTER
     keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8b", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -294,8 +295,9 @@ def test_json_prints_saved_record_on_stdout(logf):
 def test_known_patient_routine_reassessment_in_eight_keys(logf):
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-15", "--age", "60", log_file=logf).exit_code == 0
-    # details as last time, not sedated, alert, ICE 10, the rest as last time, accept, save
-    again = ENTER + NOT_SEDATED + ALERT + ICE_10 + ENTER + ACCEPT + SAVE
+    # details as last time, not sedated (as last time: Enter), alert, ICE 10, the rest as last
+    # time, accept, save
+    again = ENTER + ENTER + ALERT + ICE_10 + ENTER + ACCEPT + SAVE
     assert len(again) == 8
     r = run(again, "--patient", "PT-15", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -320,7 +322,7 @@ def test_previous_assessment_shown_and_fall_flagged(logf):
 def test_known_patient_other_findings_can_be_changed(logf):
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-15c", "--age", "60", log_file=logf).exit_code == 0
-    changed = "n" + "3" + ENTER + ENTER * 3 + CRS_0  # not the same: a self-limited seizure
+    changed = "n" + ENTER + "3" + ENTER + ENTER * 3 + CRS_0  # not the same: self-limited seizure
     again = ENTER + NOT_SEDATED + ALERT + ICE_10 + changed + ACCEPT + SAVE
     r = run(again, "--patient", "PT-15c", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -482,3 +484,21 @@ def test_assessed_at_that_cannot_be_used_is_refused_before_the_interview(logf, v
 def test_assessed_at_with_amends_is_refused(logf):
     r = run("", "--amends", "abcd1234", "--assessed-at", "00:00", log_file=logf)
     assert r.exit_code == 2 and "a correction keeps the original time" in r.stderr
+
+
+def test_enter_after_details_does_not_save_unseen(logf):
+    # "d" then Enter out of habit: the Enter is ignored once the details are shown; n answers
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + "d" + ENTER + "n"
+    r = run(keys, "--patient", "PT-D1", "--age", "60", log_file=logf)
+    assert r.exit_code == 0, r.output
+    assert records(logf) == [] and "Not saved." in r.output
+
+
+def test_y_then_enter_at_a_yes_no_question_never_answers_the_next_question(logf):
+    # sedation: "y" + Enter is one answer; the next question (consciousness) is still asked
+    keys = NOT_DELAYED + NO_PRODUCT + "y" + ENTER + "2" + ENTER + NOTHING_ELSE + CRS_0 \
+        + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-D2", "--age", "60", log_file=logf)
+    assert r.exit_code == 0, r.output
+    (rec,) = records(logf)
+    assert rec["findings"]["sedated"] is True and rec["findings"]["consciousness"] == "voice"
