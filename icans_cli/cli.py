@@ -732,6 +732,7 @@ def _due_flat(d) -> dict:
 
 
 def _due_table(rows, now, days) -> None:
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
@@ -739,12 +740,22 @@ def _due_table(rows, now, days) -> None:
     from icans_cli.render import GRADE_STYLE, plural, record_grade_text
     from icans_cli.term import out, plain
 
+    if not rows:
+        out().print(Text(f"No patient assessed in the last {days:g} days (now "
+                         f"{now.astimezone().strftime('%H:%M')})."))
+        return
     overdue = sum(1 for d in rows if d.overdue)
+    today = now.astimezone().date()
+    # Five columns that fit 80: the score column holds the trend ("ICE 10 → 8, worse").
     t = Table(title=Text(f"{plural(len(rows), 'patient')} assessed in the last {days:g} days; "
                          f"{overdue} overdue (now {now.astimezone().strftime('%H:%M')})"),
-              title_justify="left")
-    for col in ("patient", "last check", "score", "grade", "trend", "next due"):
-        t.add_column(col, no_wrap=col != "trend")
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
+    t.add_column("patient", overflow="fold", max_width=14)
+    t.add_column("last check", no_wrap=True)
+    t.add_column("score, trend", min_width=17)
+    t.add_column("grade", max_width=18)
+    t.add_column("next due", no_wrap=True)
     for d in rows:
         res = d.last.record.get("result") or {}
         if d.due_at is None:
@@ -754,11 +765,24 @@ def _due_table(rows, now, days) -> None:
         else:
             due_text = Text(f"{d.due_at.astimezone().strftime('%H:%M')} "
                             f"(in {-d.overdue_hours:.1f} h)")
-        grade = Text(record_grade_text(res), style=GRADE_STYLE.get(d.last.grade, "")
-                     if d.last.status == "graded" else "bold black on yellow")
+        if d.last.status == "graded":
+            grade = Text(str(res.get("icans_grade")), style=GRADE_STYLE.get(d.last.grade, ""))
+        else:
+            floor = res.get("grade_at_least")
+            grade = Text(f"≥{floor}, not assessable" if floor else "not assessable",
+                         style="bold black on yellow")
+        when = d.last.assessed_at.astimezone()
+        score = score_words(d.last.score_path, d.last.score)
+        trend = d.trend
+        if trend == "first assessment":
+            trend_text = f"{score}, first"
+        elif "→" in trend and trend.startswith((d.last.score_path or "ice").upper()):
+            trend_text = trend.replace(" (", ", ").rstrip(")")
+        else:  # a score missing on one side: the grade then
+            trend_text = f"{score}; was {trend.split(' → ')[0]}"
         t.add_row(Text(plain(d.patient_id)),
-                  d.last.assessed_at.astimezone().strftime("%m-%d %H:%M"),
-                  score_words(d.last.score_path, d.last.score), grade, d.trend, due_text)
+                  when.strftime("%H:%M" if when.date() == today else "%m-%d %H:%M"),
+                  trend_text, grade, due_text)
     out().print(t)
 
 

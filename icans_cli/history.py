@@ -152,7 +152,9 @@ class Due:
             return "first assessment"
         p, last = self.previous, self.last
         if last.score_path != p.score_path or last.score is None or p.score is None:
-            return f"grade {p.grade} → {last.grade}"
+            def g(e: Entry) -> str:
+                return f"grade {e.grade}" if e.status == "graded" else "not assessable"
+            return f"{g(p)} → {g(last)}"
         name = (last.score_path or "ice").upper()
         better = (last.score > p.score) if last.score_path == "ice" else (last.score < p.score)
         same = last.score == p.score

@@ -209,6 +209,35 @@ def test_due_cli_jsonl_gives_overdue_true_or_false(tmp_path):
         t.stdout
 
 
+def test_due_table_fits_80_columns_with_a_not_assessable_patient(tmp_path):
+    path = tmp_path / "l.jsonl"
+    now = datetime.now(timezone.utc)
+    bodies = [body(patient="PT-SEDATED-01", ice=5), body(patient="PT-SEDATED-01", ice=None,
+                                                         sedated=True, seizure="self_limited"),
+              body(patient="PT-WELL-0042", ice=10), body(patient="PT-WELL-0042", ice=7)]
+    for i, b in enumerate(bodies):
+        b["assessed_at"] = (now - timedelta(hours=4 - i)).isoformat(timespec="seconds")
+    make(path, *bodies)
+    t = runner.invoke(app, ["due", "-f", "table", "--log-file", str(path)],
+                      env={"COLUMNS": "80"})
+    assert t.exit_code == 0, t.output
+    lines = t.stdout.splitlines()
+    assert all(len(x) <= 80 for x in lines)
+    assert "PT-SEDATED-01" in t.stdout and "PT-WELL-0042" in t.stdout  # never "PT-3…"
+    assert "…" not in t.stdout and "(in 1.0 h)" in t.stdout  # no cell cut short
+    wide = runner.invoke(app, ["due", "-f", "table", "--log-file", str(path)],
+                         env={"COLUMNS": "160"}).stdout
+    assert "ICE 10 → 7, worse" in wide and "ICE not taken; was grade 2" in wide
+    assert "≥3, not assessable" in wide and "grade None" not in wide
+
+
+def test_due_with_nobody_assessed_says_so(tmp_path):
+    path = tmp_path / "l.jsonl"
+    make(path, body(patient="PT-OLD", ice=10, hours=-30 * 24))
+    t = runner.invoke(app, ["due", "-f", "table", "--log-file", str(path)])
+    assert t.exit_code == 0 and "No patient assessed in the last 7 days" in t.stdout
+
+
 # --- protocols as files ---------------------------------------------------------------------------
 
 def asco_json():
