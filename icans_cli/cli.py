@@ -44,14 +44,15 @@ app = typer.Typer(
 log_app = typer.Typer(help="The assessment log: where it is, what it holds, whether it is "
                            "intact.", no_args_is_help=True, rich_markup_mode=None,
                       context_settings=HELP)
-app.add_typer(log_app, name="log")
+app.add_typer(log_app, name="log", short_help="The log: list, verify, head, path.")
 protocol_app = typer.Typer(help="Management protocols: the built-in ones, and checking a "
                                 "centre's own protocol file.", no_args_is_help=True,
                            rich_markup_mode=None, context_settings=HELP)
-app.add_typer(protocol_app, name="protocol")
+app.add_typer(protocol_app, name="protocol",
+              short_help="Protocols: list, show, check a centre's own file.")
 export_app = typer.Typer(help="Export logged assessments for other systems.",
                          no_args_is_help=True, rich_markup_mode=None, context_settings=HELP)
-app.add_typer(export_app, name="export")
+app.add_typer(export_app, name="export", short_help="The log for other systems (FHIR R4).")
 
 LOG_FILE_OPTION = typer.Option(None, "--log-file", help="Log file to use instead of "
                                "$ICANS_DATA_DIR or the platform data directory.")
@@ -105,7 +106,7 @@ def _records(path: Path, contains: str | None = None):
         fail(str(exc))
 
 
-@log_app.command("path")
+@log_app.command("path", short_help="Print the log file in use.")
 def log_path(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
     """Print the resolved log file (--log-file, else $ICANS_DATA_DIR, else the platform default).
 
@@ -126,7 +127,7 @@ VERIFY_PROVES = ("A hash chain shows an edited, deleted, inserted or reordered l
                  "`icans log verify --head SEQ:HASH`.")
 
 
-@log_app.command("verify")
+@log_app.command("verify", short_help="Check the hash chain (and a kept head).")
 def log_verify(
     head: Optional[str] = typer.Option(None, "--head", metavar="SEQ:HASH",
                                        help="A head kept earlier (icans log head): prove that "
@@ -181,7 +182,7 @@ def log_verify(
     raise typer.Exit(ExitStatus.ERROR)
 
 
-@log_app.command("head")
+@log_app.command("head", short_help="Print SEQ:HASH of the last record, to keep.")
 def log_head(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
     """Print SEQ:HASH of the last record, to keep elsewhere and check with verify --head.
 
@@ -442,7 +443,7 @@ def _stream_table(rows, path: Path) -> None:
     con.print(Text(f"{plural(shown, 'assessment')} · {plain(path)}", style="dim"))
 
 
-@app.command("history")
+@app.command("history", short_help="One patient's assessments, trend, falls and rises.")
 @_pipe_safe
 def history(
     patient: str = typer.Argument(..., help="The patient's pseudonym."),
@@ -526,7 +527,7 @@ def history(
 
 # --- assess -------------------------------------------------------------------------------------
 
-@app.command("assess")
+@app.command("assess", short_help="The bedside interview: grade, what to do, when next.")
 def assess(
     patient: Optional[str] = typer.Option(None, "--patient", help="The patient's pseudonym "
                                           "(never a name, record number or birth date)."),
@@ -574,7 +575,7 @@ def assess(
                allow_id=allow_id, full=full, assessed_at=assessed_at)
 
 
-@app.command("show")
+@app.command("show", short_help="A saved assessment's summary again (handover).")
 def show(
     record_id: str = typer.Argument(..., metavar="RECORD_ID",
                                     help="A record id, or its first characters."),
@@ -632,7 +633,7 @@ def _protocol(name: str):
              f"{name})")
 
 
-@app.command("grade")
+@app.command("grade", short_help="Grade exported assessments from CSV.")
 def grade(
     file: str = typer.Argument(..., metavar="FILE|-", help="CSV file of assessments, or - for "
                                "standard input."),
@@ -672,7 +673,7 @@ def grade(
 
 # --- due, export, protocols ---------------------------------------------------------------------
 
-@app.command("due")
+@app.command("due", short_help="The ward board: who is due or overdue, first.")
 @_pipe_safe
 def due(
     days: float = typer.Option(7, "--days", min=0.01, help="Patients with a record in the last "
@@ -786,7 +787,7 @@ def _due_table(rows, now, days) -> None:
     out().print(t)
 
 
-@export_app.command("fhir")
+@export_app.command("fhir", short_help="The log as a FHIR R4 Bundle (collection).")
 @_pipe_safe
 def export_fhir(
     patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym."),
@@ -863,7 +864,7 @@ def protocol_list() -> None:
         typer.echo(f"default from $ICANS_PROTOCOL: {default}")
 
 
-@protocol_app.command("show")
+@protocol_app.command("show", short_help="Print a protocol as JSON (to start your own).")
 def protocol_show(
     name: str = typer.Argument(..., metavar="NAME|FILE", help="A built-in protocol, or a "
                                "protocol file."),
@@ -885,7 +886,7 @@ def protocol_show(
     sys.stdout.write(data.decode("utf-8"))
 
 
-@protocol_app.command("check")
+@protocol_app.command("check", short_help="Check a protocol file: exit 0, or 2 naming each problem.")
 def protocol_check(
     file: Path = typer.Argument(..., metavar="FILE", help="A protocol file (JSON)."),
 ) -> None:
@@ -917,7 +918,7 @@ def protocol_check(
 
 # --- practice and explain -----------------------------------------------------------------------
 
-@app.command("practice")
+@app.command("practice", short_help="Teaching cases with feedback (trainees).")
 def practice(
     count: int = typer.Option(5, "--count", "-n", min=1, max=100, help="Cases this session."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Repeat a session exactly."),
@@ -991,7 +992,7 @@ def practice(
         con.print(f"Saved to {path} (see icans practice --history).")
 
 
-@app.command("explain")
+@app.command("explain", short_help="The grading, the drugs and the biology, sourced.")
 def explain(
     topic: Optional[str] = typer.Argument(None, help="A topic; none lists them."),
     csf_albumin: Optional[float] = typer.Option(None, "--csf-albumin", metavar="MG_L",
@@ -1127,6 +1128,10 @@ def _sanitize(message: str) -> str:
     an option was expected, a pseudonym in a wrong place)."""
     import re
 
+    message = re.sub(r"No such command '[^']*'\.?",
+                     "No such command (what was typed is not shown: it could be patient data). "
+                     "Commands: assess, show, due, history, grade, export, log, protocol, "
+                     "practice, explain.", message)
     message = re.sub(r"unexpected extra argument(?:s|\(s\))? \([^)]*\)",
                      "unexpected extra argument(s) (not shown: they could be patient data)",
                      message)

@@ -465,6 +465,21 @@ def test_help_lists_commands_in_the_order_a_user_needs_them():
     assert positions == sorted(positions)
 
 
+@pytest.mark.parametrize("group", [(), ("log",), ("protocol",), ("export",)])
+def test_help_never_cuts_a_command_description_at_80_columns(group):
+    r = runner.invoke(app, [*group, "-h"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    commands = r.stdout.split("Commands:")[1]
+    assert "..." not in commands and "…" not in commands
+
+
+def test_an_unknown_command_is_named_as_such_without_echoing_it():
+    r = _icans("PT-SECRET-9")
+    assert r.returncode == 2
+    assert "No such command" in r.stderr and "Commands: assess, show" in r.stderr
+    assert "PT-SECRET-9" not in r.stderr + r.stdout and "the value given" not in r.stderr
+
+
 def test_completion_is_on():
     r = _icans("--help")
     assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
