@@ -380,8 +380,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         release()
     total = sum(counts.values())
     if outcome_code is not None:
-        said = f"Stopped: {message}; {total:,} rows read"
-        if output is not None:
+        said = f"Stopped: {message}; {total:,} row{'' if total == 1 else 's'} read"
+        if output is not None and "was not written" not in message:
             said += f"; {output} was not written"
         if logger is not None:
             said += "; " + logger.report()

@@ -210,6 +210,9 @@ def _check_regular(path: Path, missing_ok: bool = True) -> bool:
     if stat.S_ISLNK(st.st_mode):
         raise LogError(f"the log path {path} is a symbolic link; refusing it (point --log-file "
                        "or ICANS_DATA_DIR at a regular file)")
+    if stat.S_ISDIR(st.st_mode):
+        raise LogError(f"the log path {path} is a directory: give a file (e.g. "
+                       f"{path / 'assessments.jsonl'}), or point ICANS_DATA_DIR at the directory")
     if not stat.S_ISREG(st.st_mode):
         raise LogError(f"the log path {path} is not a regular file (a FIFO or a device?); "
                        "refusing it")

@@ -70,6 +70,11 @@ def test_symlinked_log_path_is_refused(tmp_path):
     assert target.read_bytes() == b""
 
 
+def test_a_directory_as_the_log_is_called_a_directory(tmp_path):
+    with pytest.raises(log.LogError, match="is a directory: give a file"):
+        log.append(tmp_path, body())
+
+
 def test_full_disk_gives_clear_error_and_keeps_earlier_records(tmp_path, monkeypatch):
     path = tmp_path / "log.jsonl"
     log.append(path, body())

@@ -117,10 +117,12 @@ def test_practice_session_right_and_wrong_answers_summary_and_saved(_isolated_da
     r = practice(A15_RIGHT + A17_WRONG, "--case", "A15", "--case", "A17", "--seed", "3")
     assert r.exit_code == 0, r.output
     assert "Right: ICE 0" in r.stderr and "Right: grade 3" in r.stderr
-    assert "Not quite: the key is grade 3" in r.stderr
+    assert "Not quite: the answer is grade 3" in r.stderr
     assert "Focal or local edema on imaging is grade 3" in r.stderr
     assert "Grade 3, driven by the raised ICP / cerebral edema (focal/local edema" in r.stderr
     assert "ICANS grade" in r.stdout and "kappa" in r.stdout
+    flat_out = " ".join(r.stdout.split())
+    assert "(on 2 cases: too few to mean much" in flat_out or "undefined" in flat_out
     saved = [json.loads(x) for x in (_isolated_data_dir / "practice.jsonl").read_text()
              .splitlines()]
     (s,) = saved
@@ -301,3 +303,21 @@ def test_axi_cel_grade_2_without_crs_keys_dexamethasone_as_asco_advises():
     (a10,) = [c for c in load_cases() if c.id == "A10"]
     key = a10.key(load())
     assert key.grade == 2 and key.steroid == "dexamethasone"
+
+
+def test_kappa_on_few_cases_says_it_means_little():
+    from rich.console import Console
+
+    from icans_cli.practice.quiz import QUESTIONS, render_summary
+
+    cases = [{"key": {"grade": g}} for g in ("0", "3", "na")]
+    summary = {"cases": cases, "accuracy": {q: 1.0 for q in QUESTIONS},
+               "grade_confusion": {"categories": ["0", "3"], "matrix": [[1, 0], [0, 1]]},
+               "weighted_kappa": 1.0}
+    con = Console(record=True, width=200)
+    render_summary(summary, con)
+    assert "1.00 (on 2 cases: too few to mean much" in con.export_text()
+    summary["cases"] = [{"key": {"grade": "3"}}] * 12
+    con = Console(record=True, width=200)
+    render_summary(summary, con)
+    assert "too few" not in con.export_text()

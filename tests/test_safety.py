@@ -153,6 +153,7 @@ def test_disk_full_during_o_leaves_no_temporary_file(tmp_path, small, monkeypatc
     out = tmp_path / "out.csv"
     r = runner.invoke(app, ["grade", str(small), "-f", "csv", "-o", str(out)])
     assert r.exit_code == 3 and "the disk is full" in r.stderr
+    assert r.stderr.count("was not written") == 1, r.stderr  # said once
     assert not out.exists() and leftovers(tmp_path) == []
 
 

@@ -85,7 +85,7 @@ def run_session(cases: list[Case], protocol, console) -> dict[str, Any]:
             if ok:
                 console.print(Text(f"  Right: {shown}", style="bold green"))
             else:
-                console.print(Text(f"  Not quite: the key is {shown}", style="bold red"))
+                console.print(Text(f"  Not quite: the answer is {shown}", style="bold red"))
 
         ans, exp = _ask_score(case, key)
         feedback("score", ans, exp, "cannot be scored" if exp == "none" else exp.upper())
@@ -156,9 +156,9 @@ def render_summary(summary: dict[str, Any], console) -> None:
         t.add_row(labels[q], f"{round(acc[q] * n)}/{n} ({acc[q]:.0%})")
     console.print(t)
     cats = summary["grade_confusion"]["categories"]
-    console.print("Grades: the key in rows, your answers in columns")
+    console.print("Grades: the right answer in rows, yours in columns")
     m = Table()
-    m.add_column("key")
+    m.add_column("right")
     for c in cats:
         m.add_column(c, justify="right")
     for i, c in enumerate(cats):
@@ -166,9 +166,12 @@ def render_summary(summary: dict[str, Any], console) -> None:
         m.add_row(c, *[(str(v) if v else ".") for v in row])
     console.print(m)
     k = summary["weighted_kappa"]
+    few = sum(1 for c in summary["cases"] if c["key"]["grade"] != "na")
     console.print("Linearly weighted Cohen's kappa (grades 0-4, not-assessable cases left out): "
                   + ("undefined for this session (too little variation)" if k is None
-                     else f"{k:.2f}"))
+                     else f"{k:.2f}" + (f" (on {few} case{'s' if few != 1 else ''}: too few "
+                                        "to mean much; 10 or more give a steadier figure)"
+                                        if few < 10 else "")))
 
 
 def save(path: Path, body: dict[str, Any]) -> dict[str, Any]:
