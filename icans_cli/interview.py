@@ -324,11 +324,15 @@ def _text(message: str, default: str = "", check: Callable[[str], str | None] | 
     with what was typed (never a message on the bottom row of the screen), or blank when
     `keep_refused` is false (a name typed as a pseudonym is not left on the screen)."""
     while True:
-        answer = str(_eof_binding(questionary.text(message, default=default,
-                                                   instruction=instruction,
-                                                   style=STYLE)).unsafe_ask())
+        question = _eof_binding(questionary.text(message, default=default,
+                                                 instruction=instruction, style=STYLE))
+        if not keep_refused:  # what was typed leaves the screen; an accepted answer is said
+            question.application.erase_when_done = True
+        answer = str(question.unsafe_ask())
         problem = check(answer) if check else None
         if not problem:
+            if not keep_refused:
+                note(f"{message}: {answer.strip()}")
             return answer
         note(problem, "error")
         default = answer if keep_refused else ""
@@ -683,7 +687,14 @@ AS_BEFORE = ("seizure", "motor", "icp", "excluded", "crs")
 
 def describe(a: Answers, key: str) -> str:
     if key == "assessed_at":
-        return a.assessed_at or ""
+        if not a.assessed_at:
+            return ""
+        from icans_cli.core.identifiers import parse_time
+
+        try:
+            return parse_time(a.assessed_at).astimezone().strftime("%Y-%m-%d %H:%M")
+        except InvalidFinding:
+            return a.assessed_at
     if key == "age":
         return "adult (not given)" if a.age is None else f"{a.age:g} years"
     if key == "weight":
@@ -793,9 +804,13 @@ def review(a: Answers, preview: Callable[[Answers], str],
                                   value=key))
         if marked:
             note(f"* differs from {before_label}", "dim")
-        picked = _eof_binding(questionary.select(
+        question = _eof_binding(questionary.select(
             "Review", choices=choices,
-            instruction="(Enter accepts; arrows pick a line to change)", style=STYLE)).unsafe_ask()
+            instruction="(Enter accepts; arrows pick a line to change)", style=STYLE))
+        # The list goes once answered: its echo, a long line, would wrap mid-word; the
+        # question asked next (or the summary) says what was picked.
+        question.application.erase_when_done = True
+        picked = question.unsafe_ask()
         if picked == "__accept__":
             return a
         ask = next(q for q in QUESTIONS if q[0] == picked)[2]
