@@ -80,8 +80,9 @@ def last_assessable(path: Path, patient_id: str, before: datetime | None = None)
     if not graded:
         return None
     e = graded[-1]
+    recent = before is not None and (before - e.assessed_at).total_seconds() <= 24 * 3600
     return LastAssessable(int(e.grade or 0),
-                          e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"))
+                          e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"), recent=recent)
 
 
 def find_record(path: Path, record_id: str) -> dict[str, Any]:
@@ -244,7 +245,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
 
     con_out = err() if as_json else out()
     con_err = err()
-    con_out.print(summary.bedside())
+    con_out.print(summary.bedside(con_out.width))
     if full:
         con_out.print(summary.details())
     if not save:
@@ -252,7 +253,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             while iv.keypress("--no-save: nothing will be saved.",
                               [("q", "done"), ("d", "details")], "q") == "d":
                 con_out.print(summary.details())
-                con_out.print(summary.bedside())
+                con_out.print(summary.bedside(con_out.width))
         con_err.print(Text("--no-save: nothing was saved.", style="bold"))
         return
     if amends and before is not None and iv.unchanged(a, before):
@@ -272,7 +273,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             break
         seen_details = True
         con_out.print(summary.details())
-        con_out.print(summary.bedside())
+        con_out.print(summary.bedside(con_out.width))
     if choice != "y":
         con_err.print(Text("Not saved.", style="bold"))
         return
@@ -304,10 +305,15 @@ class Summary:
         self.result, self.rec, self.items, self.ctx = result, rec, items, ctx
         self.crs_grade = crs_grade
 
-    def bedside(self):
+    def bedside(self, width: int = 80, max_lines: int | None = None):
+        """The one-screen summary at `width`, in `max_lines` (default: an 80x24 screen less
+        the save prompt, or less nothing when the summary ends with its details pointer)."""
         from icans_cli import render
 
-        return render.bedside(self.result, self.rec, self.ctx)
+        if max_lines is None:
+            max_lines = render.BEDSIDE_LINES + (1 if self.ctx.record_id else 0)
+        return render.bedside(self.result, self.rec, self.ctx, width=width,
+                              max_lines=max_lines)
 
     def details(self):
         from icans_cli import render
@@ -407,9 +413,12 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     con = out()
     from rich.text import Text
 
+    above = 0
     for w in warnings:  # above the summary, on the same stream: they change how it reads
-        con.print(Text("! " + w, style="bold red"))
-    con.print(summary.bedside())
+        warning = Text("! " + w, style="bold red")
+        above += len(warning.wrap(con, con.width))
+        con.print(warning)
+    con.print(summary.bedside(con.width, max(12, 24 - above)))
     if full:
         con.print(summary.details())
     for n in notes:

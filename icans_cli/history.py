@@ -113,8 +113,8 @@ def change_since(prev: dict[str, Any], path: str, score: int | None, grade: int,
             f"{e.grade} → {grade} since {e.assessed_at.astimezone().strftime(fmt)} "
             f"({hours:.1f} h ago)")
     flags = worsening(e, path, score, grade)
-    if flags:
-        return text + ": WORSE (" + "; ".join(flags) + ")", True
+    if flags:  # the text already says how much and since when: one word for the verdict
+        return text + ": WORSE", True
     return text + ": no fall in score or rise in grade", False
 
 
@@ -127,7 +127,7 @@ def change_since_result(prev: dict[str, Any], result: Any, now: datetime) -> tup
         now_words = (f"at least grade {result.grade_at_least}" if result.grade_at_least
                      else "grade unknown")
         return (f"{score_words(e.score_path, e.score)}, grade {e.grade} {hours:.1f} h ago → "
-                f"not assessable now ({now_words}): compare when it can be assessed", False)
+                f"not assessable now ({now_words})", False)
     return change_since(prev, result.score_path, score, result.effective_grade, now)
 
 

@@ -223,11 +223,55 @@ def _grid() -> Table:
     return g
 
 
+_BANDS = (", if under 30 kg", ", if 30 kg or more", "If under 30 kg", "If 30 kg or more")
+
+
+def _weight_bands(branch: Branch, anti: AdviceLine) -> list[AdviceLine]:
+    """A child without a weight: the tocilizumab lines of every weight band under the same CRS
+    condition as `anti` (under 30 kg first), so the summary never shows one band alone."""
+    def crs_part(line: AdviceLine) -> str:
+        c = line.condition or ""
+        for band in _BANDS:
+            c = c.replace(band, "")
+        return c
+
+    if not anti.condition or "kg" not in anti.condition:
+        return [anti]
+    same = [x for x in branch.lines if x.section == "anti_cytokine" and x.doses
+            and x.condition and "kg" in x.condition and crs_part(x) == crs_part(anti)
+            and x.start == anti.start]
+    return sorted(same, key=lambda x: "under" not in (x.condition or ""))
+
+
+def _bands_text(lines: list[AdviceLine], lead: str) -> Text:
+    first = lines[0]
+    cond = first.condition or ""
+    for band in _BANDS:
+        cond = cond.replace(band, "")
+    t = Text(lead + (f" {cond[:1].lower()}{cond[1:]}" if cond else "") + ": ", style="bold")
+    for i, x in enumerate(lines):
+        band = "under 30 kg" if "under" in (x.condition or "") else "30 kg or more"
+        body = (_uncap_first(x.bare_summary).replace(", IV over 1 h", "")
+                .replace(" (no weight)", ""))
+        t.append(("; " if i else "") + f"{band}: ", style="bold")
+        t.append(body, style="bold" if x.is_dose else "")
+        t.append(" " + source_tag(x, with_protocol=False), style="dim")
+    t.append("; IV over 1 h.", style="bold")
+    return t
+
+
+def _uncap_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
 def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
     glance = branch.glance()
     if glance.tocilizumab and glance.anti_cytokine is not None:
         anti = glance.anti_cytokine
         verb = "CONSIDER" if anti.start == "consider" else "YES"
+        bands = _weight_bands(branch, anti)
+        if len(bands) > 1:
+            return _bands_text(bands, f"{lead}{verb}")
         if anti.condition:
             when = anti.condition[0].lower() + anti.condition[1:]
             return _summary_text(anti, f"{lead}{verb} {when}: ", bare=True)
@@ -241,7 +285,7 @@ def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
     return text
 
 
-def _one_branch(grid: Table, branch: Branch, rec: Recommendation) -> None:
+def _one_branch(grid: _Rows, branch: Branch, rec: Recommendation) -> None:
     glance = branch.glance()
     if glance.care is not None and rec.grade >= 3:
         grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
@@ -252,7 +296,7 @@ def _one_branch(grid: Table, branch: Branch, rec: Recommendation) -> None:
         grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
 
 
-def _both_branches(grid: Table, rec: Recommendation) -> None:
+def _both_branches(grid: _Rows, rec: Recommendation) -> None:
     """CRS not known: what the CRS would change, in as few lines as the branches allow (the
     decision must stay on one screen): tocilizumab NO/YES in one row, steroids and care once
     when both branches share them."""
@@ -296,28 +340,62 @@ def _both_branches(grid: Table, rec: Recommendation) -> None:
                              _summary_text(cares[crs], "Care: "))
 
 
-def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
-    """The decision first, on one screen (80x24 with the save prompt)."""
-    parts: list[RenderableType] = [headline(result, rec, ctx)]
-    grid = _grid()
+class _Rows:
+    """The summary's rows, each with how early it may be left out to keep the decision on one
+    screen (None: never; a higher number goes first). What is left out stays in the details."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int | None, Text, Text]] = []
+
+    def add_row(self, label: Text, body: Text, drop: int | None = None) -> None:
+        self.rows.append((drop, label, body))
+
+    def grid(self, leave_out: set[int] = frozenset()) -> Table:  # type: ignore[assignment]
+        g = _grid()
+        for i, (_, label, body) in enumerate(self.rows):
+            if i not in leave_out:
+                g.add_row(label, body)
+        return g
+
+
+def _height(renderable: RenderableType, width: int) -> int:
+    import io
+
+    from rich.console import Console
+
+    c = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False,
+                legacy_windows=False)
+    return len(c.render_lines(renderable, c.options.update(width=width), pad=False))
+
+
+BEDSIDE_LINES = 23  # an 80x24 screen, less the save prompt (or less nothing, with the pointer)
+
+
+def bedside(result: IcansResult, rec: Recommendation, ctx: Context, width: int = 80,
+            max_lines: int | None = BEDSIDE_LINES) -> Group:
+    """The decision first, on one screen (80x24 with the save prompt): rows that would push
+    it past `max_lines` at `width` are left to the details, least needed first."""
+    grid = _Rows()
     seen: set[str] = set()
     for b in rec.branches:
         for c in b.glance().cautions:
             if c.summary not in seen and c.summary not in PANEL_CAUTIONS:
                 seen.add(c.summary)
-                grid.add_row(Text("CAUTION", style="bold red"), _summary_text(c))
+                # the EEG reminder of a not-assessable result is the one caution that can wait
+                grid.add_row(Text("CAUTION", style="bold red"), _summary_text(c),
+                             drop=5 if c.summary.startswith("EEG for") else None)
     glance = rec.branches[-1].glance()
     if glance.status_epilepticus:  # the emergency first
         grid.add_row(Text("SEIZURE", style="bold red"), _summary_text(glance.seizure))
-        grid.add_row(Text(""), _summary_text(glance.seizure_next))
+        grid.add_row(Text(""), _summary_text(glance.seizure_next), drop=2)
     if len(rec.branches) == 1:
         _one_branch(grid, rec.branches[0], rec)
     else:
         _both_branches(grid, rec)
     if glance.seizure is not None and not glance.status_epilepticus:
-        grid.add_row(Text("Seizure", style="bold red"), _summary_text(glance.seizure))
+        grid.add_row(Text("Seizure", style="bold red"), _summary_text(glance.seizure), drop=3)
     if glance.workup is not None and rec.grade >= 2:
-        grid.add_row(Text("Work-up", style="bold"), _summary_text(glance.workup))
+        grid.add_row(Text("Work-up", style="bold"), _summary_text(glance.workup), drop=9)
     due = ""
     if ctx.assessed_at is not None:
         due_at = ctx.assessed_at + timedelta(hours=rec.cadence.hours)
@@ -336,14 +414,29 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context) -> Group:
     grid.add_row(Text("Next check", style="bold"), next_text)
     if ctx.change is not None:
         text, worse = ctx.change
+        # a not-assessable result's caution already names the last assessable grade
         grid.add_row(Text("Since last", style="bold"),
-                     Text(text, style="bold white on red" if worse else ""))
-    parts.append(grid)
-    parts.append(Text(rec.decision_line, style="bold"))
-    if ctx.record_id:  # in assess, the prompt under the summary offers d for the details
-        parts.append(Text("Details (all advice, why, sources): "
-                          f"icans show {ctx.record_id[:8]} --full", style="dim"))
-    return Group(*parts)
+                     Text(text, style="bold white on red" if worse else ""),
+                     drop=1 if worse else (8 if result.status != "graded" else 6))
+    head = headline(result, rec, ctx)
+    tail: list[RenderableType] = [Text(rec.decision_line, style="bold")]
+    pointer = ("Details (all advice, why, sources): icans show "
+               f"{ctx.record_id[:8]} --full" if ctx.record_id else None)
+
+    def build(leave_out: set[int]) -> Group:
+        parts: list[RenderableType] = [head, grid.grid(leave_out), *tail]
+        if pointer:  # in assess, the prompt under the summary offers d for the details
+            parts.append(Text(pointer, style="dim"))
+        return Group(*parts)
+
+    leave_out: set[int] = set()
+    order = sorted((i for i, (d, _, _) in enumerate(grid.rows) if d is not None),
+                   key=lambda i: -(grid.rows[i][0] or 0))
+    group = build(leave_out)
+    while max_lines is not None and order and _height(group, width) > max_lines:
+        leave_out.add(order.pop(0))
+        group = build(leave_out)
+    return group
 
 
 def domains_table(result: IcansResult) -> Table:

@@ -315,7 +315,7 @@ def test_previous_assessment_shown_and_fall_flagged(logf):
     r = run(second, "--patient", "PT-15b", log_file=logf)
     assert "Last assessment:" in r.stderr and "ICE 10, grade 0" in r.stderr
     out = flat(r.stdout)
-    assert "WORSE" in out and "ICE fell 10 → 0" in out and "grade rose 0 → 3" in out
+    assert "ICE 10 → ICE 0, grade 0 → 3 since" in out and ": WORSE" in out
     assert "* differs from the last assessment" in r.output
 
 

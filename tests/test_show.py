@@ -1,5 +1,6 @@
 """`icans show`: a saved record's bedside summary, one 80x24 screen, the decision first."""
 
+import itertools
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -97,7 +98,8 @@ def test_show_says_what_changed_since_the_patients_previous_record(logf):
     add(logf, "PT-C", hours=0, crs=0, age_years=50, ice_score=8, weight=70)
     rid = add(logf, "PT-C", hours=6, crs=0, age_years=50, ice_score=2, weight=70)
     out = flat(show(logf, rid).stdout)
-    assert "Since last" in out and "WORSE" in out and "ICE fell 8 → 2" in out
+    assert "Since last" in out and "ICE 8 → ICE 2, grade 1 → 3 since" in out
+    assert "ago): WORSE" in out
 
 
 def test_show_unknown_record_is_a_clear_error(logf):
@@ -121,7 +123,8 @@ def test_show_patient_id_is_shown_literally_not_as_markup(logf):
     assert "[bold red]PT-M" in out
 
 
-def _bedside_lines(findings, crs, product, weight, change=None, record_id=None):
+def _bedside_lines(findings, crs, product, weight, change=None, record_id=None, last=None,
+                   protocol="asco-2021"):
     import io
 
     from rich.console import Console
@@ -129,7 +132,8 @@ def _bedside_lines(findings, crs, product, weight, change=None, record_id=None):
     from icans_cli import render
 
     r = grade_icans(findings)
-    rec = recommend(load(), r, crs, product, findings.age_years, weight_kg=weight)
+    rec = recommend(load(protocol), r, crs, product, findings.age_years, weight_kg=weight,
+                    last_assessable=last, log_checked=True)
     ctx = render.Context(patient_id="PT-LONGER-PSEUDONYM", assessed_at=T0, change=change,
                          record_id=record_id, age=findings.age_years, weight=weight,
                          product=product)
@@ -145,9 +149,14 @@ WORST = [
     dict(seizure="self_limited", icp_edema=frozenset({"focal_edema"}), ice_score=3),
     dict(consciousness="unarousable", seizure="prolonged"),
     dict(sedated=True, ice_score=None),
-    dict(ice_score=6),
+    dict(sedated=True, ice_score=None, seizure="self_limited",
+         icp_edema=frozenset({"focal_edema"}), excluded=frozenset({"intracranial_hemorrhage"})),
+    dict(ice_score=6, excluded=frozenset({"intracranial_hemorrhage"})),
     dict(ice_score=10),
 ]
+# the longest "Since last" texts the log gives: a fall, and a not-assessable result
+CHANGES = [("ICE 10 → ICE 3, grade 0 → 2 since 2026-11-28 08:00 (24.0 h ago): WORSE", True),
+           ("CAPD 6, grade 1 2.0 h ago → not assessable now (at least grade 3)", False)]
 
 
 @pytest.mark.parametrize("age", [None, 6, 15, 50])
@@ -163,16 +172,31 @@ def test_the_decision_fits_one_80x24_screen_for_every_patient(age, crs, case):
         kw["capd_score"] = None if score is None else 32 - 3 * score
     if kw.get("ice_score", 0) is None and kw.get("capd_score", 0) is None:
         kw.pop("ice_score", None), kw.pop("capd_score", None)
+    from icans_cli.core.protocol import LastAssessable
+
     f = Findings(age_years=age, **kw)
-    for weight in (None, 20.0 if age and age < 18 else 80.0):
-        for product in (None, "axi-cel"):
-            lines = _bedside_lines(f, crs, product, weight,
-                                   change=("ICE 10 → 3: a fall of 7 in 4 h", True))
-            assert len(lines) <= 23, "\n".join(lines)  # + the save prompt = 24
-            assert all(len(x) <= 80 for x in lines)
-            assert "ICANS GRADE" in lines[1] or "NOT ASSESSABLE" in lines[1]
-            assert any(x.startswith("Next check") for x in lines)
-            assert "treating team decide" in lines[-1]
+    last = LastAssessable(3, "2026-11-29 06:00", recent=True) if kw.get("sedated") else None
+    for weight, product, change, protocol in itertools.product(
+            (None, 20.0 if age and age < 18 else 80.0), (None, "axi-cel"), CHANGES,
+            ("asco-2021", "cartox-2018")):
+        lines = _bedside_lines(f, crs, product, weight, change=change, last=last,
+                               protocol=protocol)
+        assert len(lines) <= 23, "\n".join(lines)  # + the save prompt = 24
+        assert all(len(x) <= 80 for x in lines)
+        assert "ICANS GRADE" in lines[1] or "NOT ASSESSABLE" in lines[1]
+        assert "treating team decide" in lines[-1]
+        # the decision is never what is left out: steroids, tocilizumab, the next check,
+        # every caution but the EEG reminder, status epilepticus
+        labels = [x.split("  ")[0] for x in lines]
+        assert "Tocilizumab" in labels and "Next check" in labels
+        assert "Steroids" in labels or "If no CRS" in labels or "If CRS" in labels
+        text = flat("\n".join(lines))
+        if f.icp_edema & {"posturing", "diffuse_edema"}:
+            assert "NO lumbar puncture (raised ICP)" in text
+        if f.seizure == "prolonged":
+            assert "STATUS EPILEPTICUS" in text
+        if "intracranial_hemorrhage" in f.excluded:
+            assert "Intracranial haemorrhage: not in the ICANS grade" in text
 
 
 def test_not_assessable_with_no_crs_says_no_tocilizumab_and_never_all_clear():
@@ -296,3 +320,30 @@ def test_show_crs_grade_1_reads_consider_tocilizumab_and_crs_2_reads_yes(logf):
     assert "Tocilizumab  CONSIDER, for the CRS: tocilizumab 8 mg/kg → 640 mg" in one.stdout
     two = show(logf, add(logf, "PT-T2", crs=2, age_years=60, ice_score=8, weight=80))
     assert "Tocilizumab  YES, for the CRS: tocilizumab 8 mg/kg → 640 mg" in two.stdout
+
+
+@pytest.mark.parametrize("crs", [1, 2, None])
+def test_a_child_without_a_weight_sees_both_tocilizumab_bands_on_the_summary(crs):
+    text = flat("\n".join(_bedside_lines(Findings(age_years=7, capd_score=12), crs, None,
+                                         None)))
+    assert "under 30 kg: tocilizumab 12 mg/kg" in text
+    assert "30 kg or more: tocilizumab 8 mg/kg (max 800 mg)" in text
+    assert text.index("under 30 kg") < text.index("30 kg or more")
+
+
+def test_a_child_with_a_weight_sees_only_her_band():
+    text = flat("\n".join(_bedside_lines(Findings(age_years=7, capd_score=12), 2, None, 20.0)))
+    assert "tocilizumab 12 mg/kg → 240 mg" in text and "30 kg or more" not in text
+
+
+def test_what_does_not_fit_goes_least_needed_first_work_up_before_a_fall():
+    from icans_cli.core.protocol import LastAssessable  # noqa: F401 - shape of the call
+
+    f = Findings(age_years=7, consciousness="unarousable", seizure="prolonged",
+                 icp_edema=frozenset({"posturing"}))
+    worse = ("CAPD 6 → CAPD not taken, grade 1 → 4 since 00:00 (2.0 h ago): WORSE", True)
+    lines = _bedside_lines(f, None, None, None, change=worse)
+    labels = [x.split("  ")[0] for x in lines]
+    assert "Work-up" not in labels and "Since last" in labels  # the fall is kept
+    roomy = _bedside_lines(Findings(age_years=50, ice_score=5), 0, None, 80.0, change=worse)
+    assert "Work-up" in [x.split("  ")[0] for x in roomy]  # nothing left out when it fits

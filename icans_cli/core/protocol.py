@@ -372,6 +372,7 @@ class LastAssessable:
 
     grade: int
     assessed_at: str  # as the caller wants it shown
+    recent: bool = False  # recent enough to manage by (the caller's rule: within 24 h)
 
 
 @dataclass(frozen=True)
@@ -417,6 +418,11 @@ def recommend(
                                  "0 when the CRS is controlled after treatment")
         status, crs_grade = "controlled", 0
     grade = result.effective_grade
+    if (result.status != "graded" and last_assessable is not None and last_assessable.recent
+            and last_assessable.grade > grade):
+        # Not assessable after a recent, higher grade: nothing shows that grade has fallen,
+        # so the patient is managed as at that grade (derived; said in the caution line).
+        grade = last_assessable.grade
     ctx = _Context(
         grade=grade, graded=result.status == "graded",
         child=age_years is not None and age_years < ADULT_AGE, age_known=age_years is not None,
@@ -442,8 +448,21 @@ def recommend(
         branches = (_branch(protocol, ctx, False, 0, "No concurrent CRS (isolated ICANS)",
                             product),)
     if not ctx.graded:
-        caution = _not_assessable_lines(protocol, result, last_assessable, log_checked)
+        caution = _not_assessable_lines(protocol, result, last_assessable, log_checked,
+                                        managed_as=grade if grade != result.effective_grade
+                                        else None)
         branches = tuple(Branch(b.crs, b.label, caution + b.lines, b.crs_grade)
+                         for b in branches)
+    if "intracranial_hemorrhage" in result.excluded:
+        # Left out of the grade, never out of sight: a grade-0 screen must not read "all clear".
+        bleed = _tool_line(
+            protocol, "caution", "Intracranial haemorrhage recorded: it is not an ICANS feature "
+            "and is left out of the grade (ASTCT: grade it by CTCAE v5.0); treat it in its own "
+            "right. No lumbar puncture or intrathecal therapy until imaging has excluded mass "
+            "effect and platelets and clotting allow.", "ich",
+            short="Intracranial haemorrhage: not in the ICANS grade; treat it in its own right. "
+            "No LP until mass effect is excluded.")
+        branches = tuple(Branch(b.crs, b.label, (bleed,) + b.lines, b.crs_grade)
                          for b in branches)
     disagreements = tuple(
         _render(protocol, r, ctx.weight_kg) for r in protocol.disagreements
@@ -654,8 +673,8 @@ def _uncap(text: str) -> str:
 
 def _tool_line(protocol: Protocol, section: str, text: str, source_id: str,
                evidence: str = "V", short: str | None = None) -> AdviceLine:
-    src = protocol.sources.get(source_id) or Source(_TOOL_SOURCES[source_id],
-                                                    _TOOL_SOURCES[source_id])
+    src = protocol.sources.get(source_id) or Source(
+        _TOOL_SOURCES[source_id], _TOOL_SHORT.get(source_id, _TOOL_SOURCES[source_id]))
     return AdviceLine(section, text, source_id, src.citation, src.short, evidence, protocol.id,
                       table="tool", short=short)
 
@@ -664,7 +683,17 @@ _TOOL_SOURCES = {
     "asco2021": "ASCO 2021 (Santomasso BD et al., J Clin Oncol 2021;39:3978)",
     "astct2019": "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplant "
                  "2019;25:625)",
+    "derived_last": "icans-cli: derived: a patient who cannot be assessed is managed as at the "
+               "last assessable grade of the past 24 h, since nothing shows it has fallen; "
+               "no guideline states it",
 }
+_TOOL_SOURCES["ich"] = (
+    "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplant 2019;25:625): "
+    "intracranial haemorrhage, with or without edema, is excluded from ICANS grading and may "
+    "be graded by CTCAE v5.0; lumbar puncture contraindications of general neurological "
+    "practice (a mass lesion or mass effect until evaluated; thrombocytopenia or coagulopathy: "
+    "Queen's University lumbar puncture module, elentra.healthsci.queensu.ca)")
+_TOOL_SHORT = {"derived_last": "derived (icans-cli)", "ich": "ASTCT 2019 + LP practice"}
 
 
 def _product_lines(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None,
@@ -703,10 +732,26 @@ def _product_lines(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int 
 
 
 def _not_assessable_lines(protocol: Protocol, result: IcansResult, last: LastAssessable | None,
-                          log_checked: bool) -> tuple[AdviceLine, ...]:
+                          log_checked: bool, managed_as: int | None = None
+                          ) -> tuple[AdviceLine, ...]:
     floor = result.grade_at_least
     now = (f"the grade now is at least {floor}" if floor else
            "no assessable finding is above grade 0")
+    eeg = _tool_line(protocol, "caution", "EEG to look for non-convulsive seizures, which a "
+                     "sedated patient cannot show (ASCO: EEG for unexplained altered mental "
+                     "status).", "asco2021", short="EEG for non-convulsive seizures.")
+    if last is not None and managed_as is not None:
+        return (
+            _tool_line(protocol, "caution", f"Not assessable, which is not \"all clear\": the "
+                       f"last assessable grade was {last.grade} ({last.assessed_at}) and nothing "
+                       f"shows it has fallen; {now}. The advice below is for grade {managed_as} "
+                       "until the patient can be assessed: start or continue its treatment, and "
+                       "reassess as soon as the other cause allows.", "derived_last", "D",
+                       short=f"Not \"all clear\": last assessable grade {last.grade} "
+                       f"({last.assessed_at}): managed as grade {managed_as} until it can be "
+                       "assessed."),
+            eeg,
+        )
     if last is not None:
         head = (f"Not assessable, which is not \"all clear\": the last assessable grade was "
                 f"{last.grade} ({last.assessed_at}); {now}.")
@@ -724,9 +769,7 @@ def _not_assessable_lines(protocol: Protocol, result: IcansResult, last: LastAss
                    "because of this result; reassess as soon as the other cause allows.",
                    "astct2019", short=f"Not \"all clear\": {last_short}; {now}. Do not stop "
                    "treatment under way."),
-        _tool_line(protocol, "caution", "EEG to look for non-convulsive seizures, which a "
-                   "sedated patient cannot show (ASCO: EEG for unexplained altered mental "
-                   "status).", "asco2021", short="EEG for non-convulsive seizures."),
+        eeg,
     )
 
 

@@ -474,3 +474,52 @@ def test_crs_unknown_says_yes_for_crs_grade_2_or_more_and_consider_for_grade_1()
     conds = {x.condition: x.start for x in with_crs.lines if x.section == "anti_cytokine"
              and x.doses}
     assert conds == {"If the CRS is grade 2 or higher": None, "If the CRS is grade 1": "consider"}
+
+
+# --- not assessable after a recent, higher grade ---------------------------------------------------
+
+@pytest.mark.parametrize("protocol", BUILTIN)
+def test_not_assessable_after_a_recent_grade_3_is_managed_as_grade_3(protocol):
+    rec = advise(protocol, crs=0, age=50, weight=80, sedated=True,
+                 last=LastAssessable(3, "2026-11-29 00:00", recent=True))
+    branch = only(rec)
+    assert rec.grade == 3 and rec.grade_is_floor
+    caution = branch.lines[0]
+    assert caution.section == "caution" and "managed as grade 3" in caution.summary
+    assert caution.evidence == "D" and caution.short_source == "derived (icans-cli)"
+    steroid = branch.glance().steroid
+    assert steroid.start == "now" and "dexamethasone" in steroid.text.lower()
+    assert "No new corticosteroid" not in " ".join(x.text for x in branch.lines)
+
+
+def test_not_assessable_after_an_old_grade_3_is_not_managed_as_grade_3():
+    rec = advise(crs=0, age=50, weight=80, sedated=True,
+                 last=LastAssessable(3, "2026-11-25 00:00", recent=False))
+    assert rec.grade == 0
+    assert 'Not "all clear": last assessable grade 3' in only(rec).lines[0].summary
+
+
+def test_not_assessable_floor_above_the_last_grade_keeps_the_floor():
+    rec = advise(crs=0, age=50, weight=80, sedated=True, seizure="prolonged",
+                 last=LastAssessable(1, "2026-11-29 00:00", recent=True))
+    assert rec.grade == 4
+
+
+@pytest.mark.parametrize("protocol", BUILTIN)
+@pytest.mark.parametrize("ice", [10, 2])
+@pytest.mark.parametrize("crs", [None, 0, 2])
+def test_intracranial_haemorrhage_is_left_out_of_the_grade_never_out_of_sight(protocol, ice,
+                                                                               crs):
+    rec = advise(protocol, crs=crs, ice_score=ice, weight=80,
+                 excluded=frozenset({"intracranial_hemorrhage"}))
+    for branch in rec.branches:
+        first = branch.lines[0]
+        assert first.section == "caution" and first.summary.startswith(
+            "Intracranial haemorrhage: not in the ICANS grade")
+        assert "No LP until mass effect is excluded" in first.summary
+        assert "CTCAE" in first.text and first.short_source == "ASTCT 2019 + LP practice"
+
+
+def test_tremor_alone_adds_no_caution():
+    rec = advise(crs=0, ice_score=10, excluded=frozenset({"tremor"}))
+    assert not any(x.section == "caution" for x in only(rec).lines)
