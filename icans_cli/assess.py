@@ -324,7 +324,7 @@ class Summary:
 def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assessed_at: datetime,
                   crs=None, product=None, weight=None, crs_grade=None, crs_controlled=False,
                   crs_text=None, previous=None, exclude=None,
-                  record_id: str | None = None) -> Summary:
+                  record_id: str | None = None, crs_disputed: bool = False) -> Summary:
     """Grade, advise and explain, with what the log knows of this patient."""
     from icans_cli.core import grade_icans, rationale, recommend
     from icans_cli.history import change_since_result
@@ -339,6 +339,7 @@ def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assess
             crs_text = f"{crs_result.label}: {crs_result.explanation}"
             if crs_result.disagreement:
                 crs_text += ". " + crs_result.disagreement
+                crs_disputed = True
         elif crs.mode == "grade":
             crs_text = f"grade {crs_grade} (as given)"
         else:
@@ -351,7 +352,7 @@ def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assess
     change = change_since_result(previous, result, assessed_at) if previous else None
     ctx = Context(patient_id=patient_id, assessed_at=assessed_at, change=change,
                   crs_text=crs_text, record_id=record_id, age=findings.age_years,
-                  weight=weight, product=product)
+                  weight=weight, product=product, crs_disputed=crs_disputed)
     return Summary(result, rec, rationale(result, rec), ctx, crs_grade)
 
 
@@ -389,7 +390,10 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     summary = build_summary(findings, pid, protocol, log_path, assessed_at=when,
                             product=m["product"], weight=m["weight_kg"],
                             crs_grade=m["crs_grade"], crs_controlled=m["crs_controlled"],
-                            crs_text=None, previous=previous, record_id=str(rec.get("id")))
+                            crs_text=_crs_text(rec), previous=previous,
+                            record_id=str(rec.get("id")),
+                            crs_disputed=bool(((rec.get("findings") or {}).get("crs_detail")
+                                               or {}).get("disagreement")))
     warnings, notes = [], []
     later = next((e.superseded_by for e in _entries(log_path, pid)
                   if e.id == str(rec.get("id")) and e.superseded_by), None)
@@ -423,6 +427,25 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
         con.print(summary.details())
     for n in notes:
         err().print(f"Note: {n}.", markup=False, highlight=False)
+
+
+def _crs_text(rec: dict[str, Any]) -> str | None:
+    """How a saved record's CRS was graded, for the details (batch and interview records
+    keep different CRS details)."""
+    f = rec.get("findings") or {}
+    d = f.get("crs_detail") or {}
+    if d.get("explanation"):
+        text = f"{d.get('label') or 'CRS'}: {d['explanation']}"
+    elif d.get("controlled"):
+        text = "controlled after treatment (" + (", ".join(d.get("treatments") or [])
+                                                 or "treatment") + ")"
+    elif f.get("crs_grade") is not None:
+        text = f"grade {f['crs_grade']} (as given)"
+    else:
+        return None
+    if d.get("disagreement"):
+        text += ". " + str(d["disagreement"])
+    return text
 
 
 def _describe_record(rec: dict[str, Any]) -> str:

@@ -387,7 +387,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             said += "; " + logger.report()
         typer.echo(said + ".", err=True)
         raise typer.Exit(int(outcome_code))
-    summary = (f"{total:,} rows: {counts['graded']:,} graded, {counts['not_assessable']:,} not "
+    summary = (f"{total:,} row{'' if total == 1 else 's'}: {counts['graded']:,} graded, {counts['not_assessable']:,} not "
                f"assessable, {counts['invalid']:,} invalid")
     if logger:
         summary += "; " + logger.report()

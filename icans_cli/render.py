@@ -49,6 +49,7 @@ class Context:
     age: float | None = None
     weight: float | None = None
     product: str | None = None
+    crs_disputed: bool = False  # CRS controlled after an antipyretic only: sources differ
 
 
 def grade_label(result: IcansResult) -> str:
@@ -130,6 +131,8 @@ def _patient_bits(rec: Recommendation, ctx: Context) -> Text:
     """CRS · age · weight · product; a missing age or a child's missing weight in bold
     yellow, since the doses below depend on them."""
     t = Text(_crs_words(rec), style="dim")
+    if rec.crs == "controlled" and ctx.crs_disputed:
+        t = Text("CRS controlled? antipyretic only: sources differ (d)", style="bold yellow")
 
     def bit(text: str, style: str = "dim") -> None:
         t.append(" · ", style="dim")

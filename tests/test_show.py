@@ -347,3 +347,18 @@ def test_what_does_not_fit_goes_least_needed_first_work_up_before_a_fall():
     assert "Work-up" not in labels and "Since last" in labels  # the fall is kept
     roomy = _bedside_lines(Findings(age_years=50, ice_score=5), 0, None, 80.0, change=worse)
     assert "Work-up" in [x.split("  ")[0] for x in roomy]  # nothing left out when it fits
+
+
+def test_show_crs_controlled_after_an_antipyretic_only_says_sources_differ(tmp_path):
+    logf = tmp_path / "assessments.jsonl"
+    r = runner.invoke(app, ["grade", "-", "--log", "--log-file", str(logf), "-f", "jsonl"],
+                      input="patient_id,age_years,ice_score,temperature_c,crs_treated\n"
+                            "PT-AP,50,7,37.0,antipyretic\n")
+    assert r.exit_code == 0, r.output
+    assert "1 row: 1 graded" in r.stderr
+    import json
+
+    rid = json.loads(logf.read_text().splitlines()[0])["id"]
+    out = show(logf, rid, "--full").stdout
+    assert "CRS controlled? antipyretic only: sources differ" in out
+    assert "Sources differ on an antipyretic alone" in flat(out)
