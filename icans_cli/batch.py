@@ -503,7 +503,8 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
         return None
     if col == "age_years":
         if not _NUM.fullmatch(v):
-            _err(errors, col, "is not a number; allowed: a number >= 0")
+            _err(errors, col, ("is negative" if _negative(v) else "is not a number")
+                 + "; allowed: a number from 0 to 130")
             return None
         a = float(v)
         if a > 130:
@@ -515,10 +516,11 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
     if col in _NUM_RANGES:
         low, high, allowed = _NUM_RANGES[col]
         if not _NUM.fullmatch(v):
-            _err(errors, col, f"is not a number; allowed: {allowed}")
+            _err(errors, col, ("is negative" if _negative(v) else "is not a number")
+                 + f"; allowed: {allowed}")
             return None
         x = float(v)
-        if not (low < x <= high if col != "temperature_c" else low <= x <= high):
+        if not (low < x <= high if col == "oxygen_flow_l_min" else low <= x <= high):
             _err(errors, col, f"{v} is out of range; allowed: {allowed}")
             return None
         return int(x) if x.is_integer() else x
@@ -541,11 +543,15 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
 
 _INT_RANGES = {"ice_score": 10, "capd_score": 32, "crs_grade": 4, "capd_baseline": 32,
                "vasopressors": 10}
-_NUM_RANGES = {"weight_kg": (0.0, 350.0, "a number > 0 and <= 350 (kg)"),
+_NUM_RANGES = {"weight_kg": (1.0, 350.0, "1-350 (kg)"),
                "temperature_c": (25.0, 45.0, "25.0-45.0 (degrees C)"),
                "oxygen_flow_l_min": (0.0, 80.0, "a number > 0 and <= 80 (L/min)")}
 _CHOICES = {"consciousness": tuple(CONSCIOUSNESS), "seizure": tuple(SEIZURE),
             "motor": tuple(MOTOR), "product": PRODUCTS, "oxygen": tuple(OXYGEN_DEVICES)}
+
+
+def _negative(v: str) -> bool:
+    return v[:1] == "-" and bool(_NUM.fullmatch(v[1:]))
 
 
 def _parse_one(col: str, raw: str) -> tuple[Any, bool]:

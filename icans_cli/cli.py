@@ -210,10 +210,13 @@ def _since(value: str | None):
     from icans_cli.core.identifiers import parse_time
     from icans_cli.log import utc_now
 
-    m = re.fullmatch(r"\s*(\d+)\s*([mhd])\s*", value)
+    m = re.fullmatch(r"\s*(\d{1,9})\s*([mhd])\s*", value)
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        return utc_now() - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+        span = timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+        if span > timedelta(days=36500):
+            fail("--since spans more than 100 years; give a date, e.g. 2026-01-01")
+        return utc_now() - span
     try:
         return parse_time(value, "--since")
     except InvalidFinding as exc:
@@ -535,7 +538,7 @@ def assess(
                                            "$ICANS_ASSESSOR, else your user name)."),
     age: Optional[float] = typer.Option(None, "--age", min=0, max=130,
                                         help="Age in years (under 12: CAPD instead of ICE)."),
-    weight: Optional[float] = typer.Option(None, "--weight", min=0.1, max=350,
+    weight: Optional[float] = typer.Option(None, "--weight", min=1, max=350,
                                            help="Weight in kg (asked for everyone under 18: "
                                                 "children's doses are per kg)."),
     capd_baseline: Optional[int] = typer.Option(None, "--capd-baseline", min=0, max=32,
@@ -676,8 +679,8 @@ def grade(
 @app.command("due", short_help="The ward board: who is due or overdue, first.")
 @_pipe_safe
 def due(
-    days: float = typer.Option(7, "--days", min=0.01, help="Patients with a record in the last "
-                               "N days (default 7)."),
+    days: float = typer.Option(7, "--days", min=0.01, max=3650,
+                               help="Patients with a record in the last N days (default 7)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
                                       help="table (default on a terminal), jsonl (default "
                                            "otherwise) or csv."),
@@ -693,6 +696,8 @@ def due(
     from icans_cli.history import due_board
     from icans_cli.log import utc_now
 
+    if days != days:  # NaN passes every range check
+        fail("--days must be a number of days from 0.01 to 3650")
     fmt = _pick_format(fmt, ("table", "jsonl", "csv"))
     path = _log_path(log_file)
     now = utc_now()

@@ -50,9 +50,17 @@ def _uuid(record_id: str, kind: str) -> str:
 
 def _time(value: Any) -> str:
     """A FHIR dateTime (with a time zone)."""
+    from datetime import datetime, timezone
+
+    from icans_cli.core.errors import InvalidFinding
     from icans_cli.core.identifiers import parse_time
 
-    return parse_time(str(value)).isoformat(timespec="seconds")
+    try:
+        return parse_time(str(value)).isoformat(timespec="seconds")
+    except InvalidFinding:
+        # a time outside 2000-2100, logged by an older version: exported as it was recorded
+        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")
 
 
 def _subject(rec: dict[str, Any]) -> dict[str, Any]:

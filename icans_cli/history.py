@@ -30,7 +30,8 @@ def _time(value: Any) -> datetime:
     try:
         return parse_time(str(value))
     except Exception:  # noqa: BLE001 - an unreadable time sorts first rather than crashing
-        return datetime.min.replace(tzinfo=timezone.utc)
+        # (a time far from datetime.min: a local-time conversion of it must not overflow)
+        return datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 def entry_from(line: int, rec: dict[str, Any]) -> Entry:

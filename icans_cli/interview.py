@@ -444,7 +444,7 @@ def _check_weight(required: bool) -> Callable[[str], str | None]:
             v = float(t)
         except ValueError:
             return "Weight in kg as a number, e.g. 23.5."
-        return None if 0 < v <= 350 else "Weight must be above 0 and at most 350 kg."
+        return None if 1 <= v <= 350 else "Weight must be from 1 to 350 kg."
     return check
 
 

@@ -472,7 +472,7 @@ def test_assessed_at_compares_with_the_assessment_before_it_not_a_later_one(logf
 
 @pytest.mark.parametrize("value, message", [
     ("23:99", "is not a time of day"),
-    ("2999-01-01T00:00", "is in the future"),
+    ("2099-01-01T00:00", "is in the future"),
     ("2020-01-01T00:00", "more than 24 hours ago"),
 ])
 def test_assessed_at_that_cannot_be_used_is_refused_before_the_interview(logf, value, message):

@@ -515,3 +515,53 @@ def test_a_long_number_in_a_score_column_is_not_repeated(tmp_path):
     assert "12345678" not in r.stderr and "12345678" not in r.stdout
     assert "\"message\": \"is outside 0-10\"" in r.stdout
     assert "\"message\": \"11 is outside 0-10\"" in r.stdout  # a short number helps the fix
+
+
+# --- a third attacker's read -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("when", ["9999-12-31T20:00:00Z", "0001-01-01T00:00:00Z",
+                                  "1999-12-31T23:00:00Z", "2101-01-01T00:00:00Z"])
+def test_a_date_near_the_calendars_ends_is_refused_so_it_can_never_poison_the_log(tmp_path,
+                                                                                  when):
+    logf = tmp_path / "assessments.jsonl"
+    r = runner.invoke(app, ["grade", "-", "--log", "--log-file", str(logf), "-f", "jsonl"],
+                      input=f"patient_id,assessed_at,ice_score\nPT-3,{when},8\n")
+    assert r.exit_code == 1 and "a date from 2000 to 2100" in r.stdout
+    assert not logf.exists() or logf.read_text() == ""
+
+
+def test_a_log_already_holding_a_far_future_date_still_reads(tmp_path):
+    logf = tmp_path / "assessments.jsonl"
+    b = body(patient="PT-3", ice=8)
+    b["assessed_at"] = "9999-12-31T20:00:00+00:00"  # written by an older version
+    rid = log.append(logf, b)["id"]
+    for args in (["due", "-f", "table"], ["log", "show", "-f", "table"],
+                 ["history", "PT-3", "-f", "table"], ["show", rid[:8]],
+                 ["export", "fhir"], ["log", "verify"]):
+        r = runner.invoke(app, [*args, "--log-file", str(logf)], env={"COLUMNS": "100"})
+        assert r.exit_code == 0, (args, r.output)
+        assert "Internal error" not in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["due", "--days", "inf"], "--days"), (["due", "--days", "nan"], "--days"),
+    (["due", "--days", "1e308"], "--days"),
+    (["log", "show", "--since", "99999999h"], "more than 100 years"),
+    (["export", "fhir", "--since", "99999999h"], "more than 100 years"),
+])
+def test_out_of_range_spans_are_usage_errors_not_internal_errors(tmp_path, args, message):
+    r = runner.invoke(app, [*args, "--log-file", str(tmp_path / "l.jsonl")])
+    assert r.exit_code == 2 and message in r.output and "Internal error" not in r.output
+
+
+@pytest.mark.parametrize("cell, message", [("-5", "age_years: is negative"),
+                                           ("0.0001", "weight_kg: 0.0001 is out of range")])
+def test_negative_age_and_a_weight_below_1_kg_are_named(cell, message):
+    col = "age_years" if "age" in message else "weight_kg"
+    r = runner.invoke(app, ["grade", "-", "-f", "jsonl"],
+                      input=f"patient_id,age_years,{col if col != 'age_years' else 'x'},"
+                            f"ice_score\nPT-1,{cell if col == 'age_years' else 50},"
+                            f"{cell if col != 'age_years' else ''},8\n")
+    (row,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert row["status"] == "invalid"
+    assert any(f"{e['column']}: {e['message']}".startswith(message) for e in row["errors"])

@@ -21,6 +21,7 @@ from icans_cli.core.errors import InvalidFinding
 
 UNITS = ("mg", "mg PE", "g", "mcg", "mL")
 ROUTES = ("IV", "IM", "PO", "IV or PO", "intrathecal", "intranasal", "buccal")
+WEIGHT_MIN_KG = 1.0
 WEIGHT_MAX_KG = 350.0
 # A literal amount in free text: a dose that escaped its structure.
 AMOUNT_IN_TEXT = re.compile(r"\d[\d,.]*\s*(mg|g|mcg|microgram|mL)(/kg)?\b")
@@ -267,13 +268,14 @@ class Dose:
 
 
 def validate_weight(value: object) -> float | None:
-    """Weight in kg: a number above 0 and at most 350, or None."""
+    """Weight in kg: a number from 1 (below is a typing error for any CAR-T patient) to 350,
+    or None."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidFinding("weight_kg", f"{value!r} is not a number", "a number > 0 and <= 350")
-    if not 0 < value <= WEIGHT_MAX_KG:
-        raise InvalidFinding("weight_kg", f"{value:g} is out of range", "a number > 0 and <= 350")
+        raise InvalidFinding("weight_kg", f"{value!r} is not a number", "1-350 (kg)")
+    if not WEIGHT_MIN_KG <= value <= WEIGHT_MAX_KG:
+        raise InvalidFinding("weight_kg", f"{value:g} is out of range", "1-350 (kg)")
     return float(value)
 
 

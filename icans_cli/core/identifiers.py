@@ -82,6 +82,10 @@ def parse_time(value: str, field: str = "assessed_at") -> datetime:
     except ValueError:
         raise InvalidFinding(field, "is not an ISO 8601 date-time",
                              "e.g. 2026-11-27T14:30 or 2026-11-27T14:30:00+01:00") from None
+    if not 2000 <= t.year <= 2100:
+        # CAR-T began in 2017; a year outside this is a typing or export error, and dates near
+        # the calendar's ends break the arithmetic of every later reader of the log
+        raise InvalidFinding(field, f"has the year {t.year}", "a date from 2000 to 2100")
     if t.tzinfo is None:
         t = t.astimezone()  # local time
     return t
