@@ -828,6 +828,7 @@ def export_fhir(
     text = json.dumps(fhir.bundle(recs), ensure_ascii=False, indent=1) + "\n"
     if output is None:
         sys.stdout.write(text)
+        sys.stdout.flush()  # a closed pipe is found here, before "exported" is said
     else:
         _write_file(output, text)
     from icans_cli.render import plural

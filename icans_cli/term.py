@@ -21,8 +21,14 @@ def _width() -> int | None:
 def out() -> "Console":
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False, width=_width() if not sys.stdout.isatty()
-                   else None)
+    class _Out(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own handler exits 1 in silence; the commands' handler exits 141 (as
+            # icans grade does) and quiets stdout
+            raise BrokenPipeError
+
+    return _Out(highlight=False, soft_wrap=False, width=_width() if not sys.stdout.isatty()
+                else None)
 
 
 def err() -> "Console":

@@ -565,3 +565,32 @@ def test_negative_age_and_a_weight_below_1_kg_are_named(cell, message):
     (row,) = [json.loads(x) for x in r.stdout.splitlines()]
     assert row["status"] == "invalid"
     assert any(f"{e['column']}: {e['message']}".startswith(message) for e in row["errors"])
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, s):
+        raise BrokenPipeError
+
+
+@pytest.mark.parametrize("args", [["log", "show", "-f", "table"], ["history", "PT-1", "-f",
+                                                                     "table"],
+                                  ["due", "-f", "table"], ["grade", "IN", "-f", "table"]])
+def test_a_closed_pipe_under_a_table_exits_141_like_grade(tmp_path, monkeypatch, args):
+    import icans_cli.term as term
+
+    logf = tmp_path / "l.jsonl"
+    log.append(logf, body(patient="PT-1", ice=8))
+    real_out = term.out
+
+    def closed():
+        c = real_out()
+        c.file = _ClosedPipe()
+        return c
+
+    monkeypatch.setattr(term, "out", closed)
+    monkeypatch.setattr("icans_cli.batchrun._silence_stdout", lambda: None)
+    src = tmp_path / "in.csv"
+    src.write_text(SMALL)
+    args = [str(src) if a == "IN" else a for a in args]
+    r = runner.invoke(app, [*args, "--log-file", str(logf)])
+    assert r.exit_code == 141, r.output
