@@ -135,7 +135,13 @@ class _Output:
         if output is None:
             if sys.stdout is None or sys.stdout.closed:
                 _fail("standard output is closed: give -o FILE")
-            if raw_stdout and hasattr(sys.stdout, "buffer"):
+            from icans_cli.term import is_terminal
+
+            if is_terminal(sys.stdout):  # data on a terminal: controls shown, never obeyed
+                from icans_cli.term import _Visible
+
+                self.fh = _Visible(sys.stdout)
+            elif raw_stdout and hasattr(sys.stdout, "buffer"):
                 # Undecodable input bytes in passed-through cells go back out as the same bytes.
                 sys.stdout.flush()
                 self.fh = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8",

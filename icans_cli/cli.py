@@ -262,14 +262,18 @@ def _write_machine(fmt: str, rows, extra=None) -> None:
     from icans_cli.csvsafe import safe_cell
 
     if fmt == "jsonl":
-        write = sys.stdout.write
+        from icans_cli.term import data_out
+
+        write = data_out().write
         for rec, sup in rows:
             out = dict(rec)
             if sup is not None:
                 out["superseded_by"] = sup
             write(json.dumps(out, ensure_ascii=False) + "\n")
         return
-    w = csv.writer(sys.stdout, lineterminator="\r\n")
+    from icans_cli.term import data_out
+
+    w = csv.writer(data_out(), lineterminator="\r\n")
     w.writerow(LOG_CSV_COLUMNS)
     for rec, sup in rows:
         flat = _flat(rec, sup)
@@ -362,7 +366,9 @@ def log_show(
                 continue
             yield rec, superseded.get(str(rec.get("id")))
 
-    if fmt == "jsonl" and not (patient or cutoff or min_grade is not None):
+    from icans_cli.term import is_terminal
+
+    if fmt == "jsonl" and not (patient or cutoff or min_grade is not None or is_terminal()):
         _raw_jsonl(path, superseded)
         return
     if fmt != "table":
@@ -473,12 +479,14 @@ def history(
         fail("no assessments of that patient in the log", ExitStatus.ERROR)
     flags = annotate(entries, utc_now())
     if fmt != "table":
+        from icans_cli.term import data_out
+
         if fmt == "jsonl":
             for e in entries:
                 out_rec = dict(e.record)
                 out_rec["superseded_by"] = e.superseded_by
                 out_rec["flags"] = e.flags
-                sys.stdout.write(json.dumps(out_rec, ensure_ascii=False) + "\n")
+                data_out().write(json.dumps(out_rec, ensure_ascii=False) + "\n")
         else:
             _write_machine(fmt, [(e.record, e.superseded_by) for e in entries])
         for f in flags:
@@ -710,12 +718,15 @@ def due(
 
     from icans_cli.csvsafe import safe_cell
 
+    from icans_cli.term import data_out
+
     flat = [_due_flat(d) for d in rows]
+    stream = data_out()
     if fmt == "jsonl":
         for r in flat:
-            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
+            stream.write(json.dumps(r, ensure_ascii=False) + "\n")
         return
-    w = csv.writer(sys.stdout, lineterminator="\r\n")
+    w = csv.writer(stream, lineterminator="\r\n")
     w.writerow(DUE_COLUMNS)
     for r in flat:
         w.writerow([safe_cell(r[c]) for c in DUE_COLUMNS])

@@ -62,3 +62,36 @@ def plain(value: object) -> str:
                               r"\x1b[@-Z\\-_]|[\x00-\x1f\x7f-\x9f]")
     text = "" if value is None else str(value)
     return _ESCAPES.sub("?", text) if _ESCAPES.search(text) else text
+
+
+# C0 and C1 control characters but tab, newline and carriage return: on a terminal they would
+# be obeyed (a title change, a cleared screen, a hyperlink), so data shows them as \xNN.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20),
+                                       *range(0x7f, 0xa0))}
+# undecodable input bytes kept as lone surrogates: shown as the bytes they were
+_CONTROLS.update({c: f"\\x{c - 0xdc00:02x}" for c in range(0xdc80, 0xdd00)})
+
+
+def visible(text: str) -> str:
+    """The text with every control character shown as \\xNN (for data on a terminal)."""
+    return text.translate(_CONTROLS)
+
+
+class _Visible:
+    """A text stream that writes control characters as \\xNN: data (CSV, JSON lines) printed
+    on a terminal is shown literally, never obeyed."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(visible(text))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def data_out():
+    """Standard output for data: as it is into a file or a pipe, with control characters made
+    visible on a terminal."""
+    return _Visible(sys.stdout) if is_terminal(sys.stdout) else sys.stdout

@@ -594,3 +594,34 @@ def test_a_closed_pipe_under_a_table_exits_141_like_grade(tmp_path, monkeypatch,
     args = [str(src) if a == "IN" else a for a in args]
     r = runner.invoke(app, [*args, "--log-file", str(logf)])
     assert r.exit_code == 141, r.output
+
+
+ESC_CELLS = "patient_id,ice_score,ward\nPT-1,8,\x1b]0;pwn\x07\x1b[2J\x9b31m\n"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_control_characters_in_data_are_shown_not_obeyed_on_a_terminal(tmp_path, monkeypatch,
+                                                                       fmt):
+    import icans_cli.term as term
+
+    logf = tmp_path / "l.jsonl"
+    src = tmp_path / "esc.csv"
+    src.write_text(ESC_CELLS, encoding="utf-8")
+    assert runner.invoke(app, ["grade", str(src), "--log", "--log-file", str(logf), "-f",
+                               "jsonl"]).exit_code == 0
+    monkeypatch.setattr(term, "is_terminal", lambda stream=None: True)
+    for args in (["grade", str(src), "-f", fmt], ["log", "show", "-f", fmt],
+                 ["history", "PT-1", "-f", fmt], ["due", "-f", fmt]):
+        r = runner.invoke(app, [*args, "--log-file", str(logf)])
+        assert r.exit_code == 0, (args, r.output)
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\x9b" not in r.stdout
+    r = runner.invoke(app, ["grade", str(src), "-f", fmt])
+    assert "\\x1b]0;pwn\\x07" in r.stdout or "\\u001b]0;pwn\\u0007" in r.stdout
+
+
+def test_control_characters_in_data_pass_through_into_a_file(tmp_path):
+    src = tmp_path / "esc.csv"
+    src.write_text(ESC_CELLS, encoding="utf-8")
+    out = tmp_path / "out.csv"
+    assert runner.invoke(app, ["grade", str(src), "-f", "csv", "-o", str(out)]).exit_code == 0
+    assert "\x1b]0;pwn\x07" in out.read_text(encoding="utf-8")  # data stays data
