@@ -89,9 +89,14 @@ def _root(
 # --- log ----------------------------------------------------------------------------------------
 
 def _log_path(log_file: Optional[Path]) -> Path:
+    """The log every command uses; a log or data directory readable by others is said once,
+    whichever command touches it (it holds patient data)."""
     from icans_cli import log
 
-    return log.resolve_path(log_file)
+    path = log.resolve_path(log_file)
+    for w in log.permission_warnings(path):
+        warn(w)
+    return path
 
 
 def _records(path: Path, contains: str | None = None):
@@ -112,12 +117,8 @@ def log_path(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
 
     Example: icans log path
     """
-    from icans_cli import log
-
     path = _log_path(log_file)
     typer.echo(str(path))
-    for w in log.permission_warnings(path):
-        warn(w)
 
 
 VERIFY_PROVES = ("A hash chain shows an edited, deleted, inserted or reordered line before the "
@@ -159,8 +160,6 @@ def log_verify(
         v = log.verify(path, expect)
     except log.LogError as exc:
         fail(str(exc))
-    for w in log.permission_warnings(path):
-        warn(w)
     if not v.problems:
         if v.records == 0:
             typer.echo(f"EMPTY: the log at {path} holds no records. If it held records before, "
@@ -336,8 +335,6 @@ def log_show(
     path = _log_path(log_file)
     cutoff = _since(since)
     needle = json.dumps(patient, ensure_ascii=False) if patient else None
-    for w in log.permission_warnings(path):
-        warn(w)
     # First pass: which records a correction supersedes (only lines naming one are parsed).
     superseded: dict[str, str] = {}
     try:

@@ -625,3 +625,18 @@ def test_control_characters_in_data_pass_through_into_a_file(tmp_path):
     out = tmp_path / "out.csv"
     assert runner.invoke(app, ["grade", str(src), "-f", "csv", "-o", str(out)]).exit_code == 0
     assert "\x1b]0;pwn\x07" in out.read_text(encoding="utf-8")  # data stays data
+
+
+@pytest.mark.parametrize("args", [["grade", "IN", "--log", "-f", "jsonl"], ["history", "PT-1"],
+                                  ["due"], ["show", "ID"], ["export", "fhir"], ["log", "head"],
+                                  ["log", "show"], ["log", "verify"]])
+def test_a_log_readable_by_others_is_warned_by_every_command_that_touches_it(tmp_path, args):
+    logf = tmp_path / "l.jsonl"
+    rid = log.append(logf, body(patient="PT-1", ice=8))["id"]
+    os.chmod(logf, 0o644)
+    src = tmp_path / "in.csv"
+    src.write_text("patient_id,ice_score\nPT-9,9\n")
+    args = [str(src) if a == "IN" else rid[:8] if a == "ID" else a for a in args]
+    r = runner.invoke(app, [*args, "--log-file", str(logf)])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("is readable by others (mode 0644)") == 1, r.stderr
