@@ -89,16 +89,46 @@ def check_paths(file: str, output: Optional[Path], log_path: Path, to_log: bool)
     default) or the input, and a log that is the input."""
     from icans_cli.log import resolve_path
 
+    from icans_cli.log import PRACTICE_FILENAME
+
     source = None if file == "-" else Path(file)
     if output is not None:
-        if _same(output, log_path) or _same(output, resolve_path(None)):
-            _fail("-o names the assessment log: refusing to overwrite it (write the output "
-                  "elsewhere)")
+        default = resolve_path(None)
+        logs = (log_path, default, log_path.parent / PRACTICE_FILENAME,
+                default.parent / PRACTICE_FILENAME)
+        if any(_same(output, p) for p in logs) or _looks_like_a_log(output):
+            _fail("-o names an assessment or practice log: refusing to overwrite it (write the "
+                  "output elsewhere)")
         if source is not None and _same(output, source):
             _fail("-o names the input file: refusing to overwrite what is being read")
+        if source is None and _is_stdin(output):
+            _fail("-o names the file given on standard input: refusing to overwrite what is "
+                  "being read")
     if to_log and source is not None and _same(log_path, source):
         _fail("--log-file names the input file: refusing to append records to what is being "
               "read")
+
+
+def _looks_like_a_log(path: Path) -> bool:
+    """A regular file whose first line is a hash-chained icans record (a log used elsewhere
+    with --log-file, or a copy of one)."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as fh:
+            first = fh.readline(65536)
+    except OSError:
+        return False
+    return first.startswith(b"{") and b'"prev_sha256"' in first and b'"sha256"' in first
+
+
+def _is_stdin(path: Path) -> bool:
+    """Whether standard input is this very file (icans grade - -o in.csv < in.csv)."""
+    try:
+        a, b = os.fstat(sys.stdin.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISREG(a.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _open_input(file: str) -> tuple[IO[bytes], int | None]:
@@ -150,6 +180,10 @@ class _Output:
             else:
                 self.fh = sys.stdout
             return
+        if output.is_symlink():
+            # write to the file the link points to; renaming over the link would replace the
+            # link itself with a regular file
+            output = self.output = Path(os.path.realpath(output))
         try:
             st = os.stat(output)
         except FileNotFoundError:

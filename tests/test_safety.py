@@ -640,3 +640,42 @@ def test_a_log_readable_by_others_is_warned_by_every_command_that_touches_it(tmp
     r = runner.invoke(app, [*args, "--log-file", str(logf)])
     assert r.exit_code == 0, r.output
     assert r.stderr.count("is readable by others (mode 0644)") == 1, r.stderr
+
+
+def test_o_onto_the_file_given_on_standard_input_is_refused(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text(SMALL)
+    with open(src) as fh:
+        r = icans("grade", "-", "-o", str(src), stdin=fh,
+                  env={"ICANS_DATA_DIR": str(tmp_path / "data")})
+    assert r.returncode == 2 and "standard input" in r.stderr
+    assert src.read_text() == SMALL
+
+
+def test_o_onto_the_practice_log_or_any_icans_log_is_refused(tmp_path):
+    data = tmp_path / "data"
+    elsewhere = tmp_path / "ward7.jsonl"
+    log.append(elsewhere, body(patient="PT-1", ice=8))
+    before = elsewhere.read_bytes()
+    practice = data / "practice.jsonl"
+    data.mkdir(mode=0o700)
+    practice.write_text("{}\n")
+    src = tmp_path / "in.csv"
+    src.write_text(SMALL)
+    for target in (practice, elsewhere):
+        r = runner.invoke(app, ["grade", str(src), "-o", str(target)],
+                          env={"ICANS_DATA_DIR": str(data)})
+        assert r.exit_code == 2 and "refusing to overwrite it" in r.stderr
+    assert elsewhere.read_bytes() == before and practice.read_text() == "{}\n"
+
+
+def test_o_onto_a_symlink_writes_the_file_it_points_to_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    src = tmp_path / "in.csv"
+    src.write_text("patient_id,ice_score\nPT-1,9\n")
+    r = runner.invoke(app, ["grade", str(src), "-f", "csv", "-o", str(link)])
+    assert r.exit_code == 0, r.output
+    assert link.is_symlink() and "PT-1" in target.read_text()
