@@ -53,7 +53,7 @@ def test_o_onto_the_log_is_refused_and_the_log_is_intact(tmp_path, small):
     log.append(logf, body())
     before = logf.read_bytes()
     r = runner.invoke(app, ["grade", str(small), "-o", str(logf), "--log-file", str(logf)])
-    assert r.exit_code == 2 and "names the assessment log" in r.stderr
+    assert r.exit_code == 2 and "names an assessment or practice log" in r.stderr
     assert logf.read_bytes() == before
     # the default log (ICANS_DATA_DIR) is protected too, with no --log-file given
     default = Path(os.environ["ICANS_DATA_DIR"]) / "assessments.jsonl"
