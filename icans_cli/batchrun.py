@@ -53,6 +53,25 @@ def _fail(message: str, code: ExitStatus = ExitStatus.USAGE):
     raise typer.Exit(int(code))
 
 
+_CRITICAL: dict[str, int | None] = {"depth": 0, "pending": None}
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """A step a signal must not split (a record appended but not yet counted, which would make
+    the summary under-report what was logged): a SIGTERM or SIGHUP arriving inside it stops
+    the run just after it."""
+    _CRITICAL["depth"] = (_CRITICAL["depth"] or 0) + 1
+    try:
+        yield
+    finally:
+        _CRITICAL["depth"] = (_CRITICAL["depth"] or 1) - 1
+        pending = _CRITICAL["pending"]
+        if pending is not None and not _CRITICAL["depth"]:
+            _CRITICAL["pending"] = None
+            raise Stopped(pending)
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped, so the temporary file is removed and the summary
@@ -61,6 +80,9 @@ def _stop_on_signals() -> Iterator[None]:
     previous = {}
 
     def handler(signum, frame):  # noqa: ARG001
+        if _CRITICAL["depth"]:  # a record is being appended and counted: stop right after
+            _CRITICAL["pending"] = signum
+            return
         raise Stopped(signum)
 
     try:
@@ -528,13 +550,14 @@ class _Logger:
                                  crs_grade=o.crs_grade, product=o.product,
                                  crs_detail=crs_dict(o.crs), weight_kg=o.weight_kg,
                                  extra={"input_row": o.row, "source_row_sha256": source_sha})
-        try:
-            log.append(self.path, body)  # type: ignore[arg-type]
-        except log.LogError as exc:
-            raise _LogFailed(f"{exc} (at row {o.row:,})") from None
-        self.seen.add(source_sha)
-        self.count += 1
-        self.last_row = o.row
+        with _uninterrupted():
+            try:
+                log.append(self.path, body)  # type: ignore[arg-type]
+            except log.LogError as exc:
+                raise _LogFailed(f"{exc} (at row {o.row:,})") from None
+            self.seen.add(source_sha)
+            self.count += 1
+            self.last_row = o.row
 
 
 class _progress:
