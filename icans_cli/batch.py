@@ -263,6 +263,20 @@ def _multi(errors, col, raw, allowed, none_ok):
     return frozenset(parts)
 
 
+_SHAPE_PREFIX = "(row): the row has "
+
+
+def _earlier_shape_error(names: list[str], cells: list[str]) -> str | None:
+    """The shape error an earlier run gave this row, when the input is that run's output."""
+    try:
+        status, errors = cells[names.index("status")], cells[names.index("errors")]
+    except (ValueError, IndexError):
+        return None
+    if status == "invalid" and errors.startswith(_SHAPE_PREFIX) and "; " not in errors:
+        return errors[len("(row): "):]
+    return None
+
+
 def parse_row(names: list[str], cells: list[str], row: int, line: int,
               header: list[str]) -> RowOutcome:
     by_name = dict(zip(header, cells))
@@ -274,6 +288,17 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
         pid = cells[names.index("patient_id")] if names.index("patient_id") < len(cells) else ""
         try:
             out.patient_id = validate_patient_id(pid)
+        except InvalidFinding:
+            pass
+        return out
+    shape = _earlier_shape_error(names, cells)
+    if shape is not None:
+        # This tool's own output, graded again: a row it refused for its shape (a shifted or
+        # ragged row, its cells since cut or padded to the header) stays refused, never graded
+        # from cells that may sit in the wrong columns.
+        _err(errors, "(row)", shape)
+        try:
+            out.patient_id = validate_patient_id(cells[names.index("patient_id")])
         except InvalidFinding:
             pass
         return out
@@ -585,6 +610,9 @@ class RowParser:
         self.i_weight = idx.get("weight_kg")
         # CRS findings (vitals) take the full path: they grade the CRS, and may contradict it.
         self.i_crs_findings = tuple(idx[c] for c in CRS_FINDING_COLUMNS if c in idx)
+        # this tool's own output as input: a row it refused takes the full path (which keeps
+        # a refusal for the row's shape)
+        self.i_status = idx.get("status") if "errors" in idx else None
         self.find_cols = tuple(c for c in _FINDING_COLUMNS if c in idx)
         positions = [idx[c] for c in self.find_cols]
         if len(positions) >= 2:
@@ -611,6 +639,7 @@ class RowParser:
         i_age, i_crs, i_product, i_pid, i_at = (self.i_age, self.i_crs, self.i_product,
                                                 self.i_pid, self.i_at)
         i_weight, i_crs_findings = self.i_weight, self.i_crs_findings
+        i_status = self.i_status
         age_get = self.cell_cache["age_years"].get
         crs_get = self.cell_cache["crs_grade"].get
         product_get = self.cell_cache["product"].get
@@ -619,6 +648,8 @@ class RowParser:
 
         def fast_tail(cells: list[str]) -> tuple[str, str, list] | None:
             if len(cells) != n:
+                return None
+            if i_status is not None and cells[i_status] == "invalid":
                 return None
             hit = find_get(get_find(cells))
             if not hit:

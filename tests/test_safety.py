@@ -278,11 +278,8 @@ def test_property_csv_and_jsonl_agree_on_every_rows_status_and_grade(rows):
 def test_grading_the_tools_own_csv_output_gives_the_same_output(tmp_path):
     from tests.test_batch import GOLDEN
 
-    # every golden row but the ragged one (its missing cells are padded in the output, so the
-    # output is no longer the ragged row it was)
-    lines = GOLDEN.read_text().splitlines(keepends=True)
-    width = len(next(csv.reader(lines[:1])))
-    whole = "".join(x for x in lines if len(next(csv.reader([x]))) == width)
+    # every golden row, the ragged one included (refused for its shape, it stays refused)
+    whole = GOLDEN.read_text()
     first = runner.invoke(app, ["grade", "-", "-f", "csv"], input=whole).stdout
     again = runner.invoke(app, ["grade", "-", "-f", "csv"], input=first).stdout
     assert again == first
@@ -702,3 +699,18 @@ def test_a_signal_while_a_row_is_logged_is_counted_in_what_was_logged(tmp_path, 
     written = len(logf.read_text().splitlines())
     assert written == 2
     assert "2 appended to the log (the last was row 2)" in r.stderr
+
+
+def test_a_row_refused_for_its_shape_stays_refused_when_the_output_is_graded_again():
+    # an extra cell (a shifted row): refused; its output row is cut to the header, and must not
+    # be graded from cells that may sit in the wrong columns
+    text = ("patient_id,age_years,ice_score,crs_grade\n"
+            "PT-1,50,8,0\n"
+            "PT-21,50,,8,0,SECRETQ\n")
+    first = runner.invoke(app, ["grade", "-", "-f", "csv"], input=text).stdout
+    again = runner.invoke(app, ["grade", "-", "-f", "csv"], input=first).stdout
+    assert again == first
+    rows = list(csv.DictReader(io.StringIO(again)))
+    assert [r["status"] for r in rows] == ["graded", "invalid"]
+    jsonl = runner.invoke(app, ["grade", "-", "-f", "jsonl"], input=first).stdout
+    assert [json.loads(x)["status"] for x in jsonl.splitlines()] == ["graded", "invalid"]
