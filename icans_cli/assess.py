@@ -95,7 +95,7 @@ def find_record(path: Path, record_id: str) -> dict[str, Any]:
         matches = [r for _, r in log.iter_records(path, None, needle)
                    if str(r.get("id", "")).startswith(needle)]
     except log.LogError as exc:
-        _fail(str(exc), ExitStatus.ERROR)
+        _fail(str(exc))  # a log that cannot be used: usage, as for every other command
     if not matches:
         _fail(f"no record with that id in {path} (icans log show lists them)",
               ExitStatus.ERROR)  # found nothing, like history for an unknown patient

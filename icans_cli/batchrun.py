@@ -294,7 +294,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     if fmt is None:
         fmt = "table" if output is None and is_terminal() else "csv"
     if fmt not in FORMATS:
-        _fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+        _fail(f"--format must be one of {', '.join(FORMATS)} (what was typed is not shown: "
+              "it could be patient data)")
     check_paths(file, output, log_path, to_log)
     binary, size = _open_input(file)
 

@@ -169,6 +169,11 @@ def log_verify(
         if expect is not None:
             said += (f", and record #{expect.seq} is the one whose hash you kept: the log "
                      "holds it and everything before it unchanged")
+            later = v.records - expect.seq  # type: ignore[union-attr]
+            if later > 0:
+                said += (f"; the {later:,} record{'s' if later != 1 else ''} after it "
+                         f"{'are' if later != 1 else 'is'} chained to it but not covered by "
+                         "the kept head (keep a new head to cover them)")
         typer.echo(said + f" ({path}).")
         typer.echo(VERIFY_PROVES)
         raise typer.Exit(ExitStatus.OK)
@@ -304,7 +309,8 @@ def _pick_format(fmt: Optional[str], allowed) -> str:
     if fmt is None:
         return "table" if is_terminal() else allowed[1]
     if fmt not in allowed:
-        fail(f"--format {fmt!r} is not one of {', '.join(allowed)}")
+        fail(f"--format must be one of {', '.join(allowed)} (what was typed is not "
+             "shown: it could be patient data)")
     return fmt
 
 
@@ -965,7 +971,7 @@ def practice(
         history(path, out())
         return
     if topic is not None and topic not in TOPICS:
-        fail(f"--topic {topic!r} is not one of {', '.join(TOPICS)}")
+        fail(f"--topic must be one of {', '.join(TOPICS)}")
     from icans_cli.assess import interactive_input_available, prompt_session
 
     if not interactive_input_available():

@@ -419,6 +419,17 @@ def test_verify_with_a_kept_head_accepts_records_appended_after_it(tmp_path):
     log.append(path, body(hours=9))
     r = runner.invoke(app, ["log", "verify", "--head", head, "--log-file", str(path)])
     assert r.exit_code == 0 and "record #3 is the one whose hash you kept" in r.stdout
+    # what a kept head cannot cover is said: a record appended after it (forged or not)
+    text = " ".join(r.stdout.split())
+    assert "the 1 record after it is chained to it but not covered by the kept head" in text
+
+
+def test_a_bad_format_is_named_without_echoing_what_was_typed(tmp_path):
+    for args in (["grade", "-", "-f", "PT-SECRET4"], ["log", "show", "-f", "PT-SECRET4"]):
+        r = runner.invoke(app, [*args, "--log-file", str(tmp_path / "l.jsonl")],
+                          input="patient_id,ice_score\nPT-1,9\n")
+        assert r.exit_code == 2 and "--format must be one of" in r.stderr
+        assert "PT-SECRET4" not in r.output
 
 
 def test_verify_of_an_emptied_log_says_it_is_empty(tmp_path):
