@@ -69,6 +69,8 @@ def _uninterrupted() -> Iterator[None]:
         pending = _CRITICAL["pending"]
         if pending is not None and not _CRITICAL["depth"]:
             _CRITICAL["pending"] = None
+            if pending == signal.SIGINT:
+                raise KeyboardInterrupt
             raise Stopped(pending)
 
 
@@ -76,13 +78,15 @@ def _uninterrupted() -> Iterator[None]:
 def _stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped, so the temporary file is removed and the summary
     said, as for Ctrl-C."""
-    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    names = [n for n in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, n)]
     previous = {}
 
     def handler(signum, frame):  # noqa: ARG001
         if _CRITICAL["depth"]:  # a record is being appended and counted: stop right after
             _CRITICAL["pending"] = signum
             return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C: as Python's own handler does
         raise Stopped(signum)
 
     try:

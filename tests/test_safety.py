@@ -689,7 +689,9 @@ def test_o_onto_a_symlink_writes_the_file_it_points_to_and_keeps_the_link(tmp_pa
     assert link.is_symlink() and "PT-1" in target.read_text()
 
 
-def test_a_signal_while_a_row_is_logged_is_counted_in_what_was_logged(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_a_row_is_logged_is_counted_in_what_was_logged(tmp_path, monkeypatch,
+                                                                      sig, code):
     logf = tmp_path / "l.jsonl"
     real = log.append
     calls = []
@@ -697,8 +699,8 @@ def test_a_signal_while_a_row_is_logged_is_counted_in_what_was_logged(tmp_path, 
     def append_then_signal(path, body):
         rec = real(path, body)
         calls.append(1)
-        if len(calls) == 2:  # SIGTERM lands after the second record is written
-            os.kill(os.getpid(), signal.SIGTERM)
+        if len(calls) == 2:  # the signal lands after the second record is written
+            os.kill(os.getpid(), sig)
         return rec
 
     monkeypatch.setattr(log, "append", append_then_signal)
@@ -706,7 +708,7 @@ def test_a_signal_while_a_row_is_logged_is_counted_in_what_was_logged(tmp_path, 
     src.write_text("patient_id,ice_score\nPT-1,9\nPT-2,8\nPT-3,7\nPT-4,6\n")
     r = runner.invoke(app, ["grade", str(src), "--log", "--log-file", str(logf), "-f", "csv",
                             "-o", str(tmp_path / "out.csv")])
-    assert r.exit_code == 143, r.output
+    assert r.exit_code == code, r.output
     written = len(logf.read_text().splitlines())
     assert written == 2
     assert "2 appended to the log (the last was row 2)" in r.stderr

@@ -629,18 +629,25 @@ def _order_steroids(lines: list[AdviceLine], crs_known: bool = True) -> list[Adv
     if top[0] == _START_RANK["now"]:
         # Never two regimens at once: a line of the other table that the stronger regimen
         # already covers says so.
-        second = [_covered(x) if x.steroid_strength() <= top and x.start else x for x in second]
+        cover = max(first, key=lambda x: x.steroid_strength())
+        second = [_covered(x, cover) if x.steroid_strength() <= top and x.start else x
+                  for x in second]
     return first + second + notes
 
 
-COVERED = "Covered by the stronger regimen above: not in addition."
+COVERED = "Covered by the "  # how a covered line's note starts
 
 
-def _covered(line: AdviceLine) -> AdviceLine:
+def _covered(line: AdviceLine, cover: AdviceLine) -> AdviceLine:
+    """The line with a note naming the regimen that covers it (by drug and table: in the
+    details the covering line may be printed above or below it)."""
     from dataclasses import replace
 
-    return replace(line, text=f"{line.text} ({COVERED})",
-                   short=f"{line.bare_summary} ({COVERED})" if line.short else None)
+    drug = cover.doses[0][1].drug if cover.doses else (cover.first_line or "stronger")
+    table = {"icans": "ICANS", "crs": "CRS"}.get(cover.table, cover.table)
+    note = f"{COVERED}{drug} regimen of the {table} table: not in addition."
+    return replace(line, text=f"{line.text} ({note})",
+                   short=f"{line.bare_summary} ({note})" if line.short else None)
 
 
 def _render(protocol: Protocol, r: _Rule, weight_kg: float | None,
