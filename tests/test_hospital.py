@@ -168,9 +168,9 @@ def test_due_board_with_a_clock_passed_in_most_overdue_first(tmp_path):
     path = tmp_path / "l.jsonl"
     # PT-A: grade 0 (12-hourly) at 08:00; PT-B: grade 2 (8-hourly) at 10:00; PT-C: grade 3
     # (ICU, 4-hourly) at 12:00; PT-D last seen 9 days ago.
-    make(path, body(patient="PT-A", ice=10), body(patient="PT-B", ice=9, hours=1),
+    make(path, body(patient="PT-A", ice=10, crs=0), body(patient="PT-B", ice=9, hours=1),
          body(patient="PT-B", ice=5, hours=2), body(patient="PT-C", ice=2, hours=4),
-         body(patient="PT-D", ice=10, hours=-9 * 24))
+         body(patient="PT-D", ice=10, hours=-9 * 24, crs=0))
     now = T0 + timedelta(hours=11)  # 19:00
     rows = board(path, now)
     assert [d.patient_id for d in rows] == ["PT-C", "PT-B", "PT-A"]

@@ -474,6 +474,10 @@ def recommend(
         cadence_grade = max(grade, 3)
     if status == "yes" and crs_grade is not None and crs_grade >= 3:
         cadence_grade = max(cadence_grade, 3)  # in the ICU for the CRS: the ICU's checks
+    elif status in ("yes", "unknown") and cadence_grade == 0:
+        # Active (or ungraded) CRS without ICANS yet: ICE every 8 h (ASH-SAP), not ASCO's
+        # twice a day for a patient without CRS; ICANS most often follows CRS.
+        cadence_grade = 1
     return Recommendation(
         protocol_id=protocol.id,
         protocol_version=protocol.version,

@@ -356,7 +356,7 @@ def test_product_not_recorded_at_grade_2_says_the_advice_assumes_standard_risk()
 
 @pytest.mark.parametrize("name,hours0", [("asco-2021", 12), ("cartox-2018", 8)])
 def test_cadence_by_grade(name, hours0):
-    assert advise(name, ice_score=10).cadence.hours == hours0
+    assert advise(name, crs=0, ice_score=10).cadence.hours == hours0
     assert advise(name, ice_score=8).cadence.hours == 8
     assert advise(name, ice_score=5).cadence.hours == 8
     for findings in (dict(ice_score=2), dict(consciousness="unarousable")):
@@ -524,3 +524,11 @@ def test_intracranial_haemorrhage_is_left_out_of_the_grade_never_out_of_sight(pr
 def test_tremor_alone_adds_no_caution():
     rec = advise(crs=0, ice_score=10, excluded=frozenset({"tremor"}))
     assert not any(x.section == "caution" for x in only(rec).lines)
+
+
+@pytest.mark.parametrize("protocol", BUILTIN)
+@pytest.mark.parametrize("crs, hours", [(0, None), (None, 8), (1, 8), (2, 8)])
+def test_grade_0_with_active_or_unknown_crs_is_checked_every_8_h_not_12(protocol, crs, hours):
+    rec = advise(protocol, crs=crs, ice_score=10)
+    without_crs = {"asco-2021": 12, "cartox-2018": 8}[protocol]  # ASCO: twice a day
+    assert rec.grade == 0 and rec.cadence.hours == (hours or without_crs)

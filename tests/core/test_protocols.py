@@ -142,7 +142,7 @@ def test_not_assessable_advised_at_floor_and_says_so():
 
 
 def test_cadence_grade_0_twice_daily_and_graded_every_8_h():
-    assert rec(ice_score=10).cadence.hours == 12
+    assert rec(ice_score=10, crs=0).cadence.hours == 12
     assert rec(ice_score=5).cadence.hours == 8
 
 
