@@ -324,7 +324,8 @@ class Summary:
 def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assessed_at: datetime,
                   crs=None, product=None, weight=None, crs_grade=None, crs_controlled=False,
                   crs_text=None, previous=None, exclude=None,
-                  record_id: str | None = None, crs_disputed: bool = False) -> Summary:
+                  record_id: str | None = None, crs_disputed: bool = False,
+                  tocilizumab_at: str | None = None) -> Summary:
     """Grade, advise and explain, with what the log knows of this patient."""
     from icans_cli.core import grade_icans, rationale, recommend
     from icans_cli.history import change_since_result
@@ -334,6 +335,7 @@ def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assess
     if crs is not None:  # the interview's CRS answers
         crs_grade = crs.grade if crs.mode != "unknown" else None
         crs_controlled = crs.controlled
+        tocilizumab_at = crs.tocilizumab_at
         crs_result = crs.result()
         if crs_result is not None:
             crs_text = f"{crs_result.label}: {crs_result.explanation}"
@@ -352,7 +354,8 @@ def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assess
     change = change_since_result(previous, result, assessed_at) if previous else None
     ctx = Context(patient_id=patient_id, assessed_at=assessed_at, change=change,
                   crs_text=crs_text, record_id=record_id, age=findings.age_years,
-                  weight=weight, product=product, crs_disputed=crs_disputed)
+                  weight=weight, product=product, crs_disputed=crs_disputed,
+                  tocilizumab_at=_when(tocilizumab_at))
     return Summary(result, rec, rationale(result, rec), ctx, crs_grade)
 
 
@@ -393,7 +396,9 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
                             crs_text=_crs_text(rec), previous=previous,
                             record_id=str(rec.get("id")),
                             crs_disputed=bool(((rec.get("findings") or {}).get("crs_detail")
-                                               or {}).get("disagreement")))
+                                               or {}).get("disagreement")),
+                            tocilizumab_at=((rec.get("findings") or {}).get("crs_detail")
+                                            or {}).get("tocilizumab_at"))
     warnings, notes = [], []
     later = next((e.superseded_by for e in _entries(log_path, pid)
                   if e.id == str(rec.get("id")) and e.superseded_by), None)
@@ -427,6 +432,18 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
         con.print(summary.details())
     for n in notes:
         err().print(f"Note: {n}.", markup=False, highlight=False)
+
+
+def _when(value: str | None) -> datetime | None:
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import parse_time
+
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except InvalidFinding:
+        return None
 
 
 def _crs_text(rec: dict[str, Any]) -> str | None:

@@ -29,7 +29,7 @@ from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, score_expected, score_path,
 )
-from icans_cli.core.identifiers import identifying_reason, validate_patient_id
+from icans_cli.core.identifiers import identifying_reason, parse_time, validate_patient_id
 from icans_cli.core.protocol import PRODUCTS
 from icans_cli.core.scores import (
     CAPD_ANSWERS, CAPD_ITEMS, ICE_ITEMS, IceItems, capd_points, show_capd_anchors,
@@ -141,6 +141,7 @@ class CrsAnswers:
     hypotension: str = "none"
     oxygen: str = "none"
     flow: float | None = None
+    tocilizumab_at: str | None = None  # the last tocilizumab dose for this CRS (ISO)
 
     def findings(self) -> CrsFindings:
         return CrsFindings(
@@ -160,12 +161,15 @@ class CrsAnswers:
 
     def detail(self) -> dict[str, Any] | None:
         if self.mode != "questions":
-            return None
+            return {"tocilizumab_at": self.tocilizumab_at} if self.tocilizumab_at else None
         r = self.result()
-        return {"fever": self.fever, "treatments": sorted(self.treatments),
-                "hypotension": self.hypotension, "oxygen": self.oxygen,
-                "oxygen_flow_l_min": self.flow, "controlled": bool(r and r.controlled),
-                "disagreement": r.disagreement if r else None}
+        out = {"fever": self.fever, "treatments": sorted(self.treatments),
+               "hypotension": self.hypotension, "oxygen": self.oxygen,
+               "oxygen_flow_l_min": self.flow, "controlled": bool(r and r.controlled),
+               "disagreement": r.disagreement if r else None}
+        if self.tocilizumab_at:
+            out["tocilizumab_at"] = self.tocilizumab_at
+        return out
 
 
 @dataclass
@@ -251,9 +255,10 @@ class Answers:
                 # corticosteroids": either waives fever alike; the review screen shows it
             a.crs = CrsAnswers("questions", crs, bool(detail.get("fever")), treatments,
                                detail.get("hypotension", "none"), detail.get("oxygen", "none"),
-                               detail.get("oxygen_flow_l_min"))
+                               detail.get("oxygen_flow_l_min"), detail.get("tocilizumab_at"))
         elif crs is not None:
-            a.crs = CrsAnswers("grade", crs)
+            a.crs = CrsAnswers("grade", crs,
+                               tocilizumab_at=(detail or {}).get("tocilizumab_at"))
         return a
 
 
@@ -616,6 +621,8 @@ def ask_crs(a: Answers) -> None:
             for i in range(5)], None if c.grade is None else str(c.grade),
             "(the grade's number, then Enter)")
         a.crs = CrsAnswers("grade", int(g))
+        if int(g) >= 1:
+            a.crs.tocilizumab_at = ask_tocilizumab_at(c.tocilizumab_at)
     elif mode == "questions":
         fever = _confirm("Fever 38.0 C or more, not explained by another cause?", c.fever)
         treated = _checkbox("Already given for the CRS?", TREATMENT_CHOICES, c.treatments,
@@ -629,9 +636,45 @@ def ask_crs(a: Answers) -> None:
                                check=_check_flow))
         new = CrsAnswers("questions", None, fever, treated, hyp, oxy, flow)
         new.grade = grade_crs(new.findings()).grade
+        if "tocilizumab" in treated:
+            new.tocilizumab_at = ask_tocilizumab_at(c.tocilizumab_at)
         a.crs = new
     else:
         a.crs = CrsAnswers("unknown")
+
+
+TOCILIZUMAB_WINDOW_H = 72  # a dose for this CRS episode; older than this is not asked for
+
+
+def ask_tocilizumab_at(previous: str | None) -> str | None:
+    """When the last tocilizumab dose for this CRS was given (a repeat is due no sooner than
+    8 h after it), or None."""
+    from datetime import datetime, timezone
+
+    from icans_cli.core.identifiers import parse_assessed_at
+
+    def check(text: str) -> str | None:
+        if not text.strip():
+            return None
+        try:
+            parse_assessed_at(text, datetime.now(timezone.utc), "tocilizumab",
+                              TOCILIZUMAB_WINDOW_H)
+        except InvalidFinding as exc:
+            return f"That {exc.message}" + (f" ({exc.allowed})." if exc.allowed else ".")
+        return None
+
+    shown = ""
+    if previous:
+        try:
+            shown = parse_time(previous).astimezone().strftime("%Y-%m-%d %H:%M")
+        except InvalidFinding:
+            shown = ""
+    answer = _text("Last tocilizumab for this CRS at", default=shown, check=check,
+                   instruction="(HH:MM; blank if none)").strip()
+    if not answer:
+        return None
+    return parse_assessed_at(answer, datetime.now(timezone.utc), "tocilizumab",
+                             TOCILIZUMAB_WINDOW_H).isoformat(timespec="seconds")
 
 
 def ask_product(a: Answers) -> None:
@@ -689,8 +732,6 @@ def describe(a: Answers, key: str) -> str:
     if key == "assessed_at":
         if not a.assessed_at:
             return ""
-        from icans_cli.core.identifiers import parse_time
-
         try:
             return parse_time(a.assessed_at).astimezone().strftime("%Y-%m-%d %H:%M")
         except InvalidFinding:
@@ -732,9 +773,14 @@ def describe(a: Answers, key: str) -> str:
         if c.mode == "unknown":
             return "not known"
         r = c.result()
-        if r is not None:
-            return r.label + " (worked out)"
-        return f"CRS grade {c.grade}"
+        text = r.label + " (worked out)" if r is not None else f"CRS grade {c.grade}"
+        if c.tocilizumab_at:
+            try:
+                when = parse_time(c.tocilizumab_at).astimezone().strftime("%H:%M")
+            except InvalidFinding:
+                when = c.tocilizumab_at
+            text += f"; tocilizumab at {when}"
+        return text
     if key == "product":
         return a.product or "not recorded"
     raise KeyError(key)

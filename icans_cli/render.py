@@ -50,6 +50,7 @@ class Context:
     weight: float | None = None
     product: str | None = None
     crs_disputed: bool = False  # CRS controlled after an antipyretic only: sources differ
+    tocilizumab_at: datetime | None = None  # the last tocilizumab dose for this CRS
 
 
 def grade_label(result: IcansResult) -> str:
@@ -267,10 +268,34 @@ def _uncap_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
-def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
+TOCILIZUMAB_REPEAT_H = 8  # ASCO 2021: may repeat every 8 h if no improvement
+
+
+def _toci_given(anti: AdviceLine, ctx: Context, lead: str) -> Text | None:
+    """A dose given for this CRS less than 8 h ago: not now. The repeat, its dose and its
+    earliest time instead of a fresh YES (a second dose minutes after the first)."""
+    if ctx.tocilizumab_at is None or ctx.assessed_at is None:
+        return None
+    hours = (ctx.assessed_at - ctx.tocilizumab_at).total_seconds() / 3600
+    given = ctx.tocilizumab_at.astimezone().strftime("%H:%M")
+    if hours >= TOCILIZUMAB_REPEAT_H:
+        return None
+    due = (ctx.tocilizumab_at + timedelta(hours=TOCILIZUMAB_REPEAT_H)).astimezone()
+    t = Text(f"{lead}GIVEN at {given} ({max(hours, 0):.1f} h ago): ", style="bold")
+    t.append(f"repeat only if no improvement, from {due:%H:%M}: ", style="bold")
+    t.append(_uncap_first(anti.bare_summary).split(", IV")[0], style="bold")
+    t.append(" " + source_tag(anti, with_protocol=False), style="dim")
+    return t
+
+
+def _toci(branch: Branch, rec: Recommendation, lead: str = "",
+          ctx: Context | None = None) -> Text:
     glance = branch.glance()
     if glance.tocilizumab and glance.anti_cytokine is not None:
         anti = glance.anti_cytokine
+        given = _toci_given(anti, ctx, lead) if ctx is not None and branch.crs else None
+        if given is not None:
+            return given
         verb = "CONSIDER" if anti.start == "consider" else "YES"
         bands = _weight_bands(branch, anti)
         if len(bands) > 1:
@@ -288,13 +313,14 @@ def _toci(branch: Branch, rec: Recommendation, lead: str = "") -> Text:
     return text
 
 
-def _one_branch(grid: _Rows, branch: Branch, rec: Recommendation) -> None:
+def _one_branch(grid: _Rows, branch: Branch, rec: Recommendation,
+                ctx: Context | None = None) -> None:
     glance = branch.glance()
     if glance.care is not None and rec.grade >= 3:
         grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
     if glance.steroid is not None:
         grid.add_row(Text("Steroids", style="bold"), _summary_text(glance.steroid))
-    grid.add_row(Text("Tocilizumab", style="bold"), _toci(branch, rec))
+    grid.add_row(Text("Tocilizumab", style="bold"), _toci(branch, rec, ctx=ctx))
     if glance.care is not None and rec.grade < 3:
         grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
 
@@ -392,7 +418,7 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context, width: int =
         grid.add_row(Text("SEIZURE", style="bold red"), _summary_text(glance.seizure))
         grid.add_row(Text(""), _summary_text(glance.seizure_next), drop=2)
     if len(rec.branches) == 1:
-        _one_branch(grid, rec.branches[0], rec)
+        _one_branch(grid, rec.branches[0], rec, ctx)
     else:
         _both_branches(grid, rec)
     if glance.seizure is not None and not glance.status_epilepticus:

@@ -24,7 +24,7 @@ ICE_10 = "a" + ENTER  # "a" marks all ten tasks
 ICE_0_APHASIA = ENTER + ENTER  # nothing marked; "global aphasia: keep ICE 0"
 NOTHING_ELSE = ENTER * 4  # seizure none, motor none, no ICP/edema, nothing excluded
 CRS_0 = "k" + ENTER + "0" + ENTER  # "I know the grade", then the grade's own number
-CRS_2 = "k" + ENTER + "2" + ENTER
+CRS_2 = "k" + ENTER + "2" + ENTER + ENTER  # ... and no tocilizumab given yet (blank)
 CRS_UNKNOWN = "u" + ENTER
 ACCEPT = ENTER
 SAVE = "y"
@@ -207,7 +207,8 @@ def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
 
 def test_crs_questions_treated_without_hypotension_or_hypoxia_is_controlled(logf):
     tocilizumab_given = " " + ENTER  # Space marks the first treatment (tocilizumab)
-    crs_questions = "w" + ENTER + "n" + ENTER + tocilizumab_given + ENTER + ENTER
+    crs_questions = "w" + ENTER + "n" + ENTER + tocilizumab_given + ENTER + ENTER \
+        + ENTER  # when: not known (blank)
     keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8b", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -502,3 +503,23 @@ def test_y_then_enter_at_a_yes_no_question_never_answers_the_next_question(logf)
     assert r.exit_code == 0, r.output
     (rec,) = records(logf)
     assert rec["findings"]["sedated"] is True and rec["findings"]["consciousness"] == "voice"
+
+
+def test_tocilizumab_given_3_h_ago_is_not_offered_again_now(logf):
+    from datetime import datetime, timedelta, timezone
+
+    given = (datetime.now(timezone.utc) - timedelta(hours=3)).astimezone()
+    crs = "k" + ENTER + "2" + ENTER + given.strftime("%H:%M") + ENTER
+    if given.date() != datetime.now().astimezone().date():  # just after midnight
+        crs = "k" + ENTER + "2" + ENTER + given.strftime("%Y-%m-%dT%H:%M") + ENTER
+    keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + crs + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-TZ", "--age", "60", log_file=logf)
+    assert r.exit_code == 0, r.output
+    out = flat(r.stdout)
+    due = (given + timedelta(hours=8)).strftime("%H:%M")
+    assert f"Tocilizumab GIVEN at {given:%H:%M}" in out
+    assert f"repeat only if no improvement, from {due}: tocilizumab 8 mg/kg → 560 mg" in out
+    assert "YES, for the CRS" not in out
+    (rec,) = records(logf)
+    assert rec["findings"]["crs_detail"]["tocilizumab_at"].startswith(
+        given.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"))

@@ -94,10 +94,11 @@ def parse_time(value: str, field: str = "assessed_at") -> datetime:
 LATE_ENTRY_HOURS = 24
 
 
-def parse_assessed_at(value: str, now: datetime, field: str = "--assessed-at") -> datetime:
-    """When an assessment entered later was done: "HH:MM" (today, local time) or an ISO
-    date-time; never in the future (5 minutes of clock difference allowed) and at most
-    LATE_ENTRY_HOURS before `now` (an aware datetime)."""
+def parse_assessed_at(value: str, now: datetime, field: str = "--assessed-at",
+                      max_hours: float = LATE_ENTRY_HOURS) -> datetime:
+    """When something already done was done (an assessment entered later, a dose given):
+    "HH:MM" (today, local time) or an ISO date-time; never in the future (5 minutes of clock
+    difference allowed) and at most `max_hours` before `now` (an aware datetime)."""
     import re
     from datetime import timedelta
 
@@ -113,8 +114,9 @@ def parse_assessed_at(value: str, now: datetime, field: str = "--assessed-at") -
         raise InvalidFinding(field, "is in the future",
                              "a past time; for yesterday, the date too, e.g. "
                              f"{(now - timedelta(days=1)).astimezone():%Y-%m-%d}T23:30")
-    if t < now - timedelta(hours=LATE_ENTRY_HOURS):
-        raise InvalidFinding(field, f"is more than {LATE_ENTRY_HOURS} hours ago",
-                             f"a time in the last {LATE_ENTRY_HOURS} hours; an older "
-                             "assessment belongs in the record of its day")
+    if t < now - timedelta(hours=max_hours):
+        raise InvalidFinding(field, f"is more than {max_hours:g} hours ago",
+                             f"a time in the last {max_hours:g} hours"
+                             + ("; an older assessment belongs in the record of its day"
+                                if max_hours == LATE_ENTRY_HOURS else ""))
     return t
