@@ -285,6 +285,10 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
                              recommendation=summary.rec, crs_grade=summary.crs_grade,
                              product=a.product, crs_detail=a.crs.detail(), weight_kg=a.weight,
                              amends=str(previous.get("id")) if amends and previous else None)
+    if a.path == "ice" and a.ice_done and a.scored:
+        # which tasks were done right, so a correction starts from the same marks (the
+        # items hold only counts)
+        body["findings"]["ice_tasks"] = iv.task_names(a.ice)
     try:
         saved = log.append(log_path, body)
     except log.LogError as exc:

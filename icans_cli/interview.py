@@ -237,6 +237,10 @@ class Answers:
             items = f.get("ice_items")
             if items:
                 a.ice = _tasks_from_items(items)
+                named = _tasks_from_names(f.get("ice_tasks") or [])
+                if named and sorted(ICE_TASKS[i][0] for i in named) == \
+                        sorted(ICE_TASKS[i][0] for i in a.ice):  # the same counts: use them
+                    a.ice = named
                 a.ice_done = True
             elif f.get("ice_score") is not None:
                 a.needs_score = True  # a batch record holds only the total: ask again
@@ -260,6 +264,17 @@ class Answers:
             a.crs = CrsAnswers("grade", crs,
                                tocilizumab_at=(detail or {}).get("tocilizumab_at"))
         return a
+
+
+def task_names(tasks: list[int]) -> list[str]:
+    """The ICE tasks marked done right, by name ("orientation: Year"), for the record."""
+    return [f"{ICE_TASKS[i][0]}: {ICE_TASKS[i][1]}" for i in sorted(tasks)]
+
+
+def _tasks_from_names(names: list[str]) -> list[int] | None:
+    index = {f"{k}: {label}": i for i, (k, label) in enumerate(ICE_TASKS)}
+    found = [index.get(str(n)) for n in names]
+    return None if any(i is None for i in found) else sorted(set(found))  # type: ignore
 
 
 def _tasks_from_items(items: dict[str, int]) -> list[int]:

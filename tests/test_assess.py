@@ -523,3 +523,18 @@ def test_tocilizumab_given_3_h_ago_is_not_offered_again_now(logf):
     (rec,) = records(logf)
     assert rec["findings"]["crs_detail"]["tocilizumab_at"].startswith(
         given.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M"))
+
+
+def test_the_ice_tasks_marked_are_kept_so_a_correction_starts_from_the_same_marks(logf):
+    from icans_cli.interview import Answers
+
+    city_and_hospital = DOWN + DOWN + " " + DOWN + " " + ENTER  # ICE 2
+    keys = ADULT + ALERT + city_and_hospital + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-IT", "--age", "60", log_file=logf)
+    assert r.exit_code == 0, r.output
+    (rec,) = records(logf)
+    assert rec["findings"]["ice_tasks"] == ["orientation: City", "orientation: Hospital"]
+    assert rec["result"]["ice_score"] == 2
+    assert Answers.from_record(rec).ice == [2, 3]  # not Year and Month, as counts alone gave
+    rec["findings"]["ice_tasks"] = ["naming: Names object 1 (e.g. clock)"]  # counts disagree
+    assert Answers.from_record(rec).ice == [0, 1]
