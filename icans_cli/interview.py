@@ -309,11 +309,15 @@ def _select(message: str, choices: list[tuple[Any, str, str]], default: Any = No
     cs = [Choice(title, value=("__none__" if value is None else value), shortcut_key=key)
           for value, title, key in choices]
     want = "__none__" if default is None else default
-    picked = _eof_binding(questionary.select(
+    question = _eof_binding(questionary.select(
         message, choices=cs, default=next((c for c in cs if c.value == want), None),
         use_shortcuts=True, use_jk_keys=False,
         instruction=instruction or "(key, then Enter)",
-        style=STYLE)).unsafe_ask()
+        style=STYLE))
+    question.application.erase_when_done = True  # the answer is said below, wrapped
+    picked = question.unsafe_ask()
+    _echo(message, next((title for value, title, _ in choices
+                         if ("__none__" if value is None else value) == picked), str(picked)))
     return None if picked == "__none__" else picked
 
 
@@ -426,6 +430,27 @@ def note(text: str, kind: str = "info") -> None:
         line = lead + line
         sys.stderr.write((f"\x1b[{code}m{line}\x1b[0m" if colour else line) + "\n")
         lead = " " * len(lead)
+    sys.stderr.flush()
+
+
+def _echo(message: str, answer: str) -> None:
+    """The answer under a list once it is answered, "? Question Answer", wrapped at word
+    boundaries (questionary's own echo is one line that the terminal cuts mid-word)."""
+    import os
+    import shutil
+    import sys
+
+    width = max(40, min(shutil.get_terminal_size((80, 24)).columns, 120) - 1)
+    colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    lines = textwrap.wrap(f"{message} {answer}", width - 2, subsequent_indent="  ") or [""]
+    for i, line in enumerate(lines):
+        if colour:
+            head, rest = (line[:len(message)], line[len(message):]) if i == 0 else ("", line)
+            text = ("\x1b[1;38;5;69m?\x1b[0m " if i == 0 else "") + \
+                f"\x1b[1m{head}\x1b[0m\x1b[1;38;5;39m{rest}\x1b[0m"
+        else:
+            text = ("? " if i == 0 else "") + line
+        sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
 
