@@ -80,9 +80,14 @@ def last_assessable(path: Path, patient_id: str, before: datetime | None = None)
     if not graded:
         return None
     e = graded[-1]
-    recent = before is not None and (before - e.assessed_at).total_seconds() <= 24 * 3600
-    return LastAssessable(int(e.grade or 0),
-                          e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"), recent=recent)
+    # The last graded record is the latest evidence of the grade, however old: a patient who
+    # cannot be assessed is managed as at it (a time limit made a cliff edge: 23 h managed as
+    # grade 3, 25 h as grade 0). How long ago it was is said beside it.
+    hours = (before - e.assessed_at).total_seconds() / 3600 if before is not None else None
+    when = e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M")
+    if hours is not None and hours >= 1:
+        when += f", {hours:.0f} h ago"
+    return LastAssessable(int(e.grade or 0), when, recent=True)
 
 
 def find_record(path: Path, record_id: str) -> dict[str, Any]:

@@ -362,3 +362,14 @@ def test_show_crs_controlled_after_an_antipyretic_only_says_sources_differ(tmp_p
     out = show(logf, rid, "--full").stdout
     assert "CRS controlled? antipyretic only: sources differ" in out
     assert "Sources differ on an antipyretic alone" in flat(out)
+
+
+@pytest.mark.parametrize("later", [1.5, 30])
+def test_sedated_after_a_grade_3_is_managed_as_grade_3_however_long_ago(logf, later):
+    add(logf, "PT-SED", hours=0, crs=0, age_years=50, ice_score=2, weight=70)
+    rid = add(logf, "PT-SED", hours=later, crs=0, age_years=50, sedated=True, weight=70)
+    out = flat(show(logf, rid).stdout)
+    assert "managed as grade 3 until it can be assessed" in out
+    assert "Dexamethasone 10 mg IV" in out and "No new corticosteroid" not in out
+    if later >= 1:
+        assert f"{later:.0f} h ago" in out

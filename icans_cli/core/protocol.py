@@ -695,8 +695,8 @@ _TOOL_SOURCES = {
     "astct2019": "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplant "
                  "2019;25:625)",
     "derived_last": "icans-cli: derived: a patient who cannot be assessed is managed as at the "
-               "last assessable grade of the past 24 h, since nothing shows it has fallen; "
-               "no guideline states it",
+               "last assessable grade, since nothing shows it has fallen; no guideline "
+               "states it",
 }
 _TOOL_SOURCES["ich"] = (
     "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplant 2019;25:625): "
