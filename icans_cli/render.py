@@ -333,7 +333,7 @@ def _both_branches(grid: _Rows, rec: Recommendation) -> None:
     adds = any(b.glance().crs_adds_steroids for b in rec.branches)
     grid.add_row(Text("CRS?", style="bold"),
                  Text("Not known: grade it. It decides tocilizumab"
-                      + ("; CRS 3-4 adds steroids." if adds else ".")))
+                      + ("; CRS 3-4 adds steroids." if adds else ".")), drop=4)
     cares = {c: b.glance().care for c, b in by.items()}
     same_care = (cares[False] and cares[True] and cares[False].summary == cares[True].summary)
     steroids = {c: b.glance().steroid for c, b in by.items()}
@@ -366,7 +366,7 @@ def _both_branches(grid: _Rows, rec: Recommendation) -> None:
         for crs in (False, True):
             if cares[crs] is not None:
                 grid.add_row(Text("If CRS" if crs else "If no CRS", style="bold"),
-                             _summary_text(cares[crs], "Care: "))
+                             _summary_text(cares[crs], "Care: "), drop=3)
 
 
 class _Rows:
@@ -410,9 +410,12 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context, width: int =
         for c in b.glance().cautions:
             if c.summary not in seen and c.summary not in PANEL_CAUTIONS:
                 seen.add(c.summary)
-                # the EEG reminder of a not-assessable result is the one caution that can wait
+                # the EEG reminder of a not-assessable result can wait, and so can a second
+                # "no LP" when one caution already says it
+                said_no_lp = any("no lp" in r[2].plain.lower() for r in grid.rows)
                 grid.add_row(Text("CAUTION", style="bold red"), _summary_text(c),
-                             drop=5 if c.summary.startswith("EEG for") else None)
+                             drop=5 if c.summary.startswith("EEG for") or (
+                                 said_no_lp and "no lp" in c.summary.lower()) else None)
     glance = rec.branches[-1].glance()
     if glance.status_epilepticus:  # the emergency first
         grid.add_row(Text("SEIZURE", style="bold red"), _summary_text(glance.seizure))
@@ -422,7 +425,8 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context, width: int =
     else:
         _both_branches(grid, rec)
     if glance.seizure is not None and not glance.status_epilepticus:
-        grid.add_row(Text("Seizure", style="bold red"), _summary_text(glance.seizure), drop=3)
+        # left out only as the last resort, and then named under "Not shown"
+        grid.add_row(Text("Seizure", style="bold red"), _summary_text(glance.seizure), drop=1)
     if glance.workup is not None and rec.grade >= 2:
         grid.add_row(Text("Work-up", style="bold"), _summary_text(glance.workup), drop=9)
     due = ""
@@ -453,7 +457,20 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context, width: int =
                f"{ctx.record_id[:8]} --full" if ctx.record_id else None)
 
     def build(leave_out: set[int]) -> Group:
-        parts: list[RenderableType] = [head, grid.grid(leave_out), *tail]
+        table = grid.grid(leave_out)
+        if leave_out:  # never left out in silence
+            names = []
+            for i in sorted(leave_out):
+                label, body = grid.rows[i][1].plain, grid.rows[i][2].plain
+                name = ("EEG" if body.startswith("EEG") else "2nd-line seizure drugs"
+                        if not label else "LP" if label == "CAUTION"
+                        else "CRS?" if label == "CRS?" else "care if CRS"
+                        if label.startswith("If") else label.lower())
+                if name not in names:
+                    names.append(name)
+            table.add_row(Text("Not shown", style="bold yellow"),
+                          Text(f"{', '.join(names)}: d (or --full).", style="yellow"))
+        parts: list[RenderableType] = [head, table, *tail]
         if pointer:  # in assess, the prompt under the summary offers d for the details
             parts.append(Text(pointer, style="dim"))
         return Group(*parts)

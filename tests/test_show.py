@@ -345,6 +345,7 @@ def test_what_does_not_fit_goes_least_needed_first_work_up_before_a_fall():
     lines = _bedside_lines(f, None, None, None, change=worse)
     labels = [x.split("  ")[0] for x in lines]
     assert "Work-up" not in labels and "Since last" in labels  # the fall is kept
+    assert "Not shown" in labels and "work-up" in flat("\n".join(lines))  # never in silence
     roomy = _bedside_lines(Findings(age_years=50, ice_score=5), 0, None, 80.0, change=worse)
     assert "Work-up" in [x.split("  ")[0] for x in roomy]  # nothing left out when it fits
 

@@ -532,3 +532,14 @@ def test_grade_0_with_active_or_unknown_crs_is_checked_every_8_h_not_12(protocol
     rec = advise(protocol, crs=crs, ice_score=10)
     without_crs = {"asco-2021": 12, "cartox-2018": 8}[protocol]  # ASCO: twice a day
     assert rec.grade == 0 and rec.cadence.hours == (hours or without_crs)
+
+
+@pytest.mark.parametrize("protocol", BUILTIN)
+@pytest.mark.parametrize("ice", [5, 2])
+def test_crs_grade_1_beside_icans_2_or_3_never_leaves_steroids_waiting_on_tocilizumab(protocol,
+                                                                                        ice):
+    b = only(advise(protocol, crs=1, ice_score=ice, weight=70))
+    first = b.steroid_line
+    assert first.start == "now" and first.first_line == "dexamethasone"
+    assert "no tocilizumab given" in first.summary or "no anti-IL-6 therapy given" in \
+        first.summary
