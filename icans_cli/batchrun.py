@@ -191,12 +191,10 @@ class _Output:
         if output is None:
             if sys.stdout is None or sys.stdout.closed:
                 _fail("standard output is closed: give -o FILE")
-            from icans_cli.term import is_terminal
+            from icans_cli.term import data_out, is_terminal
 
             if is_terminal(sys.stdout):  # data on a terminal: controls shown, never obeyed
-                from icans_cli.term import _Visible
-
-                self.fh = _Visible(sys.stdout)
+                self.fh = data_out()
             elif raw_stdout and hasattr(sys.stdout, "buffer"):
                 # Undecodable input bytes in passed-through cells go back out as the same bytes.
                 sys.stdout.flush()

@@ -54,6 +54,9 @@ export_app = typer.Typer(help="Export logged assessments for other systems.",
                          no_args_is_help=True, rich_markup_mode=None, context_settings=HELP)
 app.add_typer(export_app, name="export", short_help="The log for other systems (FHIR R4).")
 
+TABLE_FORMAT_OPTION = typer.Option(None, "--format", "-f",
+                                   help="table (default on a terminal), jsonl (default "
+                                        "otherwise) or csv.")
 LOG_FILE_OPTION = typer.Option(None, "--log-file", help="Log file to use instead of "
                                "$ICANS_DATA_DIR or the platform data directory.")
 PROTOCOL_OPTION = typer.Option("asco-2021", "--protocol", "-p", envvar="ICANS_PROTOCOL",
@@ -323,9 +326,7 @@ def log_show(
                                              "or within a span: 24h, 7d."),
     min_grade: Optional[int] = typer.Option(None, "--min-grade", min=0, max=4,
                                             help="Only grade (or floor) >= N."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help="table (default on a terminal), jsonl (default "
-                                           "otherwise) or csv."),
+    fmt: Optional[str] = TABLE_FORMAT_OPTION,
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """List logged assessments, oldest first (streamed: any size of log).
@@ -459,8 +460,7 @@ def _stream_table(rows, path: Path) -> None:
 @_pipe_safe
 def history(
     patient: str = typer.Argument(..., help="The patient's pseudonym."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help="table (default on a terminal), jsonl or csv."),
+    fmt: Optional[str] = TABLE_FORMAT_OPTION,
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """Every assessment of one patient in time order, with the score trend and flags.
@@ -692,9 +692,7 @@ def grade(
 def due(
     days: float = typer.Option(7, "--days", min=0.01, max=3650,
                                help="Patients with a record in the last N days (default 7)."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help="table (default on a terminal), jsonl (default "
-                                           "otherwise) or csv."),
+    fmt: Optional[str] = TABLE_FORMAT_OPTION,
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """The ward board: who is due or overdue for the next ICE check, most overdue first.

@@ -268,20 +268,20 @@ def _uncap_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
-TOCILIZUMAB_REPEAT_H = 8  # ASCO 2021: may repeat every 8 h if no improvement
-
-
 def _toci_given(anti: AdviceLine, ctx: Context, lead: str) -> Text | None:
-    """A dose given for this CRS less than 8 h ago: not now. The repeat, its dose and its
+    """A dose given for this CRS too recently to repeat: not now. The repeat, its dose and its
     earliest time instead of a fresh YES (a second dose minutes after the first)."""
+    from icans_cli.core.crs import tocilizumab_repeat
+
     if ctx.tocilizumab_at is None or ctx.assessed_at is None:
         return None
-    hours = (ctx.assessed_at - ctx.tocilizumab_at).total_seconds() / 3600
-    given = ctx.tocilizumab_at.astimezone().strftime("%H:%M")
-    if hours >= TOCILIZUMAB_REPEAT_H:
+    held = tocilizumab_repeat(ctx.tocilizumab_at, ctx.assessed_at)
+    if held is None:
         return None
-    due = (ctx.tocilizumab_at + timedelta(hours=TOCILIZUMAB_REPEAT_H)).astimezone()
-    t = Text(f"{lead}GIVEN at {given} ({max(hours, 0):.1f} h ago): ", style="bold")
+    hours, earliest = held
+    given = ctx.tocilizumab_at.astimezone().strftime("%H:%M")
+    due = earliest.astimezone()
+    t = Text(f"{lead}GIVEN at {given} ({hours:.1f} h ago): ", style="bold")
     t.append(f"repeat only if no improvement, from {due:%H:%M}: ", style="bold")
     t.append(_uncap_first(anti.bare_summary).split(", IV")[0], style="bold")
     t.append(" " + source_tag(anti, with_protocol=False), style="dim")

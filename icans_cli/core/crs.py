@@ -19,6 +19,7 @@ Traps (each has a named test):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from icans_cli.core.errors import InvalidFinding
 
@@ -168,3 +169,15 @@ def grade_crs(f: CrsFindings) -> CrsResult:
     if hyp > 1 or oxy > 1:
         why += " (hypotension or hypoxia without fever has another cause to look for)"
     return CrsResult(0, hyp, oxy, False, False, why)
+
+
+TOCILIZUMAB_REPEAT_H = 8  # ASCO 2021: tocilizumab may be repeated every 8 h if no improvement
+
+
+def tocilizumab_repeat(given_at: datetime, now: datetime) -> tuple[float, datetime] | None:
+    """A tocilizumab dose given less than TOCILIZUMAB_REPEAT_H before `now`: (hours since it,
+    the earliest time of a repeat); None when a repeat is not held back."""
+    hours = (now - given_at).total_seconds() / 3600
+    if hours >= TOCILIZUMAB_REPEAT_H:
+        return None
+    return max(hours, 0.0), given_at + timedelta(hours=TOCILIZUMAB_REPEAT_H)

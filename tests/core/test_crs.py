@@ -152,3 +152,14 @@ def test_unknown_oxygen_device_rejected():
     with pytest.raises(InvalidFinding) as e:
         CrsFindings(oxygen="hood")
     assert "nasal_cannula" in e.value.allowed
+
+
+def test_tocilizumab_repeat_is_held_back_for_8_h_after_a_dose():
+    from datetime import datetime, timedelta, timezone
+
+    from icans_cli.core.crs import tocilizumab_repeat
+
+    given = datetime(2026, 11, 29, 5, 0, tzinfo=timezone.utc)
+    hours, earliest = tocilizumab_repeat(given, given + timedelta(hours=2))
+    assert hours == 2.0 and earliest == given + timedelta(hours=8)
+    assert tocilizumab_repeat(given, given + timedelta(hours=8)) is None
