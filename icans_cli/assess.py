@@ -76,18 +76,15 @@ def last_assessable(path: Path, patient_id: str, before: datetime | None = None)
     from icans_cli.core.protocol import LastAssessable
 
     graded = [e for e in _entries(path, patient_id) if not e.superseded_by
-              and e.status == "graded" and (before is None or e.assessed_at < before)]
+              and e.status == "graded" and (before is None or e.assessed_at <= before)]
     if not graded:
         return None
     e = graded[-1]
-    # The last graded record is the latest evidence of the grade, however old: a patient who
-    # cannot be assessed is managed as at it (a time limit made a cliff edge: 23 h managed as
-    # grade 3, 25 h as grade 0). How long ago it was is said beside it.
+    # The last graded record is the latest evidence of the grade, however old: it is shown
+    # with its age, to continue what is under way (never to start something new on it).
     hours = (before - e.assessed_at).total_seconds() / 3600 if before is not None else None
-    when = e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    if hours is not None and hours >= 1:
-        when += f", {hours:.0f} h ago"
-    return LastAssessable(int(e.grade or 0), when, recent=True)
+    return LastAssessable(int(e.grade or 0), e.assessed_at.astimezone().strftime(
+        "%Y-%m-%d %H:%M"), None if hours is None else round(hours))
 
 
 def find_record(path: Path, record_id: str) -> dict[str, Any]:
@@ -239,11 +236,13 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
         except InvalidFinding as exc:
             _say(f"Cannot grade: {exc}. Change that answer.", "bold red")
 
-    now = log.utc_now()
+    now = log.utc_now().replace(microsecond=0)  # as the record keeps it
     when = parse_time(a.assessed_at) if a.assessed_at else now
-    summary = build_summary(findings, a.patient_id or "", protocol, log_path,
-                            assessed_at=when, crs=a.crs, product=a.product, weight=a.weight,
-                            previous=None if amends else previous, exclude=None)
+    case = with_last_assessable(a.case(when), log_path, a.patient_id or "", when)
+    summary = build_summary(case, a.patient_id or "", protocol, assessed_at=when,
+                            crs_text=a.crs.text(), crs_disputed=a.crs.disputed,
+                            tocilizumab_at=a.crs.tocilizumab_at,
+                            previous=None if amends else previous)
     from rich.text import Text
 
     from icans_cli.term import err, out
@@ -330,42 +329,36 @@ class Summary:
         return render.details(self.result, self.rec, self.items, self.ctx)
 
 
-def build_summary(findings, patient_id: str, protocol, log_path: Path, *, assessed_at: datetime,
-                  crs=None, product=None, weight=None, crs_grade=None, crs_controlled=False,
-                  crs_text=None, previous=None, exclude=None,
-                  record_id: str | None = None, crs_disputed: bool = False,
-                  tocilizumab_at: str | None = None) -> Summary:
-    """Grade, advise and explain, with what the log knows of this patient."""
-    from icans_cli.core import grade_icans, rationale, recommend
+def with_last_assessable(case, log_path: Path, patient_id: str, assessed_at: datetime):
+    """The case with what the log knows of the patient's last assessable grade (looked up only
+    when the findings can be not assessable: another cause is recorded)."""
+    from dataclasses import replace
+
+    if not case.findings.sedated:
+        return case
+    return replace(case, last_assessable=last_assessable(log_path, patient_id,
+                                                         before=assessed_at),
+                   log_checked=True)
+
+
+def build_summary(case, patient_id: str, protocol, *, assessed_at: datetime,
+                  crs_text: str | None = None, previous=None, record_id: str | None = None,
+                  crs_disputed: bool = False, tocilizumab_at: str | None = None) -> Summary:
+    """Grade, advise and explain one case (the one advice function), with its context."""
+    from icans_cli.core import rationale
+    from icans_cli.core.advice import advise
     from icans_cli.history import change_since_result
     from icans_cli.render import Context
 
-    result = grade_icans(findings)
-    if crs is not None:  # the interview's CRS answers
-        crs_grade = crs.grade if crs.mode != "unknown" else None
-        crs_controlled = crs.controlled
-        tocilizumab_at = crs.tocilizumab_at
-        crs_result = crs.result()
-        if crs_result is not None:
-            crs_text = f"{crs_result.label}: {crs_result.explanation}"
-            if crs_result.disagreement:
-                crs_text += ". " + crs_result.disagreement
-                crs_disputed = True
-        elif crs.mode == "grade":
-            crs_text = f"grade {crs_grade} (as given)"
-        else:
-            crs_text = "not known: both management branches are shown"
-    last = None
-    if result.status == "not_assessable":
-        last = last_assessable(log_path, patient_id, before=assessed_at)
-    rec = recommend(protocol, result, crs_grade, product, findings.age_years, weight_kg=weight,
-                    crs_controlled=crs_controlled, last_assessable=last, log_checked=True)
+    advice = advise(protocol, case)
+    result, rec = advice.result, advice.recommendation
     change = change_since_result(previous, result, assessed_at) if previous else None
+    f = case.findings
     ctx = Context(patient_id=patient_id, assessed_at=assessed_at, change=change,
-                  crs_text=crs_text, record_id=record_id, age=findings.age_years,
-                  weight=weight, product=product, crs_disputed=crs_disputed,
+                  crs_text=crs_text, record_id=record_id, age=f.age_years,
+                  weight=case.weight_kg, product=case.product, crs_disputed=crs_disputed,
                   tocilizumab_at=_when(tocilizumab_at))
-    return Summary(result, rec, rationale(result, rec), ctx, crs_grade)
+    return Summary(result, rec, rationale(result, rec), ctx, rec.crs_grade)
 
 
 def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
@@ -374,15 +367,15 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     from icans_cli.core.protocol import ProtocolError
     from icans_cli.history import _time
     from icans_cli.protocols import UnknownProtocol, load
-    from icans_cli.records import findings_from_record
+    from icans_cli.records import case_from_record
     from icans_cli.term import err, out
 
     rec = find_record(log_path, record_id)
     if rec.get("kind") == "practice_session":
         _fail("that is a practice session, not an assessment")
     try:
-        findings, m = findings_from_record(rec)
-    except (InvalidFinding, TypeError, ValueError):
+        case = case_from_record(rec)
+    except (InvalidFinding, TypeError, ValueError, AttributeError):
         _fail("that record's findings can no longer be graded (icans log verify checks the log)",
               ExitStatus.ERROR)
     proto = rec.get("protocol") or {}
@@ -399,15 +392,12 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     when = _time(rec.get("assessed_at"))
     pid = str(rec.get("patient_id") or "")
     previous = last_assessment(log_path, pid, before=when, exclude=str(rec.get("id")))
-    summary = build_summary(findings, pid, protocol, log_path, assessed_at=when,
-                            product=m["product"], weight=m["weight_kg"],
-                            crs_grade=m["crs_grade"], crs_controlled=m["crs_controlled"],
-                            crs_text=_crs_text(rec), previous=previous,
+    detail = (rec.get("findings") or {}).get("crs_detail") or {}
+    summary = build_summary(with_last_assessable(case, log_path, pid, when), pid, protocol,
+                            assessed_at=when, crs_text=_crs_text(rec), previous=previous,
                             record_id=str(rec.get("id")),
-                            crs_disputed=bool(((rec.get("findings") or {}).get("crs_detail")
-                                               or {}).get("disagreement")),
-                            tocilizumab_at=((rec.get("findings") or {}).get("crs_detail")
-                                            or {}).get("tocilizumab_at"))
+                            crs_disputed=bool(detail.get("disagreement")),
+                            tocilizumab_at=detail.get("tocilizumab_at"))
     warnings, notes = [], []
     later = next((e.superseded_by for e in _entries(log_path, pid)
                   if e.id == str(rec.get("id")) and e.superseded_by), None)

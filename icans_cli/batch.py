@@ -2,8 +2,9 @@
 
 The input contract is spec section 6. Bad rows never stop the run: each gets ``status: invalid``
 and its errors ``{column, message}``; the other rows are still graded. Memory does not grow with
-the file: rows stream through, and the only state kept is a bounded cache of results for
-identical findings (grading is a pure function).
+the file: rows stream through, and the only state kept is bounded caches keyed on the whole
+input of what they cache (the advice on the whole Case; a row's output on every clinical cell),
+so no row's answer depends on the rows before it.
 """
 
 from __future__ import annotations
@@ -13,29 +14,31 @@ import io
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import IO, Any, Iterator
 
+from icans_cli.core.advice import Advice, Case, advise
+from icans_cli.core.crs import (
+    OXYGEN_DEVICES, TREATMENTS, VENTILATION_REASONS, CrsFindings, CrsResult, CrsState,
+    grade_crs,
+)
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
-    CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, IcansResult, grade_icans,
-    ICE_AGE_MIN, score_path,
+    CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, IcansResult,
 )
-from icans_cli.core.crs import OXYGEN_DEVICES, TREATMENTS, CrsFindings, CrsResult, grade_crs
-from icans_cli.core.identifiers import BLANKS, parse_time, validate_patient_id
-from icans_cli.core.protocol import (
-    ADULT_AGE, HIGH_NEUROTOXICITY_PRODUCTS, PRODUCTS, RAISED_ICP, Protocol, Recommendation,
-    recommend,
-)
+from icans_cli.core.growth import implausible
+from icans_cli.core.identifiers import BLANKS, check_pseudonym, parse_time
+from icans_cli.core.protocol import PRODUCTS, Protocol, Recommendation
 from icans_cli.core.scores import ICE_ITEMS, IceItems
 
 ICE_ITEM_COLUMNS = tuple(f"ice_{i.key}" for i in ICE_ITEMS)
 CRS_FINDING_COLUMNS = ("temperature_c", "hypotension", "vasopressors", "vasopressin", "oxygen",
-                       "oxygen_flow_l_min", "crs_treated")
+                       "oxygen_flow_l_min", "crs_treated", "ventilation_reason")
 KNOWN_COLUMNS = ("patient_id", "assessed_at", "age_years", "developmental_delay",
                  *ICE_ITEM_COLUMNS, "ice_score", "capd_score", "consciousness", "seizure",
                  "motor", "icp_edema", "excluded", "sedated", "crs_grade", "product",
-                 "weight_kg", "capd_baseline", *CRS_FINDING_COLUMNS)
+                 "weight_kg", "weight_confirmed", "capd_baseline", *CRS_FINDING_COLUMNS)
 OUTPUT_COLUMNS = ("ice_score", "capd_score", "icans_grade", "grade_at_least", "status",
                   "drivers", "recommendation", "errors")
 JSONL_KEYS = ("row", "patient_id", "assessed_at", "status", "score_path", "ice_score",
@@ -66,23 +69,36 @@ class RowOutcome:
     cells: dict[str, str]  # the input, by original header name (for CSV passthrough)
     patient_id: str | None = None
     assessed_at: str | None = None
-    findings: Findings | None = None
-    result: IcansResult | None = None
-    recommendation: Recommendation | None = None
-    crs_grade: int | None = None
-    product: str | None = None
-    errors: list[dict[str, str]] = field(default_factory=list)
-    weight_kg: float | None = None
+    case: Case | None = None  # everything the advice depends on (valid rows)
     crs: CrsResult | None = None  # the CRS graded from its findings, when they were given
-    fast: tuple | None = None  # fast path: the normalised findings, to build Findings lazily
-    fast_norm: int | None = None  # fast path: the cache id of the findings cells
+    crs_findings: CrsFindings | None = None  # those findings
+    crs_grade: int | None = None  # as given or graded; None: not known, or two readings
+    errors: list[dict[str, str]] = field(default_factory=list)
+    advice: Advice | None = None  # set by the Grader
+
+    @property
+    def findings(self) -> Findings | None:
+        return self.case.findings if self.case is not None else None
 
     def real_findings(self) -> Findings:
-        """The row's Findings (built on demand for rows graded through the cache)."""
-        if self.findings is None:
-            assert self.fast is not None
-            self.findings = Findings(*self.fast)
-        return self.findings
+        assert self.case is not None
+        return self.case.findings
+
+    @property
+    def result(self) -> IcansResult | None:
+        return self.advice.result if self.advice is not None else None
+
+    @property
+    def recommendation(self) -> Recommendation | None:
+        return self.advice.recommendation if self.advice is not None else None
+
+    @property
+    def product(self) -> str | None:
+        return self.case.product if self.case is not None else None
+
+    @property
+    def weight_kg(self) -> float | None:
+        return self.case.weight_kg if self.case is not None else None
 
     @property
     def status(self) -> str:
@@ -277,19 +293,26 @@ def _earlier_shape_error(names: list[str], cells: list[str]) -> str | None:
     return None
 
 
+def _pid(raw: str, allow_id: bool) -> str | None:
+    try:
+        return check_pseudonym(raw, allow_id)
+    except InvalidFinding:
+        return None
+
+
 def parse_row(names: list[str], cells: list[str], row: int, line: int,
-              header: list[str]) -> RowOutcome:
+              header: list[str], allow_id: bool = False,
+              now: datetime | None = None) -> RowOutcome:
+    """One row by the contract (spec section 6), every problem named with its column. `now`:
+    the time of the run, against which an assessed_at in the future is refused."""
     by_name = dict(zip(header, cells))
     out = RowOutcome(row, line, by_name)
     errors = out.errors
     if len(cells) != len(names):
         _err(errors, "(row)", f"the row has {len(cells)} cells but the header has {len(names)}"
              + (" (an unclosed quote?)" if len(cells) < len(names) else ""))
-        pid = cells[names.index("patient_id")] if names.index("patient_id") < len(cells) else ""
-        try:
-            out.patient_id = validate_patient_id(pid)
-        except InvalidFinding:
-            pass
+        i = names.index("patient_id")
+        out.patient_id = _pid(cells[i], allow_id) if i < len(cells) else None
         return out
     shape = _earlier_shape_error(names, cells)
     if shape is not None:
@@ -297,10 +320,7 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
         # ragged row, its cells since cut or padded to the header) stays refused, never graded
         # from cells that may sit in the wrong columns.
         _err(errors, "(row)", shape)
-        try:
-            out.patient_id = validate_patient_id(cells[names.index("patient_id")])
-        except InvalidFinding:
-            pass
+        out.patient_id = _pid(cells[names.index("patient_id")], allow_id)
         return out
     values: dict[str, str] = {}
     for n, c in zip(names, cells):
@@ -314,13 +334,17 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
                 continue
             values[n] = _strip(c)
     try:
-        out.patient_id = validate_patient_id(values.get("patient_id", ""))
+        out.patient_id = check_pseudonym(values.get("patient_id", ""), allow_id)
     except InvalidFinding as exc:
         _err(errors, "patient_id", exc.detail)
     v = values.get("assessed_at")
     if v:
         try:
-            out.assessed_at = parse_time(v).isoformat(timespec="seconds")
+            t = parse_time(v)
+            if now is not None and t > now + FUTURE_SKEW:
+                raise InvalidFinding("assessed_at", "is in the future", "a past date-time (5 "
+                                     "minutes of clock difference allowed)")
+            out.assessed_at = t.isoformat(timespec="seconds")
         except InvalidFinding as exc:
             _err(errors, "assessed_at", exc.detail)
     parsed = {col: parse_cell(col, raw, errors) for col, raw in values.items()
@@ -338,119 +362,116 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
             points = [parsed.get(c) for c in ICE_ITEM_COLUMNS]
             if None not in points:
                 items = IceItems(*points)  # type: ignore[arg-type]
-    ice, capd = parsed.get("ice_score"), parsed.get("capd_score")
-    cons = parsed.get("consciousness") or "alert"
-    seiz = parsed.get("seizure") or "none"
-    motor = parsed.get("motor") or "none"
-    icp = parsed.get("icp_edema") or frozenset()
-    excl = parsed.get("excluded") or frozenset()
-    sedated = bool(parsed.get("sedated"))
+    weight = parsed.get("weight_kg")
+    if weight is not None and not parsed.get("weight_confirmed"):
+        band = implausible(age, weight)
+        if band is not None:
+            _err(errors, "weight_kg", f"is outside the usual range for age {age:g} "
+                 f"({band[0]:g}-{band[1]:g} kg): check it (pounds? 1 kg = 2.2 lb), or confirm "
+                 "it with weight_confirmed=yes")
     crs, product = parsed.get("crs_grade"), parsed.get("product")
-    out.crs_grade, out.product = crs, product
-    out.weight_kg = parsed.get("weight_kg")
+    out.crs_grade = crs
     if any(c in parsed for c in CRS_FINDING_COLUMNS) and not errors:
-        out.crs = crs_from_cells(parsed, crs, errors)
+        out.crs_findings, out.crs = crs_from_cells(parsed, crs, errors)
         if out.crs is not None:
             out.crs_grade = out.crs.grade
     if errors:
         return out
     try:
-        out.findings = _findings(age, delay, items, ice, capd, cons, seiz, motor, icp, excl,
-                                 sedated, parsed.get("capd_baseline"))
+        findings = Findings(
+            age_years=age, developmental_delay=delay, ice_items=items,
+            ice_score=parsed.get("ice_score"), capd_score=parsed.get("capd_score"),
+            consciousness=parsed.get("consciousness") or "alert",
+            seizure=parsed.get("seizure") or "none", motor=parsed.get("motor") or "none",
+            icp_edema=parsed.get("icp_edema") or frozenset(),
+            excluded=parsed.get("excluded") or frozenset(),
+            sedated=bool(parsed.get("sedated")), capd_baseline=parsed.get("capd_baseline"))
+        out.case = Case(findings, CrsState.of(out.crs, crs), product, weight)
     except InvalidFinding as exc:
         _err(errors, exc.field, exc.detail)
     return out
 
 
+FUTURE_SKEW = timedelta(minutes=5)
+
+
 def crs_from_cells(parsed: dict[str, Any], crs_grade: int | None,
-                   errors: list) -> CrsResult | None:
+                   errors: list) -> tuple[CrsFindings | None, CrsResult | None]:
     """The ASTCT CRS grade from the CRS finding columns; a crs_grade that disagrees is an
-    error. Temperature is needed unless treatment for CRS already waives the fever."""
+    error. Temperature is needed unless treatment for CRS already waives the fever. Positive
+    pressure without its reason gives two readings; a crs_grade equal to one of them picks
+    it."""
     treatments = parsed.get("crs_treated") or frozenset()
     temp = parsed.get("temperature_c")
     if temp is None and not treatments:
         _err(errors, "temperature_c", "needed to grade CRS from its findings (fever is 38.0 C "
              "or more); allowed: 25.0-45.0")
-        return None
+        return None, None
     try:
-        result = grade_crs(CrsFindings(
+        findings = CrsFindings(
             fever=False if temp is None else None, temperature_c=temp,
             hypotension=bool(parsed.get("hypotension")),
             vasopressors=parsed.get("vasopressors") or 0,
             vasopressin=bool(parsed.get("vasopressin")),
             oxygen=parsed.get("oxygen") or "none",
             oxygen_flow_l_min=parsed.get("oxygen_flow_l_min"),
-            treatments=treatments))
+            treatments=treatments, ventilation_reason=parsed.get("ventilation_reason"))
+        result = grade_crs(findings)
     except InvalidFinding as exc:
         _err(errors, exc.field, exc.detail)
-        return None
+        return None, None
+    if crs_grade is not None and result.readings is not None:
+        for reason, reading in zip(("airway", "hypoxia"), result.readings):
+            if reading.grade == crs_grade:  # the grade given says which reading
+                findings = replace(findings, ventilation_reason=reason)
+                return findings, grade_crs(findings)
+        airway, hypoxia = result.readings
+        _err(errors, "crs_grade", f"{crs_grade} is neither reading of the CRS findings "
+             f"({hypoxia.grade} if the positive pressure is for hypoxia, {airway.grade} if "
+             "only for the airway); allowed: blank, or give ventilation_reason")
+        return None, None
     if crs_grade is not None and crs_grade != result.grade:
         _err(errors, "crs_grade", f"{crs_grade} disagrees with the CRS findings, which give "
              f"{result.label} ({result.explanation}); allowed: blank, or {result.grade}")
-        return None
-    return result
+        return None, None
+    return findings, result
 
 
-def _findings(age, delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated,
-              baseline=None) -> Findings:
-    return Findings(age_years=age, developmental_delay=delay, ice_items=items, ice_score=ice,
-                    capd_score=capd, consciousness=cons, seizure=seiz, motor=motor,
-                    icp_edema=icp, excluded=excl, sedated=sedated, capd_baseline=baseline)
+# --- advice, cached on the whole case --------------------------------------------------------
 
+_ADVICE_CACHE_MAX = 4096
 
-# --- grading with a bounded cache ---------------------------------------------------------------
 
 class Grader:
-    """Grades parsed rows under one protocol, caching advice per management situation."""
+    """Advice for parsed rows under one protocol. The cache keys on the whole Case (a frozen
+    value: every field the advice depends on is in the key), so a row's advice never depends on
+    the rows before it."""
 
     def __init__(self, protocol: Protocol, want_json: bool = True) -> None:
         self.protocol = protocol
         self.want_json = want_json
-        self._recs: dict[tuple, tuple[Recommendation, str | None]] = {}
+        self._cache: dict[Case, tuple[Advice, list[str | None]]] = {}
 
-    def recommendation(self, out: RowOutcome) -> tuple[Recommendation, str | None]:
-        r = out.result
-        assert r is not None
-        age = out.fast[0] if out.fast is not None else out.findings.age_years  # type: ignore
-        controlled = out.crs is not None and out.crs.controlled
-        # Everything the advice depends on. The weight changes only the computed amounts in
-        # the JSON lines; CSV output shows the recommendation id, which does not hold it.
-        weight = out.weight_kg if self.want_json else None
-        if self.want_json:
-            icp = r.domain("icp_edema").value
-            key: tuple = (r.effective_grade, r.status, out.crs_grade, controlled, out.product,
-                          None if age is None else age < ADULT_AGE, weight,
-                          r.domain("seizure").value, bool(RAISED_ICP & set(icp.split(";"))))
-        else:
-            # CSV, a table and the log keep only the recommendation's id (the log stores the
-            # findings; `icans show` derives the advice again): key on what the id holds, so
-            # the cache covers every row instead of overflowing on seizure x ICP x product.
-            key = ("id", r.effective_grade, r.status, out.crs_grade, controlled,
-                   out.product in HIGH_NEUROTOXICITY_PRODUCTS,
-                   None if age is None else age < ADULT_AGE)
-        hit = self._recs.get(key)
+    def advise(self, case: Case) -> tuple[Advice, list[str | None]]:
+        hit = self._cache.get(case)
         if hit is None:
-            rec = recommend(self.protocol, r, out.crs_grade, out.product, age, weight_kg=weight,
-                            crs_controlled=controlled)
-            hit = (rec, None)
-            if len(self._recs) < 512:
-                self._recs[key] = hit
-        if self.want_json and hit[1] is None:
-            hit = (hit[0], json.dumps(hit[0].as_dict(), ensure_ascii=False))
-            if len(self._recs) < 512:
-                self._recs[key] = hit
+            hit = (advise(self.protocol, case), [None])
+            if len(self._cache) < _ADVICE_CACHE_MAX:
+                self._cache[case] = hit
         return hit
 
     def grade(self, out: RowOutcome) -> str | None:
-        """Grade a parsed row in place; return the recommendation's JSON (cached; None when
-        the grader was made without want_json)."""
-        if out.errors or (out.findings is None and out.fast is None):
+        """Grade a parsed row in place; return the recommendation's JSON (None for an invalid
+        row, or when the grader was made without want_json)."""
+        if out.errors or out.case is None:
             return None
-        if out.result is None:
-            out.result = grade_icans(out.real_findings())
-        rec, rec_json = self.recommendation(out)
-        out.recommendation = rec
-        return rec_json
+        advice, text = self.advise(out.case)
+        out.advice = advice
+        if not self.want_json:
+            return None
+        if text[0] is None:
+            text[0] = json.dumps(advice.recommendation.as_dict(), ensure_ascii=False)
+        return text[0]
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -488,9 +509,13 @@ def crs_dict(crs: CrsResult | None) -> dict[str, Any] | None:
     """The CRS graded from its findings (None when only a grade, or nothing, was given)."""
     if crs is None:
         return None
-    return {"grade": crs.grade, "label": crs.label, "controlled": crs.controlled,
-            "fever_waived": crs.fever_waived, "explanation": crs.explanation,
-            "disagreement": crs.disagreement}
+    out = {"grade": crs.grade, "label": crs.label, "controlled": crs.controlled,
+           "fever_waived": crs.fever_waived, "explanation": crs.explanation,
+           "disagreement": crs.disagreement}
+    if crs.readings is not None:
+        out["readings"] = {"if_airway": crs.readings[0].grade,
+                           "if_hypoxia": crs.readings[1].grade}
+    return out
 
 
 def csv_tail(out: RowOutcome) -> list[object]:
@@ -507,18 +532,12 @@ def csv_tail(out: RowOutcome) -> list[object]:
     ]
 
 
-# --- the fast path ------------------------------------------------------------------------------
-
 CLINICAL_COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("patient_id", "assessed_at"))
-# Bounded caches: memory must not grow with the file (peak RSS at 1M rows within 1.3x of 10k).
-_CACHE_MAX = 2048
-_GRADE_CACHE_MAX = 512  # a graded result is the largest entry
-_FIND_CACHE_MAX = 8192  # a short string and (id, bool) an entry
 
 
 def parse_cell(col: str, raw: str, errors: list) -> Any:
     """One clinical cell by its column's grammar: the value, or None with an error appended.
-    The single statement of what each column accepts (both parse paths use it)."""
+    The single statement of what each column accepts."""
     if _BAD_CHAR.search(raw):
         _err(errors, col, "contains a control character, a NUL byte or bytes that are not "
              "UTF-8")
@@ -533,10 +552,12 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
             return None
         a = float(v)
         if a > 130:
-            _err(errors, col, f"{v} is out of range; allowed: 0-130")
+            _err(errors, col, (f"{v} is out of range" if _short(v) else "is out of range")
+                 + "; allowed: 0-130")
             return None
         return int(a) if a.is_integer() else a
-    if col in ("developmental_delay", "sedated", "hypotension", "vasopressin"):
+    if col in ("developmental_delay", "sedated", "hypotension", "vasopressin",
+               "weight_confirmed"):
         return _yes_no(errors, col, v)
     if col in _NUM_RANGES:
         low, high, allowed = _NUM_RANGES[col]
@@ -546,7 +567,9 @@ def parse_cell(col: str, raw: str, errors: list) -> Any:
             return None
         x = float(v)
         if not (low < x <= high if col == "oxygen_flow_l_min" else low <= x <= high):
-            _err(errors, col, f"{v} is out of range; allowed: {allowed}")
+            # a short number helps the fix; a long one may be a record number or a date
+            _err(errors, col, (f"{v} is out of range" if _short(v) else "is out of range")
+                 + f"; allowed: {allowed}")
             return None
         return int(x) if x.is_integer() else x
     if col == "crs_treated":
@@ -572,248 +595,106 @@ _NUM_RANGES = {"weight_kg": (1.0, 350.0, "1-350 (kg)"),
                "temperature_c": (25.0, 45.0, "25.0-45.0 (degrees C)"),
                "oxygen_flow_l_min": (0.0, 80.0, "a number > 0 and <= 80 (L/min)")}
 _CHOICES = {"consciousness": tuple(CONSCIOUSNESS), "seizure": tuple(SEIZURE),
-            "motor": tuple(MOTOR), "product": PRODUCTS, "oxygen": tuple(OXYGEN_DEVICES)}
+            "motor": tuple(MOTOR), "product": PRODUCTS, "oxygen": tuple(OXYGEN_DEVICES),
+            "ventilation_reason": VENTILATION_REASONS}
+
+
+def _short(v: str) -> bool:
+    """A number short enough to repeat in a message (at most four significant digits): a
+    longer one may be a record number or a date from a shifted row."""
+    return len(re.sub(r"\D", "", v).lstrip("0")) <= 4
 
 
 def _negative(v: str) -> bool:
     return v[:1] == "-" and bool(_NUM.fullmatch(v[1:]))
 
 
-def _parse_one(col: str, raw: str) -> tuple[Any, bool]:
-    """(value, ok) for the caches of the fast path."""
-    errors: list = []
-    value = parse_cell(col, raw, errors)
-    return value, not errors
+# --- the fast path ------------------------------------------------------------------------------
 
-
-_FINDING_COLUMNS = tuple(c for c in CLINICAL_COLUMNS
-                         if c not in ("age_years", "crs_grade", "product", "weight_kg",
-                                      *CRS_FINDING_COLUMNS))
+_FAST_CACHE_MAX = 8192  # distinct rows' clinical cells (a tuple of short strings an entry)
+_ID_CACHE_MAX = 16384  # distinct patient ids and times seen (a short string and a bool)
 
 
 class RowParser:
-    """Parses rows like parse_row, but fast: the cells that describe the findings are looked up
-    as one tuple in a cache of their normalised values, and each distinct set of findings is
-    graded once (grading is pure). Anything unusual (a bad cell, a ragged row, bad bytes, a
-    contradiction) falls back to parse_row, which collects every error with its message."""
+    """Parses rows like parse_row, and remembers each valid row's computed output under the
+    exact text of every cell its output can depend on: all the contract's clinical columns
+    (derived from KNOWN_COLUMNS, so a new column is in the key at once) and any result column
+    the input already has (this tool's own output graded again). The patient id and the time, which change
+    from row to row, are checked on every row by the same rules as parse_row. A row whose cells
+    were seen before is answered from the cache; anything else takes parse_row."""
 
-    def __init__(self, header: list[str], names: list[str]) -> None:
+    def __init__(self, header: list[str], names: list[str], allow_id: bool = False,
+                 now: datetime | None = None) -> None:
         import operator
 
         self.header, self.names, self.n = header, names, len(names)
+        self.allow_id, self.now = allow_id, now
         idx = {n: i for i, n in enumerate(names)}
         self.i_pid = idx["patient_id"]
         self.i_at = idx.get("assessed_at")
-        self.i_age = idx.get("age_years")
-        self.i_crs = idx.get("crs_grade")
-        self.i_product = idx.get("product")
-        self.i_weight = idx.get("weight_kg")
-        # CRS findings (vitals) take the full path: they grade the CRS, and may contradict it.
-        self.i_crs_findings = tuple(idx[c] for c in CRS_FINDING_COLUMNS if c in idx)
-        # this tool's own output as input: a row it refused takes the full path (which keeps
-        # a refusal for the row's shape)
-        self.i_status = idx.get("status") if "errors" in idx else None
-        self.find_cols = tuple(c for c in _FINDING_COLUMNS if c in idx)
-        positions = [idx[c] for c in self.find_cols]
+        positions = [i for i, n in enumerate(names)
+                     if n in KNOWN_COLUMNS and n not in ("patient_id", "assessed_at")]
+        # result columns that are also input columns (this tool's own output graded again):
+        # an earlier verdict changes how a row is read, and the output overwrites them
+        positions += [i for i, n in enumerate(names)
+                      if n in OUTPUT_COLUMNS and n not in KNOWN_COLUMNS]
         if len(positions) >= 2:
-            self.get_find = operator.itemgetter(*positions)
+            self.key = operator.itemgetter(*positions)
         elif positions:
             one = operator.itemgetter(positions[0])
-            self.get_find = lambda cells: (one(cells),)
+            self.key = lambda cells: (one(cells),)
         else:
-            self.get_find = lambda cells: ()
-        self.find_cache: dict[tuple, Any] = {}
-        self.cell_cache: dict[str, dict[str, tuple]] = {c: {} for c in CLINICAL_COLUMNS}
-        self.grade_cache: dict[tuple, IcansResult] = {}
-        self.tail_cache: dict[tuple, tuple[str, str, list]] = {}
-        self.grade_ids: dict[tuple, int] = {}
-        self.fast_tail = self._make_fast_tail()
+            self.key = lambda cells: ()
+        self.cache: dict[tuple, Any] = {}
+        self._pids: dict[str, bool] = {}
+        self._times: dict[str, bool] = {}
 
-    def _make_fast_tail(self) -> Callable[[list[str]], tuple[str, str, list] | None]:
-        """Build fast_tail(cells) -> (status, the result columns as CSV text after a comma, the
-        same as a list) for an ordinary valid row, from the caches; None when the row needs the
-        full path (anything unusual, or the first time a situation is seen). It is the hot
-        loop, so everything it touches is bound once here."""
-        n, get_find = self.n, self.get_find
-        find_get, tail_get = self.find_cache.get, self.tail_cache.get
-        i_age, i_crs, i_product, i_pid, i_at = (self.i_age, self.i_crs, self.i_product,
-                                                self.i_pid, self.i_at)
-        i_weight, i_crs_findings = self.i_weight, self.i_crs_findings
-        i_status = self.i_status
-        age_get = self.cell_cache["age_years"].get
-        crs_get = self.cell_cache["crs_grade"].get
-        product_get = self.cell_cache["product"].get
-        weight_get = self.cell_cache["weight_kg"].get
-        high_products = HIGH_NEUROTOXICITY_PRODUCTS
+    def slow(self, cells: list[str], row: int, line: int) -> RowOutcome:
+        return parse_row(self.names, cells, row, line, self.header, self.allow_id, self.now)
 
-        def fast_tail(cells: list[str]) -> tuple[str, str, list] | None:
-            if len(cells) != n:
-                return None
-            if i_status is not None and cells[i_status] == "invalid":
-                return None
-            hit = find_get(get_find(cells))
-            if not hit:
-                return None
-            under12 = high = child = False
-            crs_key = -1
-            if i_age is not None and cells[i_age]:
-                a = age_get(cells[i_age])
-                if a is None or not a[1]:
-                    return None
-                under12 = a[0] is not None and a[0] < ICE_AGE_MIN
-                child = a[0] is not None and a[0] < ADULT_AGE
-            if i_crs is not None and cells[i_crs]:
-                c = crs_get(cells[i_crs])
-                if c is None or not c[1]:
-                    return None
-                crs_key = c[0]
-            for i in i_crs_findings:
-                if cells[i]:
-                    return None
-            if i_weight is not None and cells[i_weight]:
-                w = weight_get(cells[i_weight])
-                if w is None or not w[1]:
-                    return None
-            if i_product is not None and cells[i_product]:
-                p = product_get(cells[i_product])
-                if p is None or not p[1]:
-                    return None
-                high = p[0] in high_products
-            pid = cells[i_pid]
-            if not (0 < len(pid) <= 64 and pid.isprintable() and pid == pid.strip(BLANKS)
-                    and pid):
-                return None
-            if i_at is not None and cells[i_at] and not valid_time(cells[i_at]):
-                return None
-            return tail_get((under12 or hit[1], hit[0], crs_key, high, child))
+    def pid_ok(self, raw: str) -> bool:
+        ok = self._pids.get(raw)
+        if ok is None:
+            ok = len(raw) <= MAX_CELL and not _BAD_CHAR.search(raw) \
+                and _pid(_strip(raw), self.allow_id) is not None
+            if len(self._pids) < _ID_CACHE_MAX:
+                self._pids[raw] = ok
+        return ok
 
-        return fast_tail
+    def time_ok(self, raw: str) -> bool:
+        ok = self._times.get(raw)
+        if ok is None:
+            ok = len(raw) <= MAX_CELL and not _BAD_CHAR.search(raw) \
+                and valid_time(_strip(raw), self.now)
+            if len(self._times) < _ID_CACHE_MAX:
+                self._times[raw] = ok
+        return ok
 
-    def remember_tail(self, out: RowOutcome, tail: list) -> None:
-        """After the full path graded an ordinary row, cache its CSV result columns."""
-        if out.fast is None or out.errors or len(self.tail_cache) >= _CACHE_MAX:
-            return
-        age, delay = out.fast[0], out.fast[1]
-        if out.fast_norm is None:
-            return
-        under12 = age is not None and age < ICE_AGE_MIN
-        child = age is not None and age < ADULT_AGE
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\r\n").writerow(["", *tail])
-        key = (under12 or delay, out.fast_norm, -1 if out.crs_grade is None else out.crs_grade,
-               out.product in HIGH_NEUROTOXICITY_PRODUCTS, child)
-        self.tail_cache[key] = (tail[4], buf.getvalue(), tail)
-
-    def slow(self, cells, row, line) -> RowOutcome:
-        return parse_row(self.names, cells, row, line, self.header)
-
-    def _cell(self, col: str, raw: str):
-        cache = self.cell_cache[col]
-        hit = cache.get(raw)
+    def cached(self, cells: list[str]) -> Any:
+        """What was remembered for a row with these clinical cells, when its patient id and
+        time are valid too; else None (the row takes the full path)."""
+        if len(cells) != self.n:
+            return None
+        hit = self.cache.get(self.key(cells))
         if hit is None:
-            hit = _parse_one(col, raw) if len(raw) <= MAX_CELL else (None, False)
-            if len(cache) < _CACHE_MAX:
-                cache[raw] = hit
+            return None
+        if not self.pid_ok(cells[self.i_pid]):
+            return None
+        if self.i_at is not None and cells[self.i_at] and not self.time_ok(cells[self.i_at]):
+            return None
         return hit
 
-    def _findings(self, raw: tuple) -> Any:
-        """Normalised (delay, items, ice, capd, cons, seizure, motor, icp, excluded, sedated,
-        capd baseline), or False when a cell is bad (the slow path then reports it)."""
-        v: dict[str, Any] = {}
-        for col, cell in zip(self.find_cols, raw):
-            if not cell:
-                continue
-            value, ok = self._cell(col, cell)
-            if not ok:
-                return False
-            if value is not None:
-                v[col] = value
-        items_raw = [v.get(c) for c in ICE_ITEM_COLUMNS]
-        ice = v.get("ice_score")
-        items = None
-        if any(x is not None for x in items_raw):
-            if None in items_raw:
-                return False
-            items = IceItems(*items_raw)  # type: ignore[arg-type]
-            if ice is not None and ice != items.total:
-                return False
-            ice = items.total
-        return (bool(v.get("developmental_delay", False)), items, ice, v.get("capd_score"),
-                v.get("consciousness", "alert"), v.get("seizure", "none"),
-                v.get("motor", "none"), v.get("icp_edema", frozenset()),
-                v.get("excluded", frozenset()), bool(v.get("sedated", False)),
-                v.get("capd_baseline"))
-
-    def parse(self, cells: list[str], row: int, line: int) -> RowOutcome:
-        """Every clinical column rejects anything outside its grammar (and so any NUL or
-        undecodable byte), sending such rows to the slow path, which names the problem."""
-        if len(cells) != self.n:
-            return self.slow(cells, row, line)
-        raw = self.get_find(cells)  # the tuple of the finding cells is the cache key
-        norm = self._findings(raw)  # cheap: every cell's parse is cached
-        if norm is False:
-            if len(self.find_cache) < _FIND_CACHE_MAX:
-                self.find_cache[raw] = False
-            return self.slow(cells, row, line)
-        # Findings that differ only in the ICE items share a grade: one id for them. The fast
-        # path's cache keeps just (id, developmental delay), a few bytes an entry.
-        no_items = norm[:1] + norm[2:]
-        norm_id = self.grade_ids.setdefault(no_items, len(self.grade_ids))
-        if len(self.find_cache) < _FIND_CACHE_MAX:
-            self.find_cache[raw] = (norm_id, norm[0])
-        age = crs = product = None
-        if self.i_age is not None and cells[self.i_age]:
-            age, ok = self._cell("age_years", cells[self.i_age])
-            if not ok:
-                return self.slow(cells, row, line)
-        if self.i_crs is not None and cells[self.i_crs]:
-            crs, ok = self._cell("crs_grade", cells[self.i_crs])
-            if not ok:
-                return self.slow(cells, row, line)
-        if self.i_product is not None and cells[self.i_product]:
-            product, ok = self._cell("product", cells[self.i_product])
-            if not ok:
-                return self.slow(cells, row, line)
-        if any(cells[i] for i in self.i_crs_findings):
-            return self.slow(cells, row, line)
-        weight = None
-        if self.i_weight is not None and cells[self.i_weight]:
-            weight, ok = self._cell("weight_kg", cells[self.i_weight])
-            if not ok:
-                return self.slow(cells, row, line)
-        pid = _strip(cells[self.i_pid])
-        if not (0 < len(pid) <= 64 and pid.isprintable()):
-            return self.slow(cells, row, line)
-        assessed = None
-        if self.i_at is not None and cells[self.i_at]:
-            try:
-                assessed = parse_time(cells[self.i_at]).isoformat(timespec="seconds")
-            except InvalidFinding:
-                return self.slow(cells, row, line)
-        delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated, baseline = norm
-        key = (score_path(age, delay), norm_id)
-        result = self.grade_cache.get(key)
-        if result is None:
-            try:
-                result = grade_icans(Findings(age, delay, None, ice, None, capd, cons, seiz,
-                                              motor, icp, excl, sedated, baseline))
-            except InvalidFinding:
-                return self.slow(cells, row, line)
-            if len(self.grade_cache) < _GRADE_CACHE_MAX:
-                self.grade_cache[key] = result
-        out = RowOutcome(row, line, {}, pid, assessed, None, result, None, crs, product, [],
-                         weight_kg=weight,
-                         fast=(age, delay, items, None if items else ice, None, capd, cons,
-                               seiz, motor, icp, excl, sedated, baseline),
-                         fast_norm=norm_id)
-        return out
+    def remember(self, cells: list[str], value: Any) -> None:
+        """After the full path graded a valid row, keep its output for rows with the same
+        clinical cells."""
+        if len(cells) == self.n and len(self.cache) < _FAST_CACHE_MAX:
+            self.cache[self.key(cells)] = value
 
 
-def valid_time(text: str) -> bool:
-    """Whether parse_time would accept the text (the fast path's cheap check; a test keeps the
-    two in step)."""
+def valid_time(text: str, now: datetime | None = None) -> bool:
+    """Whether parse_row would accept the time (a test keeps the two in step)."""
     try:
-        parse_time(text)
+        t = parse_time(text)
     except InvalidFinding:
         return False
-    return True
+    return now is None or t <= now + FUTURE_SKEW

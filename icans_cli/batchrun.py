@@ -290,7 +290,10 @@ def row_sha(cells: list[str] | str) -> str:
 
 
 def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol, to_log: bool,
-              assessor: str, log_path: Path) -> None:
+              assessor: str, log_path: Path, allow_id: bool = False) -> None:
+    from icans_cli.log import utc_now
+
+    now = utc_now()  # the time of the run: an assessed_at after it (5 min aside) is refused
     from icans_cli.term import is_terminal
 
     if fmt is None:
@@ -354,9 +357,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             elif fmt == "json":
                 out.fh.write("[")
             n = 0
-            parser = RowParser(header, names)
+            parser = RowParser(header, names, allow_id, now)
             fast_csv = fmt == "csv" and logger is None
-            passthrough_ok = not overlap  # input lines can be copied through untouched
             write = out.fh.write
             for row, line, cells, raw in rows:
                 if isinstance(cells, str):
@@ -366,19 +368,20 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 else:
                     raw_cells = cells
                     if fast_csv:
-                        hit = parser.fast_tail(cells)
-                        if hit is not None:  # an ordinary row seen before: straight out
-                            counts[hit[0]] += 1
-                            if passthrough_ok and raw is not None and not _dangerous(raw):
-                                write(raw + hit[1])  # the input line untouched, the results
+                        hit = parser.cached(cells)
+                        if hit is not None:  # these clinical cells were graded before
+                            status, tail_text, tail, identity = hit
+                            counts[status] += 1
+                            if identity and raw is not None and not _dangerous(raw):
+                                write(raw + tail_text)  # the input line untouched, the results
                             else:
-                                writer.writerow(_merge(cells, hit[2], overlap,  # type: ignore[union-attr]
+                                writer.writerow(_merge(cells, tail, overlap,  # type: ignore[union-attr]
                                                        valid=True))
                             n += 1
                             if progress is not None and n % 2000 == 0:
                                 progress.update(binary.tell() if binary.seekable() else 0)
                             continue
-                    outcome = parser.parse(cells, row, line)
+                    outcome = parser.slow(cells, row, line)
                 rec_json = grader.grade(outcome)
                 counts[outcome.status] += 1
                 if outcome.status == "invalid" and first_invalid is None:
@@ -388,14 +391,17 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 if fmt == "csv":
                     tail = csv_tail(outcome)
                     tail[-1] = safe_cell(tail[-1])
-                    if len(raw_cells) != len(header) or outcome.fast is None:
+                    valid = outcome.status != "invalid"
+                    if len(raw_cells) != len(header) or not valid:
                         raw_cells = (raw_cells + [""] * len(header))[:len(header)]
                         cells_out = [safe_cell(_clean(c)) for c in raw_cells]
                     else:
                         cells_out = raw_cells
-                        parser.remember_tail(outcome, tail)
+                        if fast_csv:
+                            parser.remember(cells, _cached_output(outcome.status, cells,
+                                                                  tail, overlap))
                     writer.writerow(_merge(cells_out, tail, overlap,  # type: ignore[union-attr]
-                                           valid=outcome.status != "invalid"))
+                                           valid=valid))
                 elif fmt in ("jsonl", "json"):
                     if len(raw_cells) == len(header):
                         extra = {header[i]: raw_cells[i] for i in passthrough_idx}
@@ -463,6 +469,19 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                    f"{first_invalid.row} (line {first_invalid.line}), {e['column']}: "
                    f"{e['message']}", err=True)
         raise typer.Exit(ExitStatus.ERROR)
+
+
+def _cached_output(status: str, cells: list[str], tail: list,
+                   overlap: dict[str, int]) -> tuple[str, str, list, bool]:
+    """What a later row with the same clinical cells writes: (status, the result columns as
+    CSV text after the input line, the result columns, whether the input line itself can be
+    copied: no result column overwrites an input cell with a different value)."""
+    rest = [v for name, v in zip(OUTPUT_COLUMNS, tail) if name not in overlap]
+    identity = all(("" if v is None else str(v)) == cells[overlap[name]]
+                   for name, v in zip(OUTPUT_COLUMNS, tail) if name in overlap)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(["", *rest])
+    return status, buf.getvalue(), tail, identity
 
 
 def _merge(cells: list[str], tail: list, overlap: dict[str, int], valid: bool) -> list:
@@ -536,22 +555,24 @@ class _Logger:
     def append(self, o: RowOutcome, source_sha: str) -> None:
         from icans_cli import log
         from icans_cli.batch import crs_dict
-        from icans_cli.core.grading import grade_icans
         from icans_cli.core.identifiers import parse_time
-        from icans_cli.records import assessment_record
+        from icans_cli.records import assessment_record, crs_findings_dict
 
         if source_sha in self.seen:
             self.skipped += 1
             return
         assert o.result and o.recommendation and o.patient_id
         findings = o.real_findings()
-        result = grade_icans(findings)  # exact, with this row's own score-path reason
+        result = o.result
         when = parse_time(o.assessed_at) if o.assessed_at else log.utc_now()
+        detail = crs_dict(o.crs)
+        if detail is not None and o.crs_findings is not None:
+            detail["findings"] = crs_findings_dict(o.crs_findings)  # to grade them again
         body = assessment_record(patient_id=o.patient_id, assessor=self.assessor,
                                  source="batch", assessed_at=when, findings=findings,
                                  result=result, recommendation=o.recommendation,
                                  crs_grade=o.crs_grade, product=o.product,
-                                 crs_detail=crs_dict(o.crs), weight_kg=o.weight_kg,
+                                 crs_detail=detail, weight_kg=o.weight_kg,
                                  extra={"input_row": o.row, "source_row_sha256": source_sha})
         with _uninterrupted():
             try:

@@ -662,6 +662,9 @@ def grade(
     assessor: Optional[str] = typer.Option(None, "--assessor",
                                            help="Assessor for logged rows (default: "
                                                 "$ICANS_ASSESSOR, else your user name)."),
+    allow_id: bool = typer.Option(False, "--allow-id", help="Accept patient ids that look "
+                                  "like a name, record number or date (for sites whose "
+                                  "pseudonyms look like that)."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """Grade exported assessments from CSV, one row at a time.
@@ -670,9 +673,10 @@ def grade(
     assessed_at, age_years, weight_kg (children's doses are per kg), developmental_delay,
     ice_orientation, ice_naming, ice_commands, ice_writing, ice_attention, ice_score,
     capd_score, capd_baseline, consciousness, seizure, motor, icp_edema, excluded, sedated,
-    crs_grade, product; or, to grade the CRS from its findings instead of crs_grade:
-    temperature_c, hypotension, vasopressors, vasopressin, oxygen, oxygen_flow_l_min,
-    crs_treated.
+    crs_grade, product, weight_confirmed (a weight outside the usual range for the age);
+    or, to grade the CRS from its findings instead of crs_grade: temperature_c, hypotension,
+    vasopressors, vasopressin, oxygen, oxygen_flow_l_min, crs_treated, ventilation_reason
+    (hypoxia or airway, with positive pressure).
 
     Exit status: 0 all rows valid, 1 some rows invalid (each says why), 2 the input cannot be used.
 
@@ -682,7 +686,7 @@ def grade(
 
     run_grade(file=file, output=output, fmt=fmt, protocol=_protocol(protocol), to_log=to_log,
               assessor=_assessor(assessor) if to_log else "",
-              log_path=_log_path(log_file))
+              log_path=_log_path(log_file), allow_id=allow_id)
 
 
 # --- due, export, protocols ---------------------------------------------------------------------

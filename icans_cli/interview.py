@@ -24,7 +24,8 @@ from typing import Any, Callable
 import questionary
 from questionary import Choice
 
-from icans_cli.core.crs import CrsFindings, CrsResult, grade_crs
+from icans_cli.core.advice import Case
+from icans_cli.core.crs import POSITIVE_PRESSURE, CrsFindings, CrsResult, CrsState, grade_crs
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, score_expected, score_path,
@@ -56,7 +57,8 @@ CONSCIOUSNESS_CHOICES = [
 SEIZURE_CHOICES = [
     ("none", "No seizure", "0"),
     ("self_limited", "Seizure that resolved quickly (or EEG seizures stopped by treatment)", "3"),
-    ("prolonged", "Over 5 min, or repeated with no recovery between", "4"),
+    ("prolonged", "Convulsive: over 5 min, or repeated with no recovery between", "4"),
+    ("nonconvulsive_status", "Non-convulsive status on EEG (no return to baseline)", "e"),
 ]
 MOTOR_CHOICES = [
     ("none", "No deep focal motor weakness", "0"),
@@ -97,6 +99,11 @@ OXYGEN_CHOICES = [
     ("bipap", "BiPAP", "i"),
     ("mechanical_ventilation", "Intubated, mechanical ventilation", "m"),
 ]
+VENTILATION_CHOICES = [
+    ("hypoxia", "For hypoxia (the lungs: CRS counts it)", "h"),
+    ("airway", "Only to protect the airway (e.g. for ICANS): not CRS", "a"),
+    (None, "Not known (both CRS grades are shown)", "n"),
+]
 PRODUCT_CHOICES = [
     ("axi-cel", "axi-cel (high neurotoxicity risk)", "a"),
     ("brexu-cel", "brexu-cel (high neurotoxicity risk)", "b"),
@@ -124,7 +131,8 @@ ICE_TASKS = [
 
 assert [c for c, _, _ in CONSCIOUSNESS_CHOICES] == list(CONSCIOUSNESS)
 assert all(CONSCIOUSNESS[v][0] == int(k) for v, _, k in CONSCIOUSNESS_CHOICES)
-assert all(SEIZURE[v][0] == int(k) for v, _, k in SEIZURE_CHOICES)
+assert all(SEIZURE[v][0] == int(k) for v, _, k in SEIZURE_CHOICES if k.isdigit())
+assert [v for v, _, _ in SEIZURE_CHOICES] == list(SEIZURE)
 assert all(MOTOR[v][0] == int(k) for v, _, k in MOTOR_CHOICES)
 assert {c for c, _ in ICP_CHOICES} == set(ICP_EDEMA) and {c for c, _ in EXCLUDED_CHOICES} == \
     set(EXCLUDED)
@@ -142,13 +150,37 @@ class CrsAnswers:
     oxygen: str = "none"
     flow: float | None = None
     tocilizumab_at: str | None = None  # the last tocilizumab dose for this CRS (ISO)
+    ventilation_reason: str | None = None  # positive pressure: "hypoxia" | "airway" | None
 
     def findings(self) -> CrsFindings:
         return CrsFindings(
             fever=self.fever, hypotension=self.hypotension != "none",
             vasopressors={"one": 1, "several": 2}.get(self.hypotension, 0),
             oxygen=self.oxygen, oxygen_flow_l_min=self.flow,
-            treatments=frozenset(self.treatments))
+            treatments=frozenset(self.treatments),
+            ventilation_reason=self.ventilation_reason if self.oxygen in POSITIVE_PRESSURE
+            else None)
+
+    def state(self) -> CrsState:
+        """The CRS as the advice sees it (the same function batch uses)."""
+        if self.mode == "questions":
+            return CrsState.of(self.result())
+        return CrsState(self.grade if self.mode == "grade" else None)
+
+    @property
+    def disputed(self) -> bool:
+        r = self.result()
+        return bool(r and r.disagreement)
+
+    def text(self) -> str:
+        """How the CRS was graded, for the details."""
+        r = self.result()
+        if r is not None:
+            return f"{r.label}: {r.explanation}" + (f". {r.disagreement}" if r.disagreement
+                                                     else "")
+        if self.mode == "grade":
+            return f"grade {self.grade} (as given)"
+        return "not known: both management branches are shown"
 
     def result(self) -> CrsResult | None:
         """The graded CRS when it was worked out from the questions."""
@@ -167,6 +199,8 @@ class CrsAnswers:
                "hypotension": self.hypotension, "oxygen": self.oxygen,
                "oxygen_flow_l_min": self.flow, "controlled": bool(r and r.controlled),
                "disagreement": r.disagreement if r else None}
+        if self.oxygen in POSITIVE_PRESSURE:
+            out["ventilation_reason"] = self.ventilation_reason
         if self.tocilizumab_at:
             out["tocilizumab_at"] = self.tocilizumab_at
         return out
@@ -208,6 +242,15 @@ class Answers:
         for i in self.ice:
             counts[ICE_TASKS[i][0]] += 1
         return IceItems(**counts)
+
+    def case(self, assessed_at: Any) -> Case:
+        """Everything the advice depends on (the Case every path builds)."""
+        from icans_cli.records import tocilizumab_hours
+
+        when = assessed_at.isoformat(timespec="seconds") if hasattr(
+            assessed_at, "isoformat") else assessed_at
+        return Case(self.findings(), self.crs.state(), self.product, self.weight,
+                    tocilizumab_hours(self.crs.detail(), when))
 
     def findings(self) -> Findings:
         ice_items = capd = None
@@ -259,7 +302,8 @@ class Answers:
                 # corticosteroids": either waives fever alike; the review screen shows it
             a.crs = CrsAnswers("questions", crs, bool(detail.get("fever")), treatments,
                                detail.get("hypotension", "none"), detail.get("oxygen", "none"),
-                               detail.get("oxygen_flow_l_min"), detail.get("tocilizumab_at"))
+                               detail.get("oxygen_flow_l_min"), detail.get("tocilizumab_at"),
+                               detail.get("ventilation_reason"))
         elif crs is not None:
             a.crs = CrsAnswers("grade", crs,
                                tocilizumab_at=(detail or {}).get("tocilizumab_at"))
@@ -674,7 +718,14 @@ def ask_crs(a: Answers) -> None:
             flow = float(_text("Nasal cannula flow (L/min)",
                                default="" if c.flow is None else f"{c.flow:g}",
                                check=_check_flow))
-        new = CrsAnswers("questions", None, fever, treated, hyp, oxy, flow)
+        reason = None
+        if oxy in POSITIVE_PRESSURE:
+            note("CRS counts positive pressure only when it is for hypoxia (ASTCT): a patient "
+                 "intubated to protect the airway is not CRS grade 4 for that.", "dim")
+            reason = _select("Why the positive pressure?", VENTILATION_CHOICES,
+                             c.ventilation_reason, "(h, a or n, then Enter)")
+        new = CrsAnswers("questions", None, fever, treated, hyp, oxy, flow,
+                         ventilation_reason=reason)
         new.grade = grade_crs(new.findings()).grade
         if "tocilizumab" in treated:
             new.tocilizumab_at = ask_tocilizumab_at(c.tocilizumab_at)
@@ -801,7 +852,8 @@ def describe(a: Answers, key: str) -> str:
         return "CAPD not answered"
     if key == "seizure":
         return {"none": "none", "self_limited": "self-limited seizure",
-                "prolonged": "PROLONGED or repetitive"}[a.seizure]
+                "prolonged": "CONVULSIVE STATUS (prolonged or repetitive)",
+                "nonconvulsive_status": "NON-CONVULSIVE STATUS on EEG"}[a.seizure]
     if key == "motor":
         return "none" if a.motor == "none" else "deep focal weakness"
     if key == "icp":

@@ -37,6 +37,70 @@ def findings_dict(f: Findings, crs_grade: int | None, product: str | None,
     }
 
 
+def crs_findings_from_detail(detail: dict[str, Any] | None) -> Any:
+    """The CRS findings a record was graded from (an interview's answers, or a batch row's
+    cells), or None when the record holds only a grade."""
+    from icans_cli.core.crs import CrsFindings
+
+    if not isinstance(detail, dict):
+        return None
+    if isinstance(detail.get("findings"), dict):  # a batch row
+        f = dict(detail["findings"])
+        f["treatments"] = frozenset(f.get("treatments") or ())
+        return CrsFindings(**f)
+    if isinstance(detail.get("hypotension"), str):  # the interview's answers
+        h = detail["hypotension"]
+        treatments = list(detail.get("treatments") or [])
+        if detail.get("treated_for_crs") and not treatments:
+            treatments = ["tocilizumab"]  # older records: "tocilizumab or corticosteroids"
+        return CrsFindings(fever=bool(detail.get("fever")), hypotension=h != "none",
+                           vasopressors={"one": 1, "several": 2}.get(h, 0),
+                           oxygen=detail.get("oxygen") or "none",
+                           oxygen_flow_l_min=detail.get("oxygen_flow_l_min"),
+                           treatments=frozenset(treatments),
+                           ventilation_reason=detail.get("ventilation_reason"))
+    return None
+
+
+def crs_findings_dict(f: Any) -> dict[str, Any]:
+    """CRS findings as a batch record keeps them (to grade them again exactly)."""
+    return {"fever": f.fever, "temperature_c": f.temperature_c, "hypotension": f.hypotension,
+            "vasopressors": f.vasopressors, "vasopressin": f.vasopressin, "oxygen": f.oxygen,
+            "oxygen_flow_l_min": f.oxygen_flow_l_min, "treatments": sorted(f.treatments),
+            "ventilation_reason": f.ventilation_reason}
+
+
+def case_from_record(rec: dict[str, Any], last_assessable: Any = None,
+                     log_checked: bool = False) -> Any:
+    """The Case a logged record was advised on: its findings, weight, product, CRS (graded
+    again from its findings when the record holds them) and treatment times. Raises
+    InvalidFinding (or TypeError/ValueError) on a record that no longer makes a valid case."""
+    from icans_cli.core.advice import Case
+    from icans_cli.core.crs import CrsState, grade_crs
+
+    findings, m = findings_from_record(rec)
+    detail = (rec.get("findings") or {}).get("crs_detail")
+    crs_f = crs_findings_from_detail(detail)
+    state = CrsState.of(grade_crs(crs_f)) if crs_f is not None else CrsState(
+        0 if m["crs_controlled"] else m["crs_grade"], m["crs_controlled"])
+    return Case(findings, state, m["product"], m["weight_kg"],
+                tocilizumab_hours(detail, rec.get("assessed_at")), last_assessable, log_checked)
+
+
+def tocilizumab_hours(detail: Any, assessed_at: Any) -> float | None:
+    """Hours from the last tocilizumab dose a record names to its assessment."""
+    from icans_cli.core.errors import InvalidFinding
+    from icans_cli.core.identifiers import parse_time
+
+    given = detail.get("tocilizumab_at") if isinstance(detail, dict) else None
+    if not given or not assessed_at:
+        return None
+    try:
+        return (parse_time(str(assessed_at)) - parse_time(str(given))).total_seconds() / 3600
+    except InvalidFinding:
+        return None
+
+
 def findings_from_record(rec: dict[str, Any]) -> tuple[Findings, dict[str, Any]]:
     """The Findings a logged record was graded from, and the management context: crs_grade,
     crs_controlled, product, age_years, weight_kg. Raises InvalidFinding on a record that no

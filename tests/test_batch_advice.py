@@ -137,7 +137,7 @@ def test_batch_prolonged_seizure_gets_status_epilepticus_algorithm_with_weight()
                             "crs_grade"], ["PT-S", "40", "70", "7", "prolonged", "0"])
     t = all_text(row)
     assert "STATUS EPILEPTICUS" in t and "lorazepam 0.1 mg/kg → 4 mg at 70 kg" in t
-    assert "Non-convulsive status on EEG only (not convulsive status)" in t
+    assert "lorazepam 0.5 mg" not in t  # one lorazepam regimen: not the non-convulsive one
 
 
 def test_batch_posturing_turns_lumbar_puncture_into_a_warning():

@@ -14,6 +14,11 @@ Traps (each has a named test):
   or anticytokine therapy such as tocilizumab or steroids"; other reprints name only
   tocilizumab or steroids. Lee 2019 is followed, and when only an antipyretic was given the
   result says that the sources differ and what the other reading gives.
+- Every CRS finding counts only when not attributable to another cause (ASTCT). Positive
+  pressure (CPAP, BiPAP, intubation) is CRS hypoxia only when it is for hypoxia: a patient
+  intubated to protect the airway (the usual reason in grade-4 ICANS) is not CRS grade 4 for
+  that. With the reason not known, the result holds both readings and no single grade: it is
+  never assumed to be 4, nor assumed not to be.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ OXYGEN_DEVICES: dict[str, int | None] = {
     "bipap": 4,
     "mechanical_ventilation": 4,
 }
+POSITIVE_PRESSURE = frozenset({"cpap", "bipap", "mechanical_ventilation"})
+VENTILATION_REASONS = ("hypoxia", "airway")
 
 
 TREATMENTS = ("tocilizumab", "corticosteroids", "antipyretic")
@@ -54,6 +61,7 @@ class CrsFindings:
     oxygen: str = "none"
     oxygen_flow_l_min: float | None = None
     treatments: frozenset[str] = frozenset()  # of TREATMENTS: already given for the CRS
+    ventilation_reason: str | None = None  # positive pressure: "hypoxia" | "airway" | None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "treatments", frozenset(self.treatments))
@@ -71,6 +79,14 @@ class CrsFindings:
         if self.temperature_c is not None and not (25.0 <= self.temperature_c <= 45.0):
             raise InvalidFinding("temperature_c", f"{self.temperature_c} is implausible",
                                  "25.0-45.0")
+        if self.ventilation_reason is not None:
+            if self.ventilation_reason not in VENTILATION_REASONS:
+                raise InvalidFinding("ventilation_reason", f"{self.ventilation_reason!r} is not "
+                                     "recognised", ", ".join(VENTILATION_REASONS))
+            if self.oxygen not in POSITIVE_PRESSURE:
+                raise InvalidFinding("ventilation_reason", "is only for positive pressure "
+                                     "(oxygen cpap, bipap or mechanical_ventilation)",
+                                     "blank with any other oxygen")
         if self.oxygen == "nasal_cannula":
             if self.oxygen_flow_l_min is None:
                 raise InvalidFinding("oxygen_flow_l_min", "nasal cannula needs its flow",
@@ -93,7 +109,7 @@ class CrsFindings:
 
 @dataclass(frozen=True)
 class CrsResult:
-    grade: int  # 0 = no CRS (or controlled: see `controlled`)
+    grade: int | None  # 0 = no CRS (or controlled); None: two readings (see `readings`)
     hypotension_grade: int
     hypoxia_grade: int
     fever: bool
@@ -101,11 +117,18 @@ class CrsResult:
     explanation: str
     controlled: bool = False  # treated, and now neither hypotension nor hypoxia
     disagreement: str | None = None  # only an antipyretic waived the fever: sources differ
+    # positive pressure for a reason not given: (the reading if it is only to protect the
+    # airway, the reading if it is for hypoxia); `grade` is then None
+    readings: tuple["CrsResult", "CrsResult"] | None = None
 
     @property
     def label(self) -> str:
         """Plain words for the summary: 'CRS grade 2', 'no CRS', 'CRS controlled after
-        treatment'."""
+        treatment', 'CRS grade 4 or no CRS (why ventilated?)'."""
+        if self.readings is not None:
+            airway, hypoxia = self.readings
+            return (f"{hypoxia.label} if ventilated for hypoxia, {_lower(airway.label)} if only "
+                    "to protect the airway")
         if self.controlled:
             return "CRS controlled after treatment"
         return f"CRS grade {self.grade}" if self.grade else "no CRS"
@@ -121,7 +144,15 @@ def hypotension_grade(f: CrsFindings) -> int:
     return 1
 
 
-def hypoxia_grade(f: CrsFindings) -> int:
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:3] != "CRS" else text
+
+
+def hypoxia_grade(f: CrsFindings, reason: str | None = None) -> int:
+    """The hypoxia grade; positive pressure counts only when it is for hypoxia (`reason`, or
+    the findings' own ventilation_reason)."""
+    if f.oxygen in POSITIVE_PRESSURE and (reason or f.ventilation_reason) == "airway":
+        return 1  # intubated to protect the airway: not CRS hypoxia
     if f.oxygen == "nasal_cannula":
         assert f.oxygen_flow_l_min is not None
         return 2 if f.oxygen_flow_l_min <= LOW_FLOW_MAX_L_MIN else 3
@@ -141,11 +172,27 @@ def _words(hyp: int, oxy: int) -> str:
 
 
 def grade_crs(f: CrsFindings) -> CrsResult:
+    if f.oxygen in POSITIVE_PRESSURE and f.ventilation_reason is None:
+        airway = _grade(f, hypoxia_grade(f, "airway"))
+        hypoxia = _grade(f, hypoxia_grade(f, "hypoxia"))
+        if (airway.grade, airway.controlled) == (hypoxia.grade, hypoxia.controlled):
+            return hypoxia  # the reason changes nothing (e.g. no fever and no treatment)
+        why = (f"{f.oxygen.replace('_', ' ')} for a reason not given: ASTCT counts positive "
+               f"pressure only when it is for hypoxia. If for hypoxia: {hypoxia.explanation}. "
+               f"If only to protect the airway: {airway.explanation}. Say which.")
+        return CrsResult(None, hypotension_grade(f), 4, hypoxia.fever, hypoxia.fever_waived,
+                         why, False, hypoxia.disagreement, (airway, hypoxia))
+    return _grade(f, hypoxia_grade(f))
+
+
+def _grade(f: CrsFindings, oxy: int) -> CrsResult:
     hyp = hypotension_grade(f)
-    oxy = hypoxia_grade(f)
+    words = _words(hyp, oxy)
+    if f.oxygen in POSITIVE_PRESSURE and oxy == 1:
+        words += " (positive pressure only to protect the airway is not CRS hypoxia)"
     if f.has_fever:
         g = max(hyp, oxy)
-        why = f"fever >= {FEVER_C:.1f} C with {_words(hyp, oxy)}"
+        why = f"fever >= {FEVER_C:.1f} C with {words}"
         return CrsResult(g, hyp, oxy, True, False, why)
     if f.treatments:
         given = " and ".join(t for t in TREATMENTS if t in f.treatments)
@@ -163,7 +210,7 @@ def grade_crs(f: CrsFindings) -> CrsResult:
             return CrsResult(0, hyp, oxy, False, True, why, True, disagreement)
         g = max(hyp, oxy)
         why = (f"no fever, but {given} was given for CRS, so fever is no longer required: "
-               f"graded on {_words(hyp, oxy)}")
+               f"graded on {words}")
         return CrsResult(g, hyp, oxy, False, True, why, False, disagreement)
     why = "no fever >= 38.0 C and no treatment for CRS so far: no CRS"
     if hyp > 1 or oxy > 1:
@@ -171,7 +218,49 @@ def grade_crs(f: CrsFindings) -> CrsResult:
     return CrsResult(0, hyp, oxy, False, False, why)
 
 
+@dataclass(frozen=True)
+class CrsState:
+    """The concurrent CRS as the advice needs it: a grade (None: not known), controlled after
+    treatment, or two readings when positive pressure was given for a reason not stated."""
+
+    grade: int | None = None
+    controlled: bool = False
+    disputed: bool = False  # fever waived by an antipyretic only: the sources differ
+    readings: tuple["CrsState", "CrsState"] | None = None  # (airway only, for hypoxia)
+
+    def __post_init__(self) -> None:
+        if self.grade is not None and (isinstance(self.grade, bool)
+                                       or not isinstance(self.grade, int)
+                                       or not 0 <= self.grade <= 4):
+            raise InvalidFinding("crs_grade", f"{self.grade!r} is not a CRS grade",
+                                 "0-4, or blank")
+        if self.controlled and self.grade != 0:
+            raise InvalidFinding("crs_grade", f"{self.grade} contradicts a controlled CRS",
+                                 "0 when the CRS is controlled after treatment")
+        if self.readings is not None and self.grade is not None:
+            raise InvalidFinding("crs_grade", "two readings and one grade",
+                                 "a grade, or two readings")
+
+    @classmethod
+    def of(cls, result: CrsResult | None, grade: int | None = None) -> "CrsState":
+        """From a CRS graded from its findings, else from a grade as given (None: unknown)."""
+        if result is None:
+            return cls(grade)
+        if result.readings is not None:
+            airway, hypoxia = result.readings
+            return cls(None, readings=(cls.of(airway), cls.of(hypoxia)))
+        return cls(result.grade, result.controlled, bool(result.disagreement))
+
+
 TOCILIZUMAB_REPEAT_H = 8  # ASCO 2021: tocilizumab may be repeated every 8 h if no improvement
+
+
+def tocilizumab_held(hours_ago: float | None) -> float | None:
+    """Hours until a repeat tocilizumab dose may be given, when the last dose was given less
+    than TOCILIZUMAB_REPEAT_H hours ago; None when a repeat is not held back."""
+    if hours_ago is None or hours_ago >= TOCILIZUMAB_REPEAT_H:
+        return None
+    return TOCILIZUMAB_REPEAT_H - max(hours_ago, 0.0)
 
 
 def tocilizumab_repeat(given_at: datetime, now: datetime) -> tuple[float, datetime] | None:

@@ -13,6 +13,7 @@ Traps this module guards against:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -20,7 +21,7 @@ from typing import Any, Mapping
 from icans_cli.core.errors import InvalidFinding
 
 UNITS = ("mg", "mg PE", "g", "mcg", "mL")
-ROUTES = ("IV", "IM", "PO", "IV or PO", "intrathecal", "intranasal", "buccal")
+ROUTES = ("IV", "IM", "PO", "IV or PO", "SC", "intrathecal", "intranasal", "buccal")
 WEIGHT_MIN_KG = 1.0
 WEIGHT_MAX_KG = 350.0
 # A literal amount in free text: a dose that escaped its structure.
@@ -307,6 +308,8 @@ def _num(v: float) -> float | int:
 def _positive(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise DoseError(f"'{name}' must be a number above 0 (got {value!r})")
+    if not math.isfinite(value):  # 1e309 in JSON reads as infinity: never "inf mg"
+        raise DoseError(f"'{name}' must be a finite number (got {value!r})")
     return float(value)
 
 

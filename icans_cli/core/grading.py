@@ -56,6 +56,11 @@ SEIZURE: dict[str, tuple[int, str]] = {
                         "seizures resolved with intervention)"),
     "prolonged": (4, "a prolonged seizure (>5 min), or repetitive seizures without return to "
                      "baseline"),
+    # Electrical seizures without return to baseline (ASTCT grade 4: "repetitive clinical or
+    # electrical seizures"): its own finding, because its treatment is not the convulsive
+    # status algorithm.
+    "nonconvulsive_status": (4, "non-convulsive status epilepticus on EEG (repetitive "
+                                "electrical seizures without return to baseline)"),
 }
 MOTOR: dict[str, tuple[int, str]] = {
     "none": (0, "no focal motor weakness"),

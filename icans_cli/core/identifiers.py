@@ -26,6 +26,54 @@ def validate_patient_id(value: object) -> str:
     return text
 
 
+def normalize_patient_id(value: object) -> str:
+    """A pseudonym as it is stored: validated (printable, 1-64 characters), in Unicode NFKC
+    form (a full-width "ＰＴ－１" is "PT-1"), and in one script: "PТ-1" with a Cyrillic "Т" looks
+    like "PT-1" and would be a second patient, so mixed scripts are refused."""
+    import unicodedata
+
+    text = validate_patient_id(value)
+    text = unicodedata.normalize("NFKC", text).strip(BLANKS)
+    text = validate_patient_id(text)
+    scripts = set()
+    for ch in text:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            scripts.add(name.split(" ")[0] if name else "?")
+    if len(scripts) > 1:
+        raise InvalidFinding("patient_id", "mixes letters of several scripts ("
+                             + ", ".join(sorted(s.title() for s in scripts)) + "): a letter "
+                             "that looks Latin may not be", "letters of one script")
+    return text
+
+
+_SEPARATORS = None
+
+
+def patient_key(value: str) -> str:
+    """How pseudonyms are matched: case- and separator-insensitively ("PT 0042", "pt-0042" and
+    "PT_0042" are one patient), after NFKC."""
+    import re
+    import unicodedata
+
+    global _SEPARATORS
+    if _SEPARATORS is None:
+        _SEPARATORS = re.compile(r"[\s\-_./:]+")
+    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", value)).casefold()
+
+
+def check_pseudonym(value: object, allow_id: bool = False) -> str:
+    """The interview's and batch's one rule for a patient id: normalized as stored, and never
+    a name, a date or a long run of digits (unless the site allows ids that look so)."""
+    text = normalize_patient_id(value)
+    reason = None if allow_id else identifying_reason(text)
+    if reason:
+        raise InvalidFinding("patient_id", reason, "the ward's pseudonym, never a name, record "
+                             "number or birth date (--allow-id for a site whose pseudonyms "
+                             "look like that)")
+    return text
+
+
 def validate_assessor(value: object) -> str:
     """Who assessed: printable, 1-64 characters (it reaches the log and every listing)."""
     if not isinstance(value, str) or not value.strip(BLANKS):

@@ -23,13 +23,15 @@ a named test):
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from icans_cli.core.dosing import AMOUNT_IN_TEXT, Dose, DoseError
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import ICP_EDEMA, IcansResult
+from icans_cli.core.prescription import check_dose
 
 HIGH_NEUROTOXICITY_PRODUCTS = frozenset({"axi-cel", "brexu-cel"})
 PRODUCTS = ("axi-cel", "brexu-cel", "tisa-cel", "liso-cel", "ide-cel", "cilta-cel", "obe-cel",
@@ -62,7 +64,12 @@ _START_RANK = {"now": 3, "consider": 2, "if_refractory": 1, None: 0}
 _DEX_EQUIVALENT = {"dexamethasone": 1.0, "methylprednisolone": 0.75 / 4}
 DECISION_LINE = "Decision support only: institutional protocol and the treating team decide."
 _LINE_KEYS = {"grades", "crs", "product", "patient", "seizure", "icp", "status", "weight",
-              "section", "text", "short", "doses", "source", "evidence", "start", "first_line"}
+              "age", "section", "text", "short", "doses", "source", "evidence", "start",
+              "first_line", "outside_usual_range"}
+DERIVED_MARK = "(derived by this tool)"
+# Plain names for the first-line regimens (never the internal identifiers on a screen).
+FIRST_LINE_NAMES = {"dexamethasone": "dexamethasone",
+                    "high_dose_methylprednisolone": "high-dose methylprednisolone"}
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 
 
@@ -96,6 +103,7 @@ class AdviceLine:
     crs_grades: tuple[int, ...] = ()  # CRS-table lines: the CRS grades they belong to
     short: str | None = None  # the bedside-summary form (doses compact), when the data has one
     condition: str | None = None  # "If the CRS is grade 3" on a CRS branch of unknown grade
+    outside_usual_range: str | None = None  # a centre's reason for a dose outside the range
 
     @property
     def summary(self) -> str:
@@ -141,6 +149,8 @@ class AdviceLine:
             out["doses"] = doses
         if self.start:
             out["start"] = self.start
+        if self.outside_usual_range:
+            out["outside_usual_range"] = self.outside_usual_range
         return out
 
     def steroid_strength(self) -> tuple[int, float]:
@@ -181,6 +191,8 @@ class _Rule:
     start: str | None
     first_line: str | None
     short: str | None = None
+    age: tuple[str, float] | None = None  # ("below", 2) | ("from", 2), in years
+    outside_usual_range: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +237,8 @@ class Branch:
     label: str
     lines: tuple[AdviceLine, ...]
     crs_grade: int | None = None  # known CRS grade on a CRS branch (None: not graded)
+    short: str = ""  # of two branches: "If no CRS", "If CRS", "If for hypoxia"...
+    controlled: bool = False  # CRS controlled after treatment (managed as no CRS)
 
     @property
     def corticosteroid_dose_advised(self) -> bool:
@@ -325,12 +339,21 @@ class Recommendation:
     protocol_sha256: str = ""
     protocol_file: str | None = None
     decision_line: str = DECISION_LINE
+    crs_readings: tuple[int, ...] | None = None  # ambiguous: (airway only, for hypoxia)
+    tocilizumab_hours_ago: float | None = None
+    tocilizumab_wait_h: float | None = None  # a repeat held back for this many hours more
+    age_years: float | None = None
+    last_assessable: LastAssessable | None = None
 
     @property
     def id(self) -> str:
         prod = "high-risk" if self.high_risk_product else "standard"
         floor = "+" if self.grade_is_floor else ""
-        crs = self.crs if self.crs in ("unknown", "no", "controlled") else str(self.crs_grade)
+        if self.crs == "ambiguous" and self.crs_readings:
+            crs = "or".join(str(g) for g in reversed(self.crs_readings))
+        else:
+            crs = self.crs if self.crs in ("unknown", "no", "controlled") else \
+                str(self.crs_grade)
         return (f"{self.protocol_id}@{self.protocol_version}/grade{self.grade}{floor}/"
                 f"crs-{crs}/{prod}/{self.patient}")
 
@@ -355,6 +378,11 @@ class Recommendation:
             "disagreements": [x.as_dict() for x in self.disagreements],
             "next_assessment_hours": self.cadence.hours,
             "decision": self.decision_line,
+            **({"crs_readings": {"if_airway": self.crs_readings[0],
+                                 "if_hypoxia": self.crs_readings[1]}}
+               if self.crs_readings else {}),
+            **({"tocilizumab_repeat_in_hours": round(self.tocilizumab_wait_h, 1)}
+               if self.tocilizumab_wait_h is not None else {}),
         }
 
 
@@ -372,7 +400,25 @@ class LastAssessable:
 
     grade: int
     assessed_at: str  # as the caller wants it shown
-    recent: bool = False  # recent enough to manage by (the caller's rule: within 24 h)
+    hours_ago: float | None = None  # how long before this assessment
+
+    @property
+    def age_text(self) -> str:
+        """'grade 4, 268 h ago (2026-11-20 10:00)'."""
+        return f"{self.short_text} ({self.assessed_at})" if self._ago else \
+            f"grade {self.grade} ({self.assessed_at})"
+
+    @property
+    def short_text(self) -> str:
+        """'grade 4, 268 h ago' (the bedside form; the date when the age is not known)."""
+        return f"grade {self.grade}{self._ago}" if self._ago else \
+            f"grade {self.grade} ({self.assessed_at})"
+
+    @property
+    def _ago(self) -> str:
+        if self.hours_ago is None:
+            return ""
+        return f", {self.hours_ago:.0f} h ago" if self.hours_ago >= 1 else ", under 1 h ago"
 
 
 @dataclass(frozen=True)
@@ -386,12 +432,19 @@ class _Context:
     seizure: str
     raised_icp: bool
     focal_edema: bool = False
+    age: float | None = None
+    light_no_age: bool = False  # no age and under NO_AGE_CHILD_KG: children's doses
+
+
+# Without an age, a patient under this weight is given children's doses (no adult fixed
+# amount) and asked for the age: "no age" is not "an adult" (derived by this tool).
+NO_AGE_CHILD_KG = 40.0
 
 
 def recommend(
     protocol: Protocol,
     result: IcansResult,
-    crs_grade: int | None = None,
+    crs: Any = None,
     product: str | None = None,
     age_years: float | None = None,
     *,
@@ -399,60 +452,81 @@ def recommend(
     crs_controlled: bool = False,
     last_assessable: LastAssessable | None = None,
     log_checked: bool = False,
+    tocilizumab_hours_ago: float | None = None,
 ) -> Recommendation:
     """Advice for a graded (or not-assessable) result under one protocol, for this patient.
+    Callers go through :func:`icans_cli.core.advice.advise`, which passes the whole case.
 
-    CRS unknown gives both branches, each labelled. A not-assessable result is advised at its
-    floor (`grade_at_least`) and says so. `crs_controlled`: CRS treated and now without
-    hypotension or hypoxia (grade 0 for management). `log_checked`: the caller looked for the
-    patient's last assessable grade (`last_assessable` None then means there is none)."""
+    `crs`: a CrsState, or a CRS grade (None: not known). CRS unknown gives both branches,
+    each labelled; positive pressure for a reason not given gives a branch for each reading.
+    A not-assessable result is advised at its floor (`grade_at_least`) and says so; a higher
+    last assessable grade is shown with its age, to continue what is under way, never to start
+    a new or stronger regimen on it. `log_checked`: the caller looked for the patient's last
+    assessable grade (`last_assessable` None then means there is none)."""
+    from icans_cli.core.crs import CrsState, tocilizumab_held
     from icans_cli.core.dosing import validate_weight
 
     if product is not None and product not in PRODUCTS:
         raise InvalidFinding("product", f"{product!r} is not recognised", ", ".join(PRODUCTS))
     weight_kg = validate_weight(weight_kg)
-    status = crs_status(crs_grade)
-    if crs_controlled:
-        if crs_grade not in (0, None):
-            raise InvalidFinding("crs_grade", f"{crs_grade} contradicts a controlled CRS",
-                                 "0 when the CRS is controlled after treatment")
+    state = crs if isinstance(crs, CrsState) else CrsState(
+        0 if crs_controlled and crs is None else crs, crs_controlled)
+    if state.readings is not None:
+        status, crs_grade = "ambiguous", None
+    elif state.controlled:
         status, crs_grade = "controlled", 0
+    else:
+        status, crs_grade = crs_status(state.grade), state.grade
     grade = result.effective_grade
-    if (result.status != "graded" and last_assessable is not None and last_assessable.recent
-            and last_assessable.grade > grade):
-        # Not assessable after a recent, higher grade: nothing shows that grade has fallen,
-        # so the patient is managed as at that grade (derived; said in the caution line).
-        grade = last_assessable.grade
+    light_no_age = (age_years is None and weight_kg is not None
+                    and weight_kg < NO_AGE_CHILD_KG)
     ctx = _Context(
         grade=grade, graded=result.status == "graded",
-        child=age_years is not None and age_years < ADULT_AGE, age_known=age_years is not None,
+        child=(age_years is not None and age_years < ADULT_AGE) or light_no_age,
+        age_known=age_years is not None,
         weight_kg=weight_kg, high=product in HIGH_NEUROTOXICITY_PRODUCTS,
         seizure=result.domain("seizure").value,
         raised_icp=bool(RAISED_ICP & set(result.domain("icp_edema").value.split(";"))),
         focal_edema="focal_edema" in result.domain("icp_edema").value.split(";"),
+        age=age_years, light_no_age=light_no_age,
     )
+
+    def crs_branch(s: CrsState, label: str) -> Branch:
+        if s.controlled:
+            return _branch(protocol, ctx, False, 0, label, product, status="controlled")
+        if s.grade:
+            return _branch(protocol, ctx, True, s.grade, label, product)
+        return _branch(protocol, ctx, False, 0, label, product)
 
     if status == "unknown":
         branches = (
-            _branch(protocol, ctx, False, None, "IF THERE IS NO CRS (isolated ICANS)", product),
+            _branch(protocol, ctx, False, None, "IF THERE IS NO CRS (isolated ICANS)", product,
+                    short="If no CRS"),
             _branch(protocol, ctx, True, None, "IF THERE IS CONCURRENT CRS (grade it: the CRS "
-                    "grade changes the advice)", product),
+                    "grade changes the advice)", product, short="If CRS"),
         )
+    elif status == "ambiguous":
+        airway, hypoxia = state.readings  # type: ignore[misc]
+        branches = (
+            crs_branch(hypoxia, "IF THE POSITIVE PRESSURE IS FOR HYPOXIA: "
+                       + _state_words(hypoxia)),
+            crs_branch(airway, "IF IT IS ONLY TO PROTECT THE AIRWAY: " + _state_words(airway)),
+        )
+        branches = (replace(branches[0], short="If for hypoxia"),
+                    replace(branches[1], short="If for airway"))
     elif status == "yes":
         branches = (_branch(protocol, ctx, True, crs_grade,
                             f"With concurrent CRS (grade {crs_grade})", product),)
     elif status == "controlled":
         branches = (_branch(protocol, ctx, False, 0, "CRS controlled after treatment: managed "
-                            "as isolated ICANS, no further tocilizumab", product),)
+                            "as isolated ICANS, no further tocilizumab", product,
+                            status="controlled"),)
     else:
         branches = (_branch(protocol, ctx, False, 0, "No concurrent CRS (isolated ICANS)",
                             product),)
     if not ctx.graded:
-        caution = _not_assessable_lines(protocol, result, last_assessable, log_checked,
-                                        managed_as=grade if grade != result.effective_grade
-                                        else None)
-        branches = tuple(Branch(b.crs, b.label, caution + b.lines, b.crs_grade)
-                         for b in branches)
+        caution = _not_assessable_lines(protocol, result, last_assessable, log_checked)
+        branches = tuple(replace(b, lines=caution + b.lines) for b in branches)
     if "intracranial_hemorrhage" in result.excluded:
         # Left out of the grade, never out of sight: a grade-0 screen must not read "all clear".
         bleed = _tool_line(
@@ -462,8 +536,7 @@ def recommend(
             "effect and platelets and clotting allow.", "ich",
             short="Intracranial haemorrhage: not in the ICANS grade; treat it in its own right. "
             "No LP until mass effect is excluded.")
-        branches = tuple(Branch(b.crs, b.label, (bleed,) + b.lines, b.crs_grade)
-                         for b in branches)
+        branches = tuple(replace(b, lines=(bleed,) + b.lines) for b in branches)
     disagreements = tuple(
         _render(protocol, r, ctx.weight_kg) for r in protocol.disagreements
         if _matches(r, ctx, crs_branch=None, crs_grade=None))
@@ -472,9 +545,11 @@ def recommend(
         # Not assessable never relaxes the watch: the patient is watched as in the ICU (where a
         # sedated patient usually is), as for grades 3-4.
         cadence_grade = max(grade, 3)
-    if status == "yes" and crs_grade is not None and crs_grade >= 3:
+    top_crs = max([s.grade or 0 for s in state.readings] if state.readings else
+                  [crs_grade or 0])
+    if status in ("yes", "ambiguous") and top_crs >= 3:
         cadence_grade = max(cadence_grade, 3)  # in the ICU for the CRS: the ICU's checks
-    elif status in ("yes", "unknown") and cadence_grade == 0:
+    elif status in ("yes", "unknown", "ambiguous") and cadence_grade == 0:
         # Active (or ungraded) CRS without ICANS yet: ICE every 8 h (ASH-SAP), not ASCO's
         # twice a day for a patient without CRS; ICANS most often follows CRS.
         cadence_grade = 1
@@ -496,7 +571,18 @@ def recommend(
         crs_grade=crs_grade if status in ("yes", "no", "controlled") else None,
         protocol_sha256=protocol.sha256,
         protocol_file=protocol.source_file,
+        crs_readings=tuple(s.grade or 0 for s in state.readings) if state.readings else None,
+        tocilizumab_hours_ago=tocilizumab_hours_ago,
+        tocilizumab_wait_h=tocilizumab_held(tocilizumab_hours_ago),
+        age_years=age_years,
+        last_assessable=last_assessable,
     )
+
+
+def _state_words(s: Any) -> str:
+    if s.controlled:
+        return "CRS controlled after treatment"
+    return f"CRS grade {s.grade}" if s.grade else "no CRS"
 
 
 # --- choosing and ordering lines ----------------------------------------------------------------
@@ -524,6 +610,15 @@ def _matches(r: _Rule, ctx: _Context, crs_branch: bool | None, crs_grade: int | 
         return False
     if r.status != "any" and (r.status == "graded") != ctx.graded:
         return False
+    if r.age is not None:
+        kind, years = r.age
+        if ctx.age is None:
+            # Unknown age: the line for the older patients, whose text must carry the caution
+            # for the younger ones (the loader's coverage check sees to it).
+            if kind == "below":
+                return False
+        elif (ctx.age < years) != (kind == "below"):
+            return False
     if r.weight is not None:
         kind, limit = r.weight
         if ctx.weight_kg is None:
@@ -548,14 +643,21 @@ def _crs_matches(cond: Any, crs_branch: bool, crs_grade: int | None) -> bool:
 
 
 def _branch(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None, label: str,
-            product: str | None) -> Branch:
+            product: str | None, short: str = "", status: str = "") -> Branch:
     lines = [_render(protocol, r, ctx.weight_kg,
                      prefix=_prefix(r, ctx, crs_grade))
              for r in protocol.rules if _matches(r, ctx, crs, crs_grade)]
     lines = _dedupe(lines)
     if ctx.graded:
         lines += _product_lines(protocol, ctx, crs, crs_grade, product, lines)
-    if not ctx.age_known and any(x.is_dose for x in lines):
+    if ctx.light_no_age:
+        lines.append(_tool_line(protocol, "caution", (
+            f"Age not given and the weight is under {NO_AGE_CHILD_KG:g} kg: children's doses "
+            "are shown (per kg, no adult fixed amount). Give the age: adult doses need it "
+            f"{DERIVED_MARK}."), "derived_age",
+            short=f"Age not given, under {NO_AGE_CHILD_KG:g} kg: children's doses shown; give "
+                  "the age.", evidence="D"))
+    elif not ctx.age_known and any(x.is_dose for x in lines):
         lines.append(_tool_line(protocol, "caution", (
             "Age not given: adult doses are shown. For a patient under 18, give the age and "
             "the weight to see children's doses."), "asco2021",
@@ -571,7 +673,7 @@ def _branch(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None,
                                crs_known=not crs or crs_grade is not None)
     rest = [x for x in lines if x.section != "corticosteroids"]
     ordered = sorted(rest + steroids, key=lambda x: order[x.section])  # stable: steroid order
-    return Branch(crs, label, tuple(ordered), crs_grade)
+    return Branch(crs, label, tuple(ordered), crs_grade, short, status == "controlled")
 
 
 def _prefix(r: _Rule, ctx: _Context, crs_grade: int | None) -> str:
@@ -634,12 +736,20 @@ def _order_steroids(lines: list[AdviceLine], crs_known: bool = True) -> list[Adv
         # Never two regimens at once: a line of the other table that the stronger regimen
         # already covers says so.
         cover = max(first, key=lambda x: x.steroid_strength())
-        second = [_covered(x, cover) if x.steroid_strength() <= top and x.start else x
-                  for x in second]
+        second = [_covered(x, cover) if x.steroid_strength() <= top and x.start
+                  and _covers(cover, x) else x for x in second]
     return first + second + notes
 
 
 COVERED = "Covered by the "  # how a covered line's note starts
+
+
+def _covers(cover: AdviceLine, line: AdviceLine) -> bool:
+    """Whether `cover` applies whenever `line` does: with the CRS grade not known, a line for
+    "if the CRS is grade 1" never covers one for "if the CRS is grade 3"."""
+    if not cover.condition:
+        return True
+    return bool(line.crs_grades) and set(line.crs_grades) <= set(cover.crs_grades)
 
 
 def _covered(line: AdviceLine, cover: AdviceLine) -> AdviceLine:
@@ -647,7 +757,8 @@ def _covered(line: AdviceLine, cover: AdviceLine) -> AdviceLine:
     details the covering line may be printed above or below it)."""
     from dataclasses import replace
 
-    drug = cover.doses[0][1].drug if cover.doses else (cover.first_line or "stronger")
+    drug = cover.doses[0][1].drug if cover.doses else FIRST_LINE_NAMES.get(
+        cover.first_line or "", "stronger")
     table = {"icans": "ICANS", "crs": "CRS"}.get(cover.table, cover.table)
     note = f"{COVERED}{drug} regimen of the {table} table: not in addition."
     return replace(line, text=f"{line.text} ({note})",
@@ -663,12 +774,17 @@ def _render(protocol: Protocol, r: _Rule, weight_kg: float | None,
 
     src = protocol.sources[r.source_id]
     text = fill(r.text, False)
+    short = fill(r.short, True) if r.short else None
+    if r.outside_usual_range:
+        # a centre's dose outside the usual range is said beside it, on every screen
+        note = f" [OUTSIDE THE USUAL RANGE: {r.outside_usual_range}]"
+        text += note
+        short = short + note if short else None
     return AdviceLine(r.section, prefix + _uncap(text) if prefix else _cap(text), r.source_id,
                       src.citation, src.short, r.evidence, protocol.id, r.doses, weight_kg,
                       r.start, r.first_line, r.table,
                       tuple(sorted(r.crs)) if isinstance(r.crs, frozenset) else (),
-                      fill(r.short, True) if r.short else None,
-                      prefix[:-2] if prefix else None)
+                      short, prefix[:-2] if prefix else None, r.outside_usual_range)
 
 
 def _cap(text: str) -> str:
@@ -694,9 +810,9 @@ _TOOL_SOURCES = {
     "asco2021": "ASCO 2021 (Santomasso BD et al., J Clin Oncol 2021;39:3978)",
     "astct2019": "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplant "
                  "2019;25:625)",
-    "derived_last": "icans-cli: derived: a patient who cannot be assessed is managed as at the "
-               "last assessable grade, since nothing shows it has fallen; no guideline "
-               "states it",
+    "derived_last": "icans-cli: derived: a patient who cannot be assessed now continues the "
+                    "treatment under way for the last assessable grade, and nothing new or "
+                    "stronger is started on that grade alone; no guideline states it",
 }
 _TOOL_SOURCES["ich"] = (
     "ASTCT consensus grading (Lee et al., Biol Blood Marrow Transplant 2019;25:625): "
@@ -704,7 +820,11 @@ _TOOL_SOURCES["ich"] = (
     "be graded by CTCAE v5.0; lumbar puncture contraindications of general neurological "
     "practice (a mass lesion or mass effect until evaluated; thrombocytopenia or coagulopathy: "
     "Queen's University lumbar puncture module, elentra.healthsci.queensu.ca)")
-_TOOL_SHORT = {"derived_last": "derived (icans-cli)", "ich": "ASTCT 2019 + LP practice"}
+_TOOL_SOURCES["derived_age"] = (
+    "icans-cli: derived: without an age, a patient under 40 kg is given children's doses and "
+    "asked for the age (spec: no age is not an adult); no guideline states it")
+_TOOL_SHORT = {"derived_last": "derived (icans-cli)", "derived_age": "derived (icans-cli)",
+               "ich": "ASTCT 2019 + LP practice"}
 
 
 def _product_lines(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None,
@@ -743,43 +863,47 @@ def _product_lines(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int 
 
 
 def _not_assessable_lines(protocol: Protocol, result: IcansResult, last: LastAssessable | None,
-                          log_checked: bool, managed_as: int | None = None
-                          ) -> tuple[AdviceLine, ...]:
+                          log_checked: bool) -> tuple[AdviceLine, ...]:
+    """A not-assessable result never reads as "all clear": the last assessable grade with its
+    age, continue what is under way (never start a new or stronger regimen on an old grade),
+    re-grade when the other cause allows, an EEG."""
     floor = result.grade_at_least
     now = (f"the grade now is at least {floor}" if floor else
            "no assessable finding is above grade 0")
     eeg = _tool_line(protocol, "caution", "EEG to look for non-convulsive seizures, which a "
                      "sedated patient cannot show (ASCO: EEG for unexplained altered mental "
                      "status).", "asco2021", short="EEG for non-convulsive seizures.")
-    if last is not None and managed_as is not None:
+    if last is not None and last.grade > (floor or 0):
         return (
             _tool_line(protocol, "caution", f"Not assessable, which is not \"all clear\": the "
-                       f"last assessable grade was {last.grade} ({last.assessed_at}) and nothing "
-                       f"shows it has fallen; {now}. The advice below is for grade {managed_as} "
-                       "until the patient can be assessed: start or continue its treatment, and "
-                       "reassess as soon as the other cause allows.", "derived_last", "D",
-                       short=f"Not \"all clear\": last assessable grade {last.grade} "
-                       f"({last.assessed_at}): managed as grade {managed_as} until it can be "
-                       "assessed."),
+                       f"last assessable result was {last.age_text}, and {now}. Continue the "
+                       "treatment and the level of care under way for it; do not start a new "
+                       "or stronger regimen on that grade alone (the advice below is for what "
+                       "can be assessed now). Re-grade as soon as the other cause allows "
+                       f"{DERIVED_MARK}.", "derived_last", "D",
+                       short=f"Not \"all clear\": last assessable {last.short_text}. "
+                       "Continue what is under way; start nothing new on it; re-grade when "
+                       "sedation allows."),
             eeg,
         )
     if last is not None:
-        head = (f"Not assessable, which is not \"all clear\": the last assessable grade was "
-                f"{last.grade} ({last.assessed_at}); {now}.")
+        head = (f"Not assessable, which is not \"all clear\": the last assessable result was "
+                f"{last.age_text}; {now}.")
     elif log_checked:
         head = (f"Not assessable, which is not \"all clear\": {now}, and no earlier assessable "
                 "grade is in the log.")
     else:
         head = (f"Not assessable, which is not \"all clear\": {now}; check the patient's last "
                 "assessable grade (icans history).")
-    last_short = (f"last assessable grade {last.grade} ({last.assessed_at})" if last else
+    last_short = (f"last assessable {last.short_text}" if last else
                   "no earlier assessable grade in the log" if log_checked else
                   "see icans history for the last assessable grade")
+    now_short = f"now at least {floor}" if floor else "nothing assessable above 0"
     return (
         _tool_line(protocol, "caution", head + " Do not stop treatment already under way "
                    "because of this result; reassess as soon as the other cause allows.",
-                   "astct2019", short=f"Not \"all clear\": {last_short}; {now}. Do not stop "
-                   "treatment under way."),
+                   "astct2019", short=f"Not \"all clear\": {last_short}; {now_short}. Do not "
+                   "stop treatment under way."),
         eeg,
     )
 
@@ -810,6 +934,8 @@ class _Loader:
                           "sources, cadence, lines, crs_lines, disagreements)")
         if self.problems:
             raise ProtocolError(self.problems)
+        for key in ("id", "version", "title", "note"):
+            self.printable(d.get(key), key)
         pid = str(d["id"])
         sources: dict[str, Source] = {}
         if not isinstance(d["sources"], Mapping) or not d["sources"]:
@@ -820,6 +946,8 @@ class _Loader:
                         or not v["citation"].strip():
                     self.bad(f"sources.{k}", "needs a citation")
                     continue
+                self.printable(v["citation"], f"sources.{k}.citation")
+                self.printable(v.get("short"), f"sources.{k}.short")
                 sources[k] = Source(v["citation"], str(v.get("short") or v["citation"]))
         self.sources = sources
         rules = [self.rule(raw, f"lines[{i}]", "icans") for i, raw in
@@ -839,6 +967,7 @@ class _Loader:
                     continue
                 src = self.source(raw.get("source"), f"{where}.source")
                 ev = self.evidence(raw, where)
+                self.printable(raw.get("text"), f"{where}.text")
                 if ev == "R" and "UNVERIFIED" not in str(raw.get("text", "")):
                     self.bad(f"{where}.text", "a recalled (R) cadence must say UNVERIFIED")
                 if gs is None or src is None or ev is None:
@@ -883,9 +1012,18 @@ class _Loader:
     def evidence(self, raw: Mapping[str, Any], where: str) -> str | None:
         ev = raw.get("evidence")
         if ev not in EVIDENCE:
-            self.bad(f"{where}.evidence", f"{ev!r} is not one of V, V2, R")
+            self.bad(f"{where}.evidence", f"{ev!r} is not one of V, V2, R, D")
             return None
         return ev
+
+    def printable(self, value: Any, where: str) -> None:
+        """Text is printed as it is: a control character (an escape sequence) is refused."""
+        from icans_cli.core.prescription import control_problem
+
+        if isinstance(value, str):
+            problem = control_problem(value)
+            if problem:
+                self.bad(where, problem)
 
     def rule(self, raw: Any, where: str, table: str, disagreement: bool = False) -> _Rule | None:
         if not isinstance(raw, Mapping):
@@ -906,7 +1044,7 @@ class _Loader:
         product = self.choice(raw, "product", ("any", "high", "other"), where)
         patient = self.choice(raw, "patient", ("any", "adult", "child"), where)
         seizure = self.choice(raw, "seizure", ("any", "none", "seizure", "self_limited",
-                                               "prolonged"), where)
+                                               "prolonged", "nonconvulsive_status"), where)
         icp = self.choice(raw, "icp", ("any", "raised", "not_raised", "focal"), where)
         status = self.choice(raw, "status", ("any", "graded", "not_assessable"), where)
         weight = None
@@ -920,6 +1058,25 @@ class _Loader:
                 weight = ("below" if k == "below_kg" else "from", float(v))
             else:
                 self.bad(f"{where}.weight", 'must be {"below_kg": N} or {"from_kg": N}')
+        age = None
+        if "age" in raw:
+            a = raw["age"]
+            if isinstance(a, Mapping) and len(a) == 1 and next(iter(a)) in ("below_years",
+                                                                            "from_years") \
+                    and isinstance(next(iter(a.values())), (int, float)) \
+                    and not isinstance(next(iter(a.values())), bool) \
+                    and 0 < next(iter(a.values())) <= 18:
+                k, v = next(iter(a.items()))
+                age = ("below" if k == "below_years" else "from", float(v))
+            else:
+                self.bad(f"{where}.age", 'must be {"below_years": N} or {"from_years": N}, '
+                         "N from 0 to 18")
+        outside = raw.get("outside_usual_range")
+        if outside is not None and (not isinstance(outside, str) or not outside.strip()):
+            self.bad(f"{where}.outside_usual_range", "must be the reason, as text")
+            outside = None
+        for key in ("text", "short", "outside_usual_range"):
+            self.printable(raw.get(key), f"{where}.{key}")
         section = "disagreement" if disagreement else raw.get("section")
         if not disagreement and section not in SECTIONS:
             self.bad(f"{where}.section", f"unknown section {section!r} (allowed: "
@@ -932,6 +1089,14 @@ class _Loader:
         ev = self.evidence(raw, where)
         if ev == "R" and "UNVERIFIED" not in text and "unverified" not in text:
             self.bad(f"{where}.text", "a recalled (R) line must say it is UNVERIFIED in its text")
+        if ev == "D":
+            # A rule no source states is the tool's: it says so, and never carries a
+            # guideline's name as its source.
+            if DERIVED_MARK not in text:
+                self.bad(f"{where}.text", f"a derived (D) line must say {DERIVED_MARK!r}")
+            if src is not None and not self.sources[src].citation.startswith("icans-cli"):
+                self.bad(f"{where}.source", "a derived (D) line's source must be the tool's own "
+                         "(a citation starting 'icans-cli'), never a guideline's name")
         doses: list[tuple[str, Dose]] = []
         raw_doses = raw.get("doses", {})
         if not isinstance(raw_doses, Mapping):
@@ -954,6 +1119,14 @@ class _Loader:
                 self.bad(f"{where}.doses.{name}", "a per-kg dose a child can see needs its "
                          "maximum (max_amount), unless the line is for a weight band below a "
                          "limit")
+            for key in ("drug", "over", "until"):
+                self.printable(getattr(dose, key), f"{where}.doses.{name}.{key}")
+            for fld, problem in check_dose(dose, child_can_see=patient != "adult",
+                                           weight_band=weight, outside_ok=bool(outside)):
+                self.bad(f"{where}.doses.{name}.{fld}", problem + (
+                    "" if fld in ("unit", "route") or problem.startswith(("every", "'"))
+                    else ' (a dose outside the usual range needs "outside_usual_range": '
+                    '"reason" on its line, which the screen shows beside it)'))
             doses.append((name, dose))
         short = raw.get("short")
         if short is not None:
@@ -967,6 +1140,9 @@ class _Loader:
                     self.bad(f"{where}.short", "states an amount as free text: use {name}")
                 if ev == "R" and "UNVERIFIED" not in short:
                     self.bad(f"{where}.short", "a recalled (R) line must say UNVERIFIED here too")
+                if ev == "D" and DERIVED_MARK not in short:
+                    self.bad(f"{where}.short", f"a derived (D) line must say {DERIVED_MARK!r} "
+                             "here too")
         names = set(_PLACEHOLDER.findall(text))
         for name in sorted(names - {n for n, _ in doses}):
             self.bad(f"{where}.text", f"{{{name}}} has no dose of that name in 'doses'")
@@ -991,7 +1167,8 @@ class _Loader:
         if len(self.problems) > before or None in (grades, crs, src, ev):
             return None
         return _Rule(table, grades, crs, product, patient, seizure, icp, status, weight,  # type: ignore[arg-type]
-                     section, text, tuple(doses), src, ev, start, first, short)  # type: ignore[arg-type]
+                     section, text, tuple(doses), src, ev, start, first, short,  # type: ignore[arg-type]
+                     age, outside.strip() if outside else None)
 
     def choice(self, raw: Mapping[str, Any], key: str, allowed: tuple[str, ...],
                where: str) -> str:

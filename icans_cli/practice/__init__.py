@@ -8,9 +8,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from icans_cli.core.crs import CrsFindings, grade_crs
-from icans_cli.core.grading import Findings, IcansResult, grade_icans, score_expected
-from icans_cli.core.protocol import Recommendation, recommend
+from icans_cli.core.advice import Case as AdviceCase, advise
+from icans_cli.core.crs import CrsFindings, CrsState, grade_crs
+from icans_cli.core.grading import Findings, IcansResult, score_expected
+from icans_cli.core.protocol import Recommendation
 from icans_cli.core.scores import IceItems
 
 TOPICS = ("adult", "pediatric", "crs", "pitfalls")
@@ -54,9 +55,9 @@ class Case:
     crs_controlled: bool = False
 
     def key(self, protocol) -> Key:
-        r = grade_icans(self.findings)
-        rec = recommend(protocol, r, self.crs_grade, self.product, self.age,
-                        crs_controlled=self.crs_controlled)
+        advice = advise(protocol, AdviceCase(self.findings, CrsState(
+            0 if self.crs_controlled else self.crs_grade, self.crs_controlled), self.product))
+        r, rec = advice.result, advice.recommendation
         (branch,) = rec.branches
         score = r.ice_score if r.score_path == "ice" else r.capd_score
         if not score_expected(self.findings.consciousness, self.findings.sedated):

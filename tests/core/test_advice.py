@@ -296,12 +296,54 @@ def test_prolonged_seizure_gets_the_convulsive_status_algorithm_weight_based(nam
                and "ICU" in x.text for x in s)
 
 
-def test_prolonged_seizure_is_not_under_treated_by_the_non_convulsive_regimen_alone():
+def test_convulsive_status_gets_one_lorazepam_regimen_the_convulsive_algorithm():
     b = only(advise(crs=0, ice_score=7, seizure="prolonged", weight=70))
-    ncse = [x for x in section(b, "seizures") if "lorazepam 0.5 mg" in x.text]
-    assert ncse and all("Non-convulsive status on EEG only (not convulsive status)" in x.text
-                        for x in ncse)
-    assert section(b, "seizures").index(ncse[0]) > 0  # the convulsive algorithm comes first
+    lorazepam = [x for x in section(b, "seizures") if "lorazepam" in x.text]
+    assert len(lorazepam) == 1 and "lorazepam 0.1 mg/kg" in lorazepam[0].text
+    assert "CONVULSIVE STATUS EPILEPTICUS" in lorazepam[0].text
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_non_convulsive_status_is_its_own_finding_with_its_own_regimen(name):
+    r = grade_icans(Findings(age_years=50, ice_score=8, seizure="nonconvulsive_status"))
+    assert r.grade == 4 and r.drivers == ("seizure",)
+    b = only(advise(name, crs=0, ice_score=8, seizure="nonconvulsive_status", weight=70))
+    s = section(b, "seizures")
+    lorazepam = [x for x in s if "lorazepam" in x.text]
+    assert len(lorazepam) == 1 and "lorazepam 0.5 mg" in lorazepam[0].text
+    assert "NON-CONVULSIVE STATUS EPILEPTICUS on EEG" in s[0].text
+    assert not any("0.1 mg/kg" in x.text for x in s)  # not the convulsive algorithm
+
+
+def test_non_convulsive_status_in_a_child_shows_no_adult_amount():
+    b = only(advise(crs=0, age=6, weight=20, seizure="nonconvulsive_status"))
+    s = section(b, "seizures")
+    assert s and all("UNVERIFIED" in x.text for x in s)
+    assert not FIXED_AMOUNT.search(" ".join(x.text for x in s))
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_status_epilepticus_under_2_years_offers_no_valproate(name):
+    b = only(advise(name, crs=0, age=1, weight=10, seizure="prolonged"))
+    t = " ".join(x.text for x in section(b, "seizures"))
+    assert "valproate 40 mg/kg" not in t
+    assert "valproate is not given under 2 years" in t
+    assert "fosphenytoin causes hypotension and arrhythmias" in t
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("age", [2, 40, None])
+def test_status_epilepticus_second_line_drugs_carry_their_cautions(name, age):
+    b = only(advise(name, crs=0, age=age, weight=70 if age != 2 else 12, seizure="prolonged"))
+    s = section(b, "seizures")
+    t = " ".join(x.text for x in s)
+    assert "valproate 40 mg/kg" in t
+    caution = next(x for x in s if x.text.startswith("Cautions: valproate"))
+    assert "under 2 years" in caution.text and "mitochondrial" in caution.text
+    assert "low platelets or abnormal clotting" in caution.text
+    assert "fosphenytoin causes hypotension and arrhythmias" in caution.text
+    assert "care on vasopressors" in caution.text
+    assert caution.short_source == "valproate label"
 
 
 # --- lumbar puncture only without a contraindication --------------------------------------------
@@ -382,8 +424,8 @@ def test_not_assessable_shows_the_last_assessable_grade():
     rec = advise(crs=0, sedated=True, consciousness="unarousable",
                  last=LastAssessable(4, "2026-11-28 22:00"))
     t = text(only(rec))
-    assert "the last assessable grade was 4 (2026-11-28 22:00)" in t
-    assert rec.cadence.hours == 4  # the watch follows the last grade, not the floor
+    assert "the last assessable result was grade 4 (2026-11-28 22:00)" in t
+    assert rec.cadence.hours == 4  # not assessable: the ICU's watch
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -477,33 +519,34 @@ def test_crs_unknown_says_yes_for_crs_grade_2_or_more_and_consider_for_grade_1()
     assert conds == {"If the CRS is grade 2 or higher": None, "If the CRS is grade 1": "consider"}
 
 
-# --- not assessable after a recent, higher grade ---------------------------------------------------
+# --- an old grade continues treatment; it never starts one ---------------------------------------
 
 @pytest.mark.parametrize("protocol", BUILTIN)
-def test_not_assessable_after_a_recent_grade_3_is_managed_as_grade_3(protocol):
+@pytest.mark.parametrize("hours", [2, 268])
+def test_an_old_grade_continues_treatment_it_never_starts_one(protocol, hours):
     rec = advise(protocol, crs=0, age=50, weight=80, sedated=True,
-                 last=LastAssessable(3, "2026-11-29 00:00", recent=True))
+                 last=LastAssessable(4, "2026-11-20 10:00", hours_ago=hours))
     branch = only(rec)
-    assert rec.grade == 3 and rec.grade_is_floor
+    assert rec.grade == 0 and rec.grade_is_floor  # advised on what is assessable now
     caution = branch.lines[0]
-    assert caution.section == "caution" and "managed as grade 3" in caution.summary
-    assert caution.evidence == "D" and caution.short_source == "derived (icans-cli)"
+    assert caution.section == "caution" and caution.evidence == "D"
+    assert f"grade 4, {hours} h ago (2026-11-20 10:00)" in caution.text
+    assert "Continue the treatment and the level of care under way" in caution.text
+    assert "do not start a new or stronger regimen on that grade alone" in caution.text
+    assert "(derived by this tool)" in caution.text
+    assert caution.short_source == "derived (icans-cli)"
+    t = text(branch)
+    assert "methylprednisolone 1,000 mg" not in t and "1,000 mg/day" not in t
     steroid = branch.glance().steroid
-    assert steroid.start == "now" and "dexamethasone" in steroid.text.lower()
-    assert "No new corticosteroid" not in " ".join(x.text for x in branch.lines)
-
-
-def test_not_assessable_after_an_old_grade_3_is_not_managed_as_grade_3():
-    rec = advise(crs=0, age=50, weight=80, sedated=True,
-                 last=LastAssessable(3, "2026-11-25 00:00", recent=False))
-    assert rec.grade == 0
-    assert 'Not "all clear": last assessable grade 3' in only(rec).lines[0].summary
+    assert steroid.start is None and "No corticosteroid is started on this result alone" in \
+        steroid.text
+    assert rec.cadence.hours == 4  # watched as in the ICU
 
 
 def test_not_assessable_floor_above_the_last_grade_keeps_the_floor():
     rec = advise(crs=0, age=50, weight=80, sedated=True, seizure="prolonged",
-                 last=LastAssessable(1, "2026-11-29 00:00", recent=True))
-    assert rec.grade == 4
+                 last=LastAssessable(1, "2026-11-29 00:00", hours_ago=3))
+    assert rec.grade == 4 and not rec.grade_is_floor
 
 
 @pytest.mark.parametrize("protocol", BUILTIN)
@@ -535,11 +578,38 @@ def test_grade_0_with_active_or_unknown_crs_is_checked_every_8_h_not_12(protocol
 
 
 @pytest.mark.parametrize("protocol", BUILTIN)
-@pytest.mark.parametrize("ice", [5, 2])
-def test_crs_grade_1_beside_icans_2_or_3_never_leaves_steroids_waiting_on_tocilizumab(protocol,
-                                                                                        ice):
-    b = only(advise(protocol, crs=1, ice_score=ice, weight=70))
+def test_icans_2_with_crs_1_follows_asco_no_corticosteroid_now(protocol):
+    # ASCO ICANS table with CRS: tocilizumab, steroids if refractory; its CRS table: grade-1
+    # CRS supportive. No steroid "now" for a standard-risk product.
+    b = only(advise(protocol, crs=1, ice_score=5, weight=70, product="tisa-cel"))
+    steroids = section(b, "corticosteroids")
+    assert steroids and not any(x.start == "now" for x in steroids)
+    assert b.glance().steroid.start == "if_refractory"
+    assert b.glance().anti_cytokine.start == "consider"
+
+
+def test_icans_2_with_crs_1_matches_icans_2_without_crs_and_controlled_crs_on_steroids():
+    for crs, controlled in ((1, False), (0, False), (None, True)):
+        b = only(advise(crs=crs, controlled=controlled, ice_score=5, weight=70,
+                        product="tisa-cel"))
+        assert not any(x.start == "now" for x in section(b, "corticosteroids"))
+
+
+@pytest.mark.parametrize("protocol", BUILTIN)
+def test_icans_3_with_crs_1_steroids_unless_tocilizumab_is_the_tools_rule(protocol):
+    b = only(advise(protocol, crs=1, ice_score=2, weight=70))
     first = b.steroid_line
     assert first.start == "now" and first.first_line == "dexamethasone"
-    assert "no tocilizumab given" in first.summary or "no anti-IL-6 therapy given" in \
-        first.summary
+    assert first.evidence == "D" and "(derived by this tool)" in first.text
+    assert "(derived by this tool)" in first.summary
+    assert first.short_source == "derived (icans-cli)"
+    assert "ASCO" not in first.short_source and "ASH" not in first.short_source
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_derived_line_says_so_and_names_no_guideline(name):
+    p = load(name)
+    for r in (*p.rules, *p.disagreements):
+        if r.evidence == "D":
+            assert "(derived by this tool)" in r.text
+            assert p.sources[r.source_id].citation.startswith("icans-cli")

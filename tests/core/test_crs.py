@@ -76,8 +76,56 @@ def test_facemask_non_rebreather_venturi_is_grade_3(device):
 
 
 @pytest.mark.parametrize("device", ["cpap", "bipap", "mechanical_ventilation"])
-def test_positive_pressure_is_grade_4(device):
-    assert crs(oxygen=device).grade == 4
+def test_positive_pressure_for_hypoxia_is_grade_4(device):
+    assert crs(oxygen=device, ventilation_reason="hypoxia").grade == 4
+
+
+@pytest.mark.parametrize("device", ["cpap", "bipap", "mechanical_ventilation"])
+def test_positive_pressure_to_protect_the_airway_is_not_crs_hypoxia(device):
+    # intubated because of grade-4 ICANS: fever alone is CRS grade 1, not 4
+    r = crs(oxygen=device, ventilation_reason="airway")
+    assert r.grade == 1 and r.hypoxia_grade == 1
+    assert "protect the airway" in r.explanation
+
+
+@pytest.mark.parametrize("device", ["cpap", "bipap", "mechanical_ventilation"])
+def test_positive_pressure_for_an_unknown_reason_is_never_assumed_grade_4(device):
+    r = crs(oxygen=device)
+    assert r.grade is None
+    airway, hypoxia = r.readings
+    assert (airway.grade, hypoxia.grade) == (1, 4)
+    assert "if ventilated for hypoxia" in r.label and "airway" in r.label
+    assert "Say which" in r.explanation
+
+
+def test_positive_pressure_for_an_unknown_reason_with_pressors_keeps_both_readings():
+    airway, hypoxia = crs(oxygen="mechanical_ventilation", vasopressors=1).readings
+    assert (airway.grade, hypoxia.grade) == (3, 4)
+
+
+def test_positive_pressure_without_fever_or_treatment_is_no_crs_whatever_the_reason():
+    r = crs(fever=False, oxygen="mechanical_ventilation")
+    assert r.grade == 0 and r.readings is None
+
+
+def test_positive_pressure_for_the_airway_after_treatment_is_controlled():
+    r = crs(fever=False, oxygen="mechanical_ventilation", treatments={"tocilizumab"})
+    airway, hypoxia = r.readings
+    assert airway.controlled and hypoxia.grade == 4
+    assert crs(fever=False, oxygen="mechanical_ventilation", treatments={"tocilizumab"},
+               ventilation_reason="airway").controlled
+
+
+def test_ventilation_reason_without_positive_pressure_is_refused():
+    with pytest.raises(InvalidFinding) as e:
+        crs(oxygen="facemask", ventilation_reason="airway")
+    assert e.value.field == "ventilation_reason"
+
+
+def test_ventilation_reason_must_be_hypoxia_or_airway():
+    with pytest.raises(InvalidFinding) as e:
+        crs(oxygen="cpap", ventilation_reason="comfort")
+    assert "hypoxia, airway" in str(e.value)
 
 
 def test_worse_of_hypotension_and_hypoxia_sets_grade():
