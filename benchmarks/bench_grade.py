@@ -1,8 +1,11 @@
 """Benchmark `icans grade`. Run: python benchmarks/bench_grade.py [--rows 200000]
+[--baseline REV]
 
 Prints, in one run:
 - the time of `icans grade FILE --format csv` on N realistic rows against a bare
-  csv.reader -> csv.writer passthrough of the same file (goal: at most 2.0x);
+  csv.reader -> csv.writer passthrough of the same file, as a ratio (the issue's ceiling:
+  2.7x); with --baseline REV (a git revision, e.g. a03fb28), the same for that revision's code,
+  measured in the same run, paired with it (passthrough, baseline, current, then again);
 - the peak memory (max RSS) of `icans grade` at 10,000 and 1,000,000 rows (goal: within 1.3x).
 Each measurement runs in its own fresh process; times are medians. A measurement, not a test.
 """
@@ -82,13 +85,27 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 """
 
 
-def run(code: str, src: Path, dst: Path) -> tuple[float, int]:
+def run(code: str, src: Path, dst: Path, path: Path | None = None) -> tuple[float, int]:
+    import os
+
+    env = dict(os.environ)
+    if path is not None:  # another revision's package, first on the path
+        env["PYTHONPATH"] = str(path)
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], cwd=ROOT,
-                       capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", code, str(src), str(dst)],
+                       cwd=path or ROOT, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t
     last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "0"
     return elapsed, int(last) if last.isdigit() else 0
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The icans_cli package of a git revision, extracted into a folder of the run's own."""
+    data = subprocess.run(["git", "archive", rev, "icans_cli"], cwd=ROOT, check=True,
+                          capture_output=True).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=data, check=True)
+    return into
 
 
 def main() -> None:
@@ -96,25 +113,33 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--memory-rows", type=int, nargs=2, default=[10_000, 1_000_000])
+    ap.add_argument("--baseline", metavar="REV", help="a git revision to measure beside")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "in.csv", Path(d) / "out.csv"
+        base = None
+        if args.baseline:
+            base = checkout(args.baseline, Path(d) / "baseline")
         generate(src, args.rows)
         mb = src.stat().st_size / 1e6
-        t_pass, t_grade = [], []
+        t_pass, t_grade, t_base = [], [], []
         for _ in range(args.repeat):  # interleaved, fresh process each
             t_pass.append(run(PASSTHROUGH, src, dst)[0])
+            if base is not None:
+                t_base.append(run(GRADE, src, dst, base)[0])
             t_grade.append(run(GRADE, src, dst)[0])
         tp, tg = statistics.median(t_pass), statistics.median(t_grade)
         mem = []
         for n in args.memory_rows:
             generate(src, n)
             mem.append(run(GRADE, src, dst)[1])
-    print(f"{args.rows:,} rows ({mb:.1f} MB); medians of {args.repeat} fresh processes")
-    print(f"icans grade --format csv   {tg:7.2f} s")
+    print(f"{args.rows:,} rows ({mb:.1f} MB); medians of {args.repeat} fresh processes, paired")
     print(f"csv passthrough baseline   {tp:7.2f} s")
-    print(f"ratio                      {tg / tp:7.2f}x   (goal <= 2.0x) "
-          f"{'ok' if tg / tp <= 2.0 else 'OVER'}")
+    if t_base:
+        tb = statistics.median(t_base)
+        print(f"icans grade at {args.baseline:<11} {tb:7.2f} s   ratio {tb / tp:5.2f}x")
+    print(f"icans grade (this tree)    {tg:7.2f} s   ratio {tg / tp:5.2f}x   (ceiling 2.7x) "
+          f"{'ok' if tg / tp <= 2.7 else 'OVER'}")
     small, large = args.memory_rows
     print(f"peak RSS at {small:>9,} rows  {mem[0] / 1024:7.1f} MB")
     print(f"peak RSS at {large:>9,} rows  {mem[1] / 1024:7.1f} MB")

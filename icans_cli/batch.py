@@ -29,7 +29,9 @@ from icans_cli.core.grading import (
 )
 from icans_cli.core.growth import implausible
 from icans_cli.core.identifiers import BLANKS, check_pseudonym, parse_time
-from icans_cli.core.protocol import PRODUCTS, Protocol, Recommendation
+from icans_cli.core.protocol import (
+    HIGH_NEUROTOXICITY_PRODUCTS, PRODUCTS, Protocol, Recommendation,
+)
 from icans_cli.core.scores import ICE_ITEMS, IceItems
 
 ICE_ITEM_COLUMNS = tuple(f"ice_{i.key}" for i in ICE_ITEMS)
@@ -300,15 +302,104 @@ def _pid(raw: str, allow_id: bool) -> str | None:
         return None
 
 
+class Memo:
+    """Pure steps of reading a row, remembered on their whole input: a cell's parse on (column,
+    text), a patient id's check on its text, a time on its text, Findings on every argument.
+    Bounded, so memory stays flat over any file."""
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[str, str], tuple[Any, tuple]] = {}
+        self.pids: dict[tuple[str, bool], tuple[str | None, str | None]] = {}
+        self.times: dict[str, Any] = {}
+        self.findings: dict[tuple, Any] = {}
+
+    def put(self, table: dict, key: Any, value: Any) -> Any:
+        if len(table) < self.MAX:
+            table[key] = value
+        return value
+
+
+def _read_cell(col: str, raw: str) -> tuple[str | None, Any, tuple, tuple]:
+    """One known column's cell: (the text stripped of blanks, or None when the cell itself is
+    refused; the clinical value or None; the cell's own errors; its grammar's errors), each
+    error a (column, message) pair: the length and control-character checks, then the
+    column's grammar (parse_cell)."""
+    if len(raw) > MAX_CELL:
+        return None, None, ((col, f"the cell is {len(raw):,} characters long; at most "
+                                  f"{MAX_CELL}"),), ()
+    if _BAD_CHAR.search(raw):
+        return None, None, ((col, "contains a control character, a NUL byte or bytes that "
+                                  "are not UTF-8"),), ()
+    text = _strip(raw)
+    if col not in _CLINICAL or not text:
+        return text, None, (), ()
+    errors: list = []
+    value = parse_cell(col, text, errors)
+    return text, value, (), tuple((e["column"], e["message"]) for e in errors)
+
+
+def _cell(memo: Memo | None, col: str, raw: str) -> tuple[str | None, Any, tuple, tuple]:
+    if memo is None:
+        return _read_cell(col, raw)
+    hit = memo.cells.get((col, raw))
+    if hit is None:
+        hit = memo.put(memo.cells, (col, raw), _read_cell(col, raw))
+    return hit
+
+
+def _pid_checked(memo: Memo | None, raw: str, allow_id: bool) -> tuple[str | None, str | None]:
+    """(the normalised pseudonym, or None; the problem, or None)."""
+    hit = memo.pids.get((raw, allow_id)) if memo is not None else None
+    if hit is None:
+        try:
+            hit = (check_pseudonym(raw, allow_id), None)
+        except InvalidFinding as exc:
+            hit = (None, exc.detail)
+        if memo is not None:
+            memo.put(memo.pids, (raw, allow_id), hit)
+    return hit
+
+
+def _time_checked(memo: Memo | None, raw: str, now: datetime | None) -> tuple[Any, str | None]:
+    """(the ISO time, or None; the problem, or None)."""
+    hit = memo.times.get(raw) if memo is not None else None
+    if hit is None:
+        try:
+            t = parse_time(raw)
+            if now is not None and t > now + FUTURE_SKEW:
+                raise InvalidFinding("assessed_at", "is in the future", "a past date-time (5 "
+                                     "minutes of clock difference allowed)")
+            hit = (t.isoformat(timespec="seconds"), None)
+        except InvalidFinding as exc:
+            hit = (None, exc.detail)
+        if memo is not None:
+            memo.put(memo.times, raw, hit)
+    return hit
+
+
+_KNOWN = frozenset(KNOWN_COLUMNS)
+# What a blank cell means, for the columns where a blank and that value are read alike in
+# every use (spec section 6: "blank: alert", "blank: none", "blank: no"). The CRS finding
+# columns are not here: a CRS finding given at all grades the CRS from its findings.
+BLANK_MEANS: dict[str, Any] = {
+    "consciousness": "alert", "seizure": "none", "motor": "none", "icp_edema": frozenset(),
+    "excluded": frozenset(), "sedated": False, "developmental_delay": False,
+    "weight_confirmed": False,
+}
+
+
 def parse_row(names: list[str], cells: list[str], row: int, line: int,
               header: list[str], allow_id: bool = False,
-              now: datetime | None = None) -> RowOutcome:
+              now: datetime | None = None, memo: Memo | None = None) -> RowOutcome:
     """One row by the contract (spec section 6), every problem named with its column. `now`:
-    the time of the run, against which an assessed_at in the future is refused."""
-    by_name = dict(zip(header, cells))
-    out = RowOutcome(row, line, by_name)
+    the time of the run, against which an assessed_at in the future is refused. `memo`: the
+    pure steps remembered across rows (the answer is the same with or without it)."""
+    out = RowOutcome(row, line, {})
     errors = out.errors
     if len(cells) != len(names):
+        out.cells = dict(zip(header, cells))
         _err(errors, "(row)", f"the row has {len(cells)} cells but the header has {len(names)}"
              + (" (an unclosed quote?)" if len(cells) < len(names) else ""))
         i = names.index("patient_id")
@@ -322,33 +413,34 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
         _err(errors, "(row)", shape)
         out.patient_id = _pid(cells[names.index("patient_id")], allow_id)
         return out
+    # errors are named in this order: each refused cell in column order, the patient id, the
+    # time, then each clinical value refused by its column's grammar, in column order
     values: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    grammar: list = []
     for n, c in zip(names, cells):
-        if n in KNOWN_COLUMNS:
-            if len(c) > MAX_CELL:
-                _err(errors, n, f"the cell is {len(c):,} characters long; at most {MAX_CELL}")
+        if n in _KNOWN:
+            text, value, refused, wrong = _cell(memo, n, c)
+            if refused:
+                for col, message in refused:
+                    _err(errors, col, message)
                 continue
-            if _BAD_CHAR.search(c):
-                _err(errors, n, "contains a control character, a NUL byte or bytes that are "
-                     "not UTF-8")
-                continue
-            values[n] = _strip(c)
-    try:
-        out.patient_id = check_pseudonym(values.get("patient_id", ""), allow_id)
-    except InvalidFinding as exc:
-        _err(errors, "patient_id", exc.detail)
+            values[n] = text  # type: ignore[assignment]
+            if wrong:
+                grammar.extend(wrong)
+            elif value is not None:
+                parsed[n] = value
+    pid, problem = _pid_checked(memo, values.get("patient_id", ""), allow_id)
+    out.patient_id = pid
+    if problem:
+        _err(errors, "patient_id", problem)
     v = values.get("assessed_at")
     if v:
-        try:
-            t = parse_time(v)
-            if now is not None and t > now + FUTURE_SKEW:
-                raise InvalidFinding("assessed_at", "is in the future", "a past date-time (5 "
-                                     "minutes of clock difference allowed)")
-            out.assessed_at = t.isoformat(timespec="seconds")
-        except InvalidFinding as exc:
-            _err(errors, "assessed_at", exc.detail)
-    parsed = {col: parse_cell(col, raw, errors) for col, raw in values.items()
-              if col in CLINICAL_COLUMNS and raw}
+        out.assessed_at, problem = _time_checked(memo, v, now)
+        if problem:
+            _err(errors, "assessed_at", problem)
+    for col, message in grammar:
+        _err(errors, col, message)
     age = parsed.get("age_years")
     delay = bool(parsed.get("developmental_delay"))
     item_values = [values.get(c, "") for c in ICE_ITEM_COLUMNS]
@@ -359,9 +451,9 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
             _err(errors, missing[0], "blank while other ICE items are given; allowed: all five "
                  "ICE items, or none and ice_score")
         else:
-            points = [parsed.get(c) for c in ICE_ITEM_COLUMNS]
+            points = tuple(parsed.get(c) for c in ICE_ITEM_COLUMNS)
             if None not in points:
-                items = IceItems(*points)  # type: ignore[arg-type]
+                items = points
     weight = parsed.get("weight_kg")
     if weight is not None and not parsed.get("weight_confirmed"):
         band = implausible(age, weight)
@@ -377,19 +469,30 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
             out.crs_grade = out.crs.grade
     if errors:
         return out
+    d = BLANK_MEANS
+    args = (age, delay, items, parsed.get("ice_score"), parsed.get("capd_score"),
+            parsed.get("consciousness") or d["consciousness"],
+            parsed.get("seizure") or d["seizure"], parsed.get("motor") or d["motor"],
+            parsed.get("icp_edema") or d["icp_edema"], parsed.get("excluded") or d["excluded"],
+            bool(parsed.get("sedated")), parsed.get("capd_baseline"))
     try:
-        findings = Findings(
-            age_years=age, developmental_delay=delay, ice_items=items,
-            ice_score=parsed.get("ice_score"), capd_score=parsed.get("capd_score"),
-            consciousness=parsed.get("consciousness") or "alert",
-            seizure=parsed.get("seizure") or "none", motor=parsed.get("motor") or "none",
-            icp_edema=parsed.get("icp_edema") or frozenset(),
-            excluded=parsed.get("excluded") or frozenset(),
-            sedated=bool(parsed.get("sedated")), capd_baseline=parsed.get("capd_baseline"))
+        findings = memo.findings.get(args) if memo is not None else None
+        if findings is None:
+            findings = _findings(*args)
+            if memo is not None:
+                memo.put(memo.findings, args, findings)
         out.case = Case(findings, CrsState.of(out.crs, crs), product, weight)
     except InvalidFinding as exc:
         _err(errors, exc.field, exc.detail)
     return out
+
+
+def _findings(age, delay, items, ice, capd, cons, seiz, motor, icp, excl, sedated,
+              baseline) -> Findings:
+    return Findings(age_years=age, developmental_delay=delay,
+                    ice_items=IceItems(*items) if items else None, ice_score=ice,
+                    capd_score=capd, consciousness=cons, seizure=seiz, motor=motor,
+                    icp_edema=icp, excluded=excl, sedated=sedated, capd_baseline=baseline)
 
 
 FUTURE_SKEW = timedelta(minutes=5)
@@ -439,7 +542,7 @@ def crs_from_cells(parsed: dict[str, Any], crs_grade: int | None,
 
 # --- advice, cached on the whole case --------------------------------------------------------
 
-_ADVICE_CACHE_MAX = 4096
+_ADVICE_CACHE_MAX = 1024
 
 
 class Grader:
@@ -527,12 +630,13 @@ def csv_tail(out: RowOutcome) -> list[object]:
         r.grade_at_least if r else None,
         out.status,
         ";".join(r.drivers) if r else "",
-        out.recommendation.id if out.recommendation else "",
+        out.advice.id if out.advice is not None else "",
         "; ".join(f"{e['column']}: {e['message']}" for e in out.errors),
     ]
 
 
 CLINICAL_COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("patient_id", "assessed_at"))
+_CLINICAL = frozenset(CLINICAL_COLUMNS)
 
 
 def parse_cell(col: str, raw: str, errors: list) -> Any:
@@ -611,46 +715,185 @@ def _negative(v: str) -> bool:
 
 # --- the fast path ------------------------------------------------------------------------------
 
-_FAST_CACHE_MAX = 8192  # distinct rows' clinical cells (a tuple of short strings an entry)
-_ID_CACHE_MAX = 16384  # distinct patient ids and times seen (a short string and a bool)
+_FAST_CACHE_MAX = 8192  # distinct canonical rows (a tuple of shared short strings an entry)
+_ID_CACHE_MAX = 8192  # distinct patient ids, times and cell texts seen (short strings)
+
+
+class _Texts(dict):
+    """One column's canonical texts: a cell seen before is a C-speed lookup, a new one is
+    worked out once (bounded: past the bound it is worked out each time, never wrong)."""
+
+    def __init__(self, make: Any) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, raw: str) -> str:
+        text = self.make(raw)
+        if len(self) < _ID_CACHE_MAX:
+            self[raw] = text
+        return text
+
+
+_getitem = dict.__getitem__
+
+
+# What the CSV output reads of a column, where it reads less than the column's value: the
+# recommendation id reads the product only as high-neurotoxicity or not, and no CSV result
+# column reads the excluded findings (recorded, never graded). A property test holds the CSV
+# output of every row equal to the same row computed without any cache.
+CSV_READS: dict[str, Any] = {
+    "product": lambda p: None if p is None else (
+        "axi-cel" if p in HIGH_NEUROTOXICITY_PRODUCTS else "tisa-cel"),
+    "excluded": lambda e: None,
+}
 
 
 class RowParser:
-    """Parses rows like parse_row, and remembers each valid row's computed output under the
-    exact text of every cell its output can depend on: all the contract's clinical columns
-    (derived from KNOWN_COLUMNS, so a new column is in the key at once) and any result column
-    the input already has (this tool's own output graded again). The patient id and the time, which change
-    from row to row, are checked on every row by the same rules as parse_row. A row whose cells
-    were seen before is answered from the cache; anything else takes parse_row."""
+    """Parses rows like parse_row, and remembers each valid row's output under its canonical
+    row: every cell its output can depend on (all the contract's clinical columns, derived from
+    KNOWN_COLUMNS so a new column is in the key at once, and any result column the input
+    already has: this tool's own output graded again), each in the canonical text of what its
+    column's grammar reads in it ("Alert " and "" are "alert"; "07" is 7), the age as its
+    canonical_age (the age band every rule reads; as given beside a weight, whose plausibility
+    reads the exact age), the five ICE items as their total spread in one fixed way, and for
+    CSV output (`reads`) what the CSV result columns read of a column (CSV_READS). A refused
+    cell stays as given, so its message is the row's own.
+
+    The output is always computed from the canonical row, so it is a function of the key by
+    construction. The patient id and the time, which change from row to row, are checked on
+    every row by the same rules as parse_row."""
 
     def __init__(self, header: list[str], names: list[str], allow_id: bool = False,
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None, protocol: Protocol | None = None,
+                 reads: dict[str, Any] | None = None) -> None:
         import operator
+
+        from icans_cli.core.advice import age_landmarks
 
         self.header, self.names, self.n = header, names, len(names)
         self.allow_id, self.now = allow_id, now
         idx = {n: i for i, n in enumerate(names)}
         self.i_pid = idx["patient_id"]
         self.i_at = idx.get("assessed_at")
-        positions = [i for i, n in enumerate(names)
-                     if n in KNOWN_COLUMNS and n not in ("patient_id", "assessed_at")]
-        # result columns that are also input columns (this tool's own output graded again):
-        # an earlier verdict changes how a row is read, and the output overwrites them
-        positions += [i for i, n in enumerate(names)
-                      if n in OUTPUT_COLUMNS and n not in KNOWN_COLUMNS]
-        if len(positions) >= 2:
-            self.key = operator.itemgetter(*positions)
-        elif positions:
-            one = operator.itemgetter(positions[0])
-            self.key = lambda cells: (one(cells),)
-        else:
-            self.key = lambda cells: ()
-        self.cache: dict[tuple, Any] = {}
+        self.i_age = idx.get("age_years")
+        self.i_weight = idx.get("weight_kg")
+        self.i_items = [idx[c] for c in ICE_ITEM_COLUMNS] if all(
+            c in idx for c in ICE_ITEM_COLUMNS) else None
+        self.landmarks = age_landmarks(protocol) if protocol is not None else None
+        items = set(self.i_items or ())
+        positions = [i for i, n in enumerate(names) if i not in items and (
+            (n in KNOWN_COLUMNS and n not in ("patient_id", "assessed_at"))
+            # result columns that are also input columns (this tool's own output graded
+            # again): an earlier verdict changes how a row is read, and the output
+            # overwrites them
+            or (n in OUTPUT_COLUMNS and n not in KNOWN_COLUMNS))]
+        self.positions = positions
+        self.cells_at = (operator.itemgetter(*positions) if len(positions) >= 2 else
+                         (lambda cells, i=positions[0]: (cells[i],)) if positions else
+                         (lambda cells: ()))
+        reads = reads or {}
+        self.tables: list[dict] = []
+        for i in positions:
+            n = names[i]
+            if i == self.i_age and self.landmarks is not None:
+                self.tables.append(_Texts(self._canonical_age))
+            elif n in _CLINICAL:
+                self.tables.append(_Texts(
+                    lambda raw, n=n: _canonical_text(n, raw, reads.get(n))))
+            else:
+                self.tables.append(_Texts(lambda raw: raw))
+        self.age_at = positions.index(self.i_age) if self.i_age in positions else None
+        self.get_items = operator.itemgetter(*self.i_items) if self.i_items else None
+        self.spreads = _Texts(self._spread)
+        self.cache: dict[tuple, Any] = {}  # canonical row's key -> output
+        self.memo = Memo()
         self._pids: dict[str, bool] = {}
         self._times: dict[str, bool] = {}
 
+    def key(self, cells: list[str]) -> tuple:
+        """The canonical row's key: every cell the output can depend on, canonical."""
+        base = tuple(map(_getitem, self.tables, self.cells_at(cells)))
+        if self.age_at is not None and self.i_weight is not None and cells[self.i_weight]:
+            # a weight's plausibility reads the exact age: the age stays as given
+            base = base[:self.age_at] + (cells[self.i_age],) + base[self.age_at + 1:]
+        if self.get_items is None:
+            return base
+        raw = self.get_items(cells)
+        spread = self.spreads[raw]
+        return base, (raw if spread is None else spread)
+
+    def canonical_row(self, cells: list[str], key: tuple) -> list[str]:
+        """The row the key stands for: the cells as given, with the key's canonical texts."""
+        canon = list(cells)
+        base = key if self.get_items is None else key[0]
+        for i, text in zip(self.positions, base):
+            canon[i] = text
+        if self.get_items is not None:
+            for i, text in zip(self.i_items, key[1]):  # type: ignore[arg-type]
+                canon[i] = text
+        return canon
+
     def slow(self, cells: list[str], row: int, line: int) -> RowOutcome:
-        return parse_row(self.names, cells, row, line, self.header, self.allow_id, self.now)
+        return parse_row(self.names, cells, row, line, self.header, self.allow_id, self.now,
+                         self.memo)
+
+    def lookup(self, cells: list[str]) -> tuple[Any, Any]:
+        """(the remembered output or None, and when None: (the canonical row, its key) for
+        parse and remember; the key is None when the output must not be remembered)."""
+        if len(cells) != self.n:
+            return None, None
+        key = self.key(cells)
+        hit = self.cache.get(key)
+        if hit is None:
+            return None, (self.canonical_row(cells, key), key)
+        pid = cells[self.i_pid]
+        ok = self._pids.get(pid)
+        if ok is None:
+            ok = self.pid_ok(pid)
+        if ok and self.i_at is not None:
+            at = cells[self.i_at]
+            if at:
+                ok = self._times.get(at)
+                if ok is None:
+                    ok = self.time_ok(at)
+        if not ok:
+            return None, (self.canonical_row(cells, key), None)
+        return hit, None
+
+    def remember(self, how: Any, value: Any) -> None:
+        """After the full path graded a valid canonical row, keep its output under its key."""
+        _canon, key = how
+        if key is not None and len(self.cache) < _FAST_CACHE_MAX:
+            self.cache[key] = value
+
+    def _canonical_age(self, raw: str) -> str:
+        from icans_cli.core.advice import canonical_age
+
+        if not raw:
+            return raw
+        errors: list = []
+        age = parse_cell("age_years", raw, errors) if not _BAD_CHAR.search(raw) and \
+            len(raw) <= MAX_CELL else None
+        if errors or age is None:
+            return raw  # refused as given: the message is the row's own
+        return _number_text(canonical_age(float(age), self.landmarks))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _spread(raw: tuple) -> tuple | None:
+        """The ICE items as their total spread in one fixed way (the grade reads the total),
+        or None when a cell is blank or refused (the row is then keyed as given)."""
+        if any(_BAD_CHAR.search(v) or len(v) > MAX_CELL for v in raw):
+            return None
+        errors: list = []
+        points = [parse_cell(c, v, errors) for c, v in zip(ICE_ITEM_COLUMNS, raw)]
+        if errors or None in points:
+            return None
+        left, out = sum(points), []  # type: ignore[arg-type]
+        for spec in ICE_ITEMS:
+            p = min(spec.max_points, left)
+            left -= p
+            out.append(str(p))
+        return tuple(out)
 
     def pid_ok(self, raw: str) -> bool:
         ok = self._pids.get(raw)
@@ -670,25 +913,33 @@ class RowParser:
                 self._times[raw] = ok
         return ok
 
-    def cached(self, cells: list[str]) -> Any:
-        """What was remembered for a row with these clinical cells, when its patient id and
-        time are valid too; else None (the row takes the full path)."""
-        if len(cells) != self.n:
-            return None
-        hit = self.cache.get(self.key(cells))
-        if hit is None:
-            return None
-        if not self.pid_ok(cells[self.i_pid]):
-            return None
-        if self.i_at is not None and cells[self.i_at] and not self.time_ok(cells[self.i_at]):
-            return None
-        return hit
 
-    def remember(self, cells: list[str], value: Any) -> None:
-        """After the full path graded a valid row, keep its output for rows with the same
-        clinical cells."""
-        if len(cells) == self.n and len(self.cache) < _FAST_CACHE_MAX:
-            self.cache[self.key(cells)] = value
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _canonical_text(col: str, raw: str, reads: Any = None) -> str:
+    """The canonical text of what a clinical column's grammar reads in a cell: parse_cell
+    reads the same value in it (a property test holds this); `reads`, what an output reads of
+    the value (CSV_READS). A refused cell stays as given."""
+    if not raw:
+        return raw
+    text, value, refused, wrong = _read_cell(col, raw)
+    if refused or wrong or text is None:
+        return raw
+    if reads is not None:
+        value = reads(value)
+    if value is None:
+        return ""
+    if col in BLANK_MEANS and value == BLANK_MEANS[col]:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, frozenset):
+        return ";".join(sorted(value)) if value else "none"
+    if isinstance(value, (int, float)):
+        return _number_text(value)
+    return str(value)
 
 
 def valid_time(text: str, now: datetime | None = None) -> bool:

@@ -30,7 +30,7 @@ from typing import IO, Iterator, Optional
 import typer
 
 from icans_cli.batch import (
-    KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, RowParser, UsageProblem,
+    CSV_READS, KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, RowParser, UsageProblem,
     _clean, csv_tail, jsonl_line, read_rows, text_input,
 )
 from icans_cli.csvsafe import safe_cell
@@ -348,6 +348,13 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             raise
     outcome_code: ExitStatus | None = None
     message = None
+    import gc
+
+    # The caches hold tens of thousands of small objects with no cycles among them: the cyclic
+    # collector would walk them again and again (a second in 200,000 rows). The run makes
+    # almost no cycles, so the collector is off while it runs and on again after.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         with _stop_on_signals():
             writer = None
@@ -357,9 +364,10 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             elif fmt == "json":
                 out.fh.write("[")
             n = 0
-            parser = RowParser(header, names, allow_id, now)
+            parser = RowParser(header, names, allow_id, now, protocol, CSV_READS)
             fast_csv = fmt == "csv" and logger is None
             write = out.fh.write
+            how = None
             for row, line, cells, raw in rows:
                 if isinstance(cells, str):
                     outcome = RowOutcome(row, line, {})
@@ -368,12 +376,21 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 else:
                     raw_cells = cells
                     if fast_csv:
-                        hit = parser.cached(cells)
-                        if hit is not None:  # these clinical cells were graded before
-                            status, tail_text, tail, identity = hit
+                        hit, how = parser.lookup(cells)
+                        if hit is not None:  # this row, or its canonical row, was graded
+                            status, tail_text, tail, results = hit
                             counts[status] += 1
-                            if identity and raw is not None and not _dangerous(raw):
-                                write(raw + tail_text)  # the input line untouched, the results
+                            if raw is not None and not _dangerous(raw):
+                                merged = cells
+                                for i, v in results:  # result columns the input has
+                                    if cells[i] != v:
+                                        if merged is cells:
+                                            merged = list(cells)
+                                        merged[i] = v
+                                if merged is cells:  # the input line untouched, the results
+                                    write(raw + tail_text)
+                                else:  # a quote-free line: its cells need no quoting
+                                    write(",".join(merged) + tail_text)
                             else:
                                 writer.writerow(_merge(cells, tail, overlap,  # type: ignore[union-attr]
                                                        valid=True))
@@ -381,7 +398,10 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                             if progress is not None and n % 2000 == 0:
                                 progress.update(binary.tell() if binary.seekable() else 0)
                             continue
-                    outcome = parser.slow(cells, row, line)
+                        # the output is computed from the canonical row: a function of its key
+                        outcome = parser.slow(how[0] if how else cells, row, line)
+                    else:
+                        outcome = parser.slow(cells, row, line)
                 rec_json = grader.grade(outcome)
                 counts[outcome.status] += 1
                 if outcome.status == "invalid" and first_invalid is None:
@@ -397,9 +417,9 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                         cells_out = [safe_cell(_clean(c)) for c in raw_cells]
                     else:
                         cells_out = raw_cells
-                        if fast_csv:
-                            parser.remember(cells, _cached_output(outcome.status, cells,
-                                                                  tail, overlap))
+                        if fast_csv and how is not None:
+                            parser.remember(how, _cached_output(outcome.status, tail,
+                                                                overlap))
                     writer.writerow(_merge(cells_out, tail, overlap,  # type: ignore[union-attr]
                                            valid=valid))
                 elif fmt in ("jsonl", "json"):
@@ -446,6 +466,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         out.abort()
         raise
     finally:
+        if collecting:
+            gc.enable()
         if progress is not None:
             progress.close()
         release()
@@ -471,17 +493,29 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         raise typer.Exit(ExitStatus.ERROR)
 
 
-def _cached_output(status: str, cells: list[str], tail: list,
-                   overlap: dict[str, int]) -> tuple[str, str, list, bool]:
-    """What a later row with the same clinical cells writes: (status, the result columns as
-    CSV text after the input line, the result columns, whether the input line itself can be
-    copied: no result column overwrites an input cell with a different value)."""
+def _cached_output(status: str, tail: list,
+                   overlap: dict[str, int]) -> tuple[str, str, list, tuple]:
+    """What a later row with the same key writes: (status, the result columns after the input
+    line as CSV text, the result columns, the result columns the input has: (index, value),
+    written over the input's cells)."""
     rest = [v for name, v in zip(OUTPUT_COLUMNS, tail) if name not in overlap]
-    identity = all(("" if v is None else str(v)) == cells[overlap[name]]
-                   for name, v in zip(OUTPUT_COLUMNS, tail) if name in overlap)
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(["", *rest])
-    return status, buf.getvalue(), tail, identity
+    results = tuple((overlap[name], "" if v is None else str(v))
+                    for name, v in zip(OUTPUT_COLUMNS, tail) if name in overlap)
+    return status, _csv_text(["", *rest]), tail, results
+
+
+_NEEDS_QUOTES = frozenset(',"\r\n')
+
+
+def _csv_text(values: list) -> str:
+    """One CSV line, as csv.writer with its default (minimal) quoting writes it."""
+    out = []
+    for v in values:
+        t = "" if v is None else str(v)
+        if _NEEDS_QUOTES.intersection(t):
+            t = '"' + t.replace('"', '""') + '"'
+        out.append(t)
+    return ",".join(out) + "\r\n"
 
 
 def _merge(cells: list[str], tail: list, overlap: dict[str, int], valid: bool) -> list:

@@ -19,10 +19,11 @@ V, V2, R = "verified in a primary or reprinted source", "secondary source", "UNV
 
 TOPICS: tuple[Topic, ...] = (
     Topic("ice", "The ICE score and the ASTCT grading tables", (
-        "ICE (Immune effector Cell Encephalopathy) is a 10-point bedside check for patients "
-        "aged 12 and over: orientation to year, month, city and hospital (4), naming three "
-        "objects (3), following a simple command (1), writing a standard sentence (1) and "
-        "counting back from 100 by 10 (1). 10 means no impairment.",
+        "ICE (the Immune Effector Cell-Associated Encephalopathy score, ASTCT 2019) is a "
+        "10-point bedside check for patients aged 12 and over: orientation to year, month, "
+        "city and hospital (4), naming three objects (3), following a simple command (1), "
+        "writing a standard sentence (1) and counting back from 100 by 10 (1). 10 means no "
+        "impairment.",
         "ASTCT 2019 grades ICANS as the worst of five domains: ICE (10 = 0, 7-9 = 1, 3-6 = 2, "
         "0-2 = 3), level of consciousness (wakes spontaneously 1, to voice 2, only to touch 3, "
         "unarousable 4), seizure (rapidly resolving 3; prolonged over 5 min, or repeated "

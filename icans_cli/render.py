@@ -25,7 +25,9 @@ from rich.table import Table
 from rich.text import Text
 
 from icans_cli.core.grading import EXCLUDED, IcansResult
-from icans_cli.core.protocol import SECTION_TITLES, AdviceLine, Branch, Recommendation
+from icans_cli.core.protocol import (
+    SECTION_TITLES, AdviceLine, Branch, Recommendation, steroid_verdict,
+)
 from icans_cli.core.rationale import DOMAIN_LABELS, RationaleItem
 from icans_cli.term import plain
 
@@ -166,6 +168,11 @@ def headline(result: IcansResult, rec: Recommendation, ctx: Context) -> Panel:
         body.append(f"  no {path.upper()}: unarousable")
     else:
         body.append("  " + score_text(result.ice_score, result.capd_score, path))
+        change = result.capd_change
+        if change is not None:  # the child's own baseline, beside the ASTCT total
+            body.append(f" · baseline {result.capd_baseline} ("
+                        + ("no change" if change == 0 else f"{change:+d}") + ")",
+                        style="bold yellow" if change <= 0 else "")
     body.append("\n" + _drivers(result))
     body.append("\n")
     body.append_text(_patient_bits(rec, ctx))
@@ -305,12 +312,31 @@ def _toci(branch: Branch, rec: Recommendation, lead: str = "",
             return _summary_text(anti, f"{lead}{verb} {when}: ", bare=True)
         return _summary_text(anti, f"{lead}{verb}, for the CRS: ")
     text = Text(lead, style="bold")
-    if not branch.crs and (rec.grade >= 1 or rec.crs in ("no", "controlled")):
-        why = "CRS controlled after treatment" if rec.crs == "controlled" else "no CRS"
+    if not branch.crs and (rec.grade >= 1 or rec.crs in ("no", "controlled")
+                           or branch.controlled):
+        why = "CRS controlled after treatment" if branch.controlled else "no CRS"
         text.append(f"NO: {why}, and it does not treat ICANS", style="bold")
     else:
         text.append("not for ICANS")
     return text
+
+
+def _steroid_text(line: AdviceLine, rec: Recommendation, lead: str = "") -> Text:
+    """The Steroids line, led by its verdict (START, CONSIDER, IF REFRACTORY, CONTINUE, NO)."""
+    verdict = steroid_verdict(line, rec.grade_is_floor)
+    said = {"IF REFRACTORY": "If refractory ", "CONSIDER": "Consider "}.get(verdict)
+    bare = line.bare_summary
+    if said and bare.startswith(said):  # "IF REFRACTORY: if refractory after..." says it twice
+        rest = bare[len(said):]
+        t = Text(f"{lead}{verdict} ", style="bold")
+        if line.condition:
+            t.append(f"({line.condition[:1].lower()}{line.condition[1:]}) ", style="bold")
+        style = "yellow" if not line.verified else ("bold" if line.is_dose else "")
+        t.append(rest, style=style)
+        if line.is_dose or not line.verified:
+            t.append(" " + source_tag(line, with_protocol=False), style="dim")
+        return t
+    return _summary_text(line, f"{lead}{verdict}: ")
 
 
 def _one_branch(grid: _Rows, branch: Branch, rec: Recommendation,
@@ -319,54 +345,66 @@ def _one_branch(grid: _Rows, branch: Branch, rec: Recommendation,
     if glance.care is not None and rec.grade >= 3:
         grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
     if glance.steroid is not None:
-        grid.add_row(Text("Steroids", style="bold"), _summary_text(glance.steroid))
+        grid.add_row(Text("Steroids", style="bold"), _steroid_text(glance.steroid, rec))
     grid.add_row(Text("Tocilizumab", style="bold"), _toci(branch, rec, ctx=ctx))
     if glance.care is not None and rec.grade < 3:
         grid.add_row(Text("Care", style="bold"), _summary_text(glance.care))
 
 
-def _both_branches(grid: _Rows, rec: Recommendation) -> None:
-    """CRS not known: what the CRS would change, in as few lines as the branches allow (the
-    decision must stay on one screen): tocilizumab NO/YES in one row, steroids and care once
-    when both branches share them."""
-    by = {b.crs: b for b in rec.branches}
-    adds = any(b.glance().crs_adds_steroids for b in rec.branches)
-    grid.add_row(Text("CRS?", style="bold"),
-                 Text("Not known: grade it. It decides tocilizumab"
-                      + ("; CRS 3-4 adds steroids." if adds else ".")), drop=4)
-    cares = {c: b.glance().care for c, b in by.items()}
-    same_care = (cares[False] and cares[True] and cares[False].summary == cares[True].summary)
-    steroids = {c: b.glance().steroid for c, b in by.items()}
-    same_steroid = steroids[False] is not None and steroids[True] is not None and \
-        steroids[False].summary == steroids[True].summary
-    if same_steroid:
-        grid.add_row(Text("Steroids", style="bold"), _summary_text(steroids[False]))
+def _both_branches(grid: _Rows, rec: Recommendation, ctx: Context | None = None) -> None:
+    """Two branches: the CRS not known (no CRS / CRS), or positive pressure for a reason not
+    given (for hypoxia / only for the airway). What differs, in as few lines as the branches
+    allow (the decision must stay on one screen): tocilizumab in one row, steroids and care
+    once when both branches share them."""
+    first, second = rec.branches
+    if rec.crs == "ambiguous":
+        airway, hypoxia = rec.crs_readings or (0, 0)
+        grid.add_row(Text("CRS?", style="bold"), Text(
+            f"Ventilated why? For hypoxia: CRS grade {hypoxia}; only for the airway: "
+            + (f"CRS grade {airway}" if airway else "no CRS") + ". Say which (ASTCT counts "
+            "it only for hypoxia)."), drop=4)
+        leads = ("If for hypoxia: ", "If only airway: ")
     else:
-        for crs in (False, True):
-            if steroids[crs] is not None:
-                grid.add_row(Text("If CRS" if crs else "If no CRS", style="bold"),
-                             _summary_text(steroids[crs], "Steroids: "))
-    without = by[False].glance()
-    if rec.grade >= 1 and not without.tocilizumab:
-        toci = Text("Without CRS: NO (it does not treat ICANS)", style="bold")
+        adds = any(b.glance().crs_adds_steroids for b in rec.branches)
+        grid.add_row(Text("CRS?", style="bold"),
+                     Text("Not known: grade it. It decides tocilizumab"
+                          + ("; CRS 3-4 adds steroids." if adds else ".")), drop=4)
+        leads = ("Without CRS: ", "With CRS: ")
+    glances = (first.glance(), second.glance())
+    steroids = [g.steroid for g in glances]
+    if steroids[0] is not None and steroids[1] is not None and \
+            steroids[0].summary == steroids[1].summary:
+        grid.add_row(Text("Steroids", style="bold"), _steroid_text(steroids[0], rec))
     else:
-        toci = _toci(by[False], rec, "Without CRS: ")
-    toci.append("\n")
-    with_crs = by[True].glance()
-    anti = with_crs.anti_cytokine
-    if with_crs.tocilizumab and anti is not None and not anti.condition:
-        verb = "CONSIDER" if anti.start == "consider" else "YES"
-        toci.append_text(_summary_text(anti, f"With CRS: {verb}: "))
-    else:
-        toci.append_text(_toci(by[True], rec, "With CRS: "))
+        for b, line in zip((first, second), steroids):
+            if line is not None:
+                grid.add_row(Text(b.short, style="bold"),
+                             _steroid_text(line, rec, "Steroids "))
+    toci = Text()
+    for i, (b, g, lead) in enumerate(zip((first, second), glances, leads)):
+        if i:
+            toci.append("\n")
+        anti = g.anti_cytokine
+        if not b.crs and rec.grade >= 1 and not g.tocilizumab:
+            why = ("" if rec.crs == "unknown" else
+                   "CRS controlled after treatment; " if b.controlled else "no CRS; ")
+            toci.append(f"{lead}NO ({why}it does not treat ICANS)", style="bold")
+        elif b.crs and g.tocilizumab and anti is not None and not anti.condition:
+            verb = "CONSIDER" if anti.start == "consider" else "YES"
+            given = _toci_given(anti, ctx, f"{lead}") if ctx is not None else None
+            toci.append_text(given if given is not None
+                             else _summary_text(anti, f"{lead}{verb}: "))
+        else:
+            toci.append_text(_toci(b, rec, lead, ctx))
     grid.add_row(Text("Tocilizumab", style="bold"), toci)
-    if same_care:
-        grid.add_row(Text("Care", style="bold"), _summary_text(cares[False]))
+    cares = [g.care for g in glances]
+    if cares[0] is not None and cares[1] is not None and cares[0].summary == cares[1].summary:
+        grid.add_row(Text("Care", style="bold"), _summary_text(cares[0]))
     else:
-        for crs in (False, True):
-            if cares[crs] is not None:
-                grid.add_row(Text("If CRS" if crs else "If no CRS", style="bold"),
-                             _summary_text(cares[crs], "Care: "), drop=3)
+        for b, care in zip((first, second), cares):
+            if care is not None:
+                grid.add_row(Text(b.short, style="bold"), _summary_text(care, "Care: "),
+                             drop=3)
 
 
 class _Rows:
@@ -423,7 +461,7 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context, width: int =
     if len(rec.branches) == 1:
         _one_branch(grid, rec.branches[0], rec, ctx)
     else:
-        _both_branches(grid, rec)
+        _both_branches(grid, rec, ctx)
     if glance.seizure is not None and not glance.status_epilepticus:
         # left out only as the last resort, and then named under "Not shown"
         grid.add_row(Text("Seizure", style="bold red"), _summary_text(glance.seizure), drop=1)

@@ -93,7 +93,7 @@ def test_unarousable_patient_asks_no_ice_and_is_grade_4(logf):
     r = run(keys, "--patient", "PT-3", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "ICANS GRADE 4" in r.stdout
-    assert "Methylprednisolone 1,000 mg/day" in r.stdout
+    assert "Steroids     START: methylprednisolone 1,000 mg/day" in r.stdout
     assert records(logf)[0]["result"]["ice_score"] is None  # not taken, never 0
 
 
@@ -175,7 +175,7 @@ def test_isolated_icans_summary_says_no_tocilizumab_and_gives_the_steroid(logf):
     r = run(keys, "--patient", "PT-7", "--age", "60", log_file=logf)
     assert "tocilizumab 8 mg/kg" not in r.stdout
     assert "NO: no CRS, and it does not treat ICANS" in r.stdout
-    assert "Dexamethasone 10 mg IV every 6-12 h" in r.stdout
+    assert "START: dexamethasone 10 mg IV every 6-12 h" in flat(r.stdout)
     assert "Why corticosteroids" not in r.stdout  # the rationale is one key away
 
 

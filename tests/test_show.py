@@ -70,7 +70,7 @@ def test_show_grade_3_gives_the_decision_first(logf):
     rid = add(logf, "PT-3", **CASES["grade 3"])
     out = flat(show(logf, rid).stdout)
     assert "ICANS GRADE 3" in out
-    assert "Steroids Dexamethasone 10 mg IV every 6 h, with tocilizumab." in out
+    assert "Steroids START: dexamethasone 10 mg IV every 6 h, with tocilizumab." in out
     assert "YES, for the CRS: tocilizumab 8 mg/kg → 560 mg, IV" in out
     assert "Care ICU." in out
     assert "ICU neuro checks; by 12:00 at the latest (4 h: UNVERIFIED)" in out
@@ -82,7 +82,7 @@ def test_show_child_grade_4_warns_against_lp_and_treats_status_per_kg(logf):
     out = flat(show(logf, rid).stdout)
     assert "NO lumbar puncture (raised ICP)" in out
     assert "lorazepam 0.1 mg/kg → 2 mg, IV" in out
-    assert "paediatric dose per institutional protocol (UNVERIFIED)" in out
+    assert "children's dose per local protocol (UNVERIFIED)" in out
     assert "1,000" not in out
 
 
@@ -223,7 +223,7 @@ def test_grade_4_methylprednisolone_is_not_doubled_by_an_unknown_crs():
     say the CRS adds steroids."""
     f = Findings(ice_score=8, seizure="prolonged", icp_edema=frozenset({"posturing"}))
     text = flat("\n".join(_bedside_lines(f, None, None, 70.0)))
-    assert "Methylprednisolone 1,000 mg/day" in text
+    assert "START: methylprednisolone 1,000 mg/day" in text
     assert "adds steroids" not in text
     assert "NO lumbar puncture (raised ICP)" in text
     assert "Lower ICP: hyperventilation, mannitol or hypertonic saline." in text
@@ -375,4 +375,4 @@ def test_sedated_after_a_grade_3_continues_it_and_starts_nothing_new_on_it(logf,
     out = flat(show(logf, rid).stdout)
     assert f"last assessable grade 3, {later:.0f} h ago" in out
     assert "Continue what is under way; start nothing new on it" in out
-    assert "Dexamethasone 10 mg IV" not in out
+    assert "dexamethasone 10 mg IV" not in out.lower()

@@ -18,7 +18,7 @@ from icans_cli.core.dosing import validate_weight
 from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import Findings, IcansResult, grade_icans
 from icans_cli.core.protocol import (
-    PRODUCTS, LastAssessable, Protocol, Recommendation, recommend,
+    PRODUCTS, LastAssessable, Protocol, Recommendation, recommend, recommendation_id,
 )
 
 
@@ -43,16 +43,76 @@ class Case:
 
 @dataclass(frozen=True)
 class Advice:
+    """The grade and the advice for one case. The advice is rendered when first asked for;
+    its id (what a CSV row and the log keep) comes from the same summary without rendering."""
+
+    protocol: Protocol
     case: Case
     result: IcansResult
-    recommendation: Recommendation
+
+    @property
+    def recommendation(self) -> Recommendation:
+        got = self.__dict__.get("_recommendation")
+        if got is None:
+            c = self.case
+            got = recommend(self.protocol, self.result, c.crs, c.product, c.findings.age_years,
+                            weight_kg=c.weight_kg, last_assessable=c.last_assessable,
+                            log_checked=c.log_checked,
+                            tocilizumab_hours_ago=c.tocilizumab_hours_ago)
+            self.__dict__["_recommendation"] = got  # computed once (frozen: not a field)
+        return got
+
+    @property
+    def id(self) -> str:
+        got = self.__dict__.get("_id")
+        if got is None:
+            c = self.case
+            got = recommendation_id(self.protocol, self.result, c.crs, c.product,
+                                    c.findings.age_years, c.weight_kg)
+            self.__dict__["_id"] = got
+        return got
+
+
+_GRADES: dict[Findings, IcansResult] = {}
+_GRADES_MAX = 1024
+
+
+def grade(findings: Findings) -> IcansResult:
+    """grade_icans, remembered on the whole Findings (a pure function on its whole input)."""
+    result = _GRADES.get(findings)
+    if result is None:
+        result = grade_icans(findings)
+        if len(_GRADES) < _GRADES_MAX:
+            _GRADES[findings] = result
+    return result
 
 
 def advise(protocol: Protocol, case: Case) -> Advice:
     """The grade and the advice for this case under this protocol (pure)."""
-    result = grade_icans(case.findings)
-    rec = recommend(protocol, result, case.crs, case.product, case.findings.age_years,
-                    weight_kg=case.weight_kg, last_assessable=case.last_assessable,
-                    log_checked=case.log_checked,
-                    tocilizumab_hours_ago=case.tocilizumab_hours_ago)
-    return Advice(case, result, rec)
+    return Advice(protocol, case, grade(case.findings))
+
+
+# --- what of the age the grade and the advice can see ---------------------------------------
+
+def age_landmarks(protocol: Protocol) -> tuple[float, ...]:
+    """Every age the grade and the advice compare an age with, each as "under N": the score
+    path (under 12: CAPD), children's doses (under 18), and every age limit a line of this
+    protocol is conditioned on. A rule that compares the age with anything else must add it
+    here (a property test holds batch output equal for every age and its canonical_age). The
+    score path's reason text names the age itself: it is display, never a batch output."""
+    from icans_cli.core.grading import ICE_AGE_MIN
+    from icans_cli.core.protocol import ADULT_AGE
+
+    return tuple(sorted({0.0, float(ICE_AGE_MIN), float(ADULT_AGE),
+                         *protocol.age_thresholds}))
+
+
+def canonical_age(age: float, landmarks: tuple[float, ...]) -> float:
+    """The landmark at or below the age: every "under N" the grade and the advice ask of the
+    age is answered the same way for it. A batch keys its cache on it, so rows of one age band
+    share one computation."""
+    low = landmarks[0]
+    for mark in landmarks:
+        if mark <= age:
+            low = mark
+    return float(low)

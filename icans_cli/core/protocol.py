@@ -221,6 +221,30 @@ class Protocol:
     cadence: tuple[tuple[frozenset[int], Cadence], ...]
     sha256: str = ""  # of the file it was read from (set by the loader, which reads files)
     source_file: str | None = None  # a centre's own protocol file; None for a built-in
+    # Pure steps of the advice memoized on their whole input (a branch on its whole context,
+    # a line on its rule, weight and prefix): exact by construction, and fast in a batch.
+    _memo: dict = field(default_factory=dict, init=False, compare=False, hash=False,
+                        repr=False)
+
+    @property
+    def age_thresholds(self) -> tuple[float, ...]:
+        """Every age limit a line is conditioned on: the context keeps which of them the
+        patient is under, and nothing else of the age (the lines cannot ask anything else)."""
+        got = self._memo.get("age_thresholds")
+        if got is None:
+            got = tuple(sorted({r.age[1] for r in (*self.rules, *self.disagreements)
+                                if r.age is not None}))
+            self._memo["age_thresholds"] = got
+        return got
+
+    def memo(self, key: tuple, compute: Any) -> Any:
+        """compute() once per key (bounded: a long batch cannot grow it without limit)."""
+        got = self._memo.get(key)
+        if got is None:
+            got = compute()
+            if len(self._memo) < 20000:
+                self._memo[key] = got
+        return got
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
@@ -347,15 +371,9 @@ class Recommendation:
 
     @property
     def id(self) -> str:
-        prod = "high-risk" if self.high_risk_product else "standard"
-        floor = "+" if self.grade_is_floor else ""
-        if self.crs == "ambiguous" and self.crs_readings:
-            crs = "or".join(str(g) for g in reversed(self.crs_readings))
-        else:
-            crs = self.crs if self.crs in ("unknown", "no", "controlled") else \
-                str(self.crs_grade)
-        return (f"{self.protocol_id}@{self.protocol_version}/grade{self.grade}{floor}/"
-                f"crs-{crs}/{prod}/{self.patient}")
+        return _format_id(self.protocol_id, self.protocol_version, self.grade,
+                          self.grade_is_floor, self.crs, self.crs_grade, self.crs_readings,
+                          self.high_risk_product, self.patient)
 
     @property
     def all_lines(self) -> tuple[AdviceLine, ...]:
@@ -384,6 +402,59 @@ class Recommendation:
             **({"tocilizumab_repeat_in_hours": round(self.tocilizumab_wait_h, 1)}
                if self.tocilizumab_wait_h is not None else {}),
         }
+
+
+def _format_id(protocol_id: str, version: str, grade: int, floor: bool, crs: str,
+               crs_grade: int | None, readings: tuple[int, ...] | None, high: bool,
+               patient: str) -> str:
+    """'asco-2021@2026.12/grade3/crs-no/standard/adult': what a CSV row and the log keep."""
+    if crs == "ambiguous" and readings:
+        crs_text = "or".join(str(g) for g in reversed(readings))
+    else:
+        crs_text = crs if crs in ("unknown", "no", "controlled") else str(crs_grade)
+    return (f"{protocol_id}@{version}/grade{grade}{'+' if floor else ''}/crs-{crs_text}/"
+            f"{'high-risk' if high else 'standard'}/{patient}")
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """What the recommendation's id holds, worked out once for recommend and for
+    recommendation_id (one function: the two cannot disagree)."""
+
+    grade: int
+    floor: bool
+    status: str  # "yes" | "no" | "unknown" | "controlled" | "ambiguous"
+    crs_grade: int | None
+    readings: tuple[int, ...] | None
+    high: bool
+    child: bool
+    light_no_age: bool
+
+
+def _summarise(result: IcansResult, state: Any, product: str | None, age_years: float | None,
+               weight_kg: float | None) -> _Summary:
+    if state.readings is not None:
+        status, crs_grade = "ambiguous", None
+    elif state.controlled:
+        status, crs_grade = "controlled", 0
+    else:
+        status, crs_grade = crs_status(state.grade), state.grade
+    light_no_age = age_years is None and weight_kg is not None and weight_kg < NO_AGE_CHILD_KG
+    return _Summary(result.effective_grade, result.status != "graded", status, crs_grade,
+                    tuple(s.grade or 0 for s in state.readings) if state.readings else None,
+                    product in HIGH_NEUROTOXICITY_PRODUCTS,
+                    (age_years is not None and age_years < ADULT_AGE) or light_no_age,
+                    light_no_age)
+
+
+def recommendation_id(protocol: Protocol, result: IcansResult, state: Any,
+                      product: str | None, age_years: float | None,
+                      weight_kg: float | None) -> str:
+    """The id recommend() would give, without rendering the advice (for CSV and tables)."""
+    m = _summarise(result, state, product, age_years, weight_kg)
+    return _format_id(protocol.id, protocol.version, m.grade, m.floor, m.status,
+                      m.crs_grade if m.status in ("yes", "no", "controlled") else None,
+                      m.readings, m.high, "child" if m.child else "adult")
 
 
 def crs_status(crs_grade: int | None) -> str:
@@ -432,7 +503,7 @@ class _Context:
     seizure: str
     raised_icp: bool
     focal_edema: bool = False
-    age: float | None = None
+    age_below: frozenset[float] | None = None  # the protocol's age limits the patient is under
     light_no_age: bool = False  # no age and under NO_AGE_CHILD_KG: children's doses
 
 
@@ -471,24 +542,18 @@ def recommend(
     weight_kg = validate_weight(weight_kg)
     state = crs if isinstance(crs, CrsState) else CrsState(
         0 if crs_controlled and crs is None else crs, crs_controlled)
-    if state.readings is not None:
-        status, crs_grade = "ambiguous", None
-    elif state.controlled:
-        status, crs_grade = "controlled", 0
-    else:
-        status, crs_grade = crs_status(state.grade), state.grade
-    grade = result.effective_grade
-    light_no_age = (age_years is None and weight_kg is not None
-                    and weight_kg < NO_AGE_CHILD_KG)
+    m = _summarise(result, state, product, age_years, weight_kg)
+    status, crs_grade, grade, light_no_age = m.status, m.crs_grade, m.grade, m.light_no_age
     ctx = _Context(
-        grade=grade, graded=result.status == "graded",
-        child=(age_years is not None and age_years < ADULT_AGE) or light_no_age,
+        grade=grade, graded=not m.floor, child=m.child,
         age_known=age_years is not None,
-        weight_kg=weight_kg, high=product in HIGH_NEUROTOXICITY_PRODUCTS,
+        weight_kg=weight_kg, high=m.high,
         seizure=result.domain("seizure").value,
         raised_icp=bool(RAISED_ICP & set(result.domain("icp_edema").value.split(";"))),
         focal_edema="focal_edema" in result.domain("icp_edema").value.split(";"),
-        age=age_years, light_no_age=light_no_age,
+        age_below=None if age_years is None else frozenset(
+            t for t in protocol.age_thresholds if age_years < t),
+        light_no_age=light_no_age,
     )
 
     def crs_branch(s: CrsState, label: str) -> Branch:
@@ -537,9 +602,9 @@ def recommend(
             short="Intracranial haemorrhage: not in the ICANS grade; treat it in its own right. "
             "No LP until mass effect is excluded.")
         branches = tuple(replace(b, lines=(bleed,) + b.lines) for b in branches)
-    disagreements = tuple(
+    disagreements = protocol.memo(("disagreements", ctx), lambda: tuple(
         _render(protocol, r, ctx.weight_kg) for r in protocol.disagreements
-        if _matches(r, ctx, crs_branch=None, crs_grade=None))
+        if _matches(r, ctx, crs_branch=None, crs_grade=None)))
     cadence_grade = grade
     if not ctx.graded:
         # Not assessable never relaxes the watch: the patient is watched as in the ICU (where a
@@ -612,12 +677,12 @@ def _matches(r: _Rule, ctx: _Context, crs_branch: bool | None, crs_grade: int | 
         return False
     if r.age is not None:
         kind, years = r.age
-        if ctx.age is None:
+        if ctx.age_below is None:
             # Unknown age: the line for the older patients, whose text must carry the caution
-            # for the younger ones (the loader's coverage check sees to it).
+            # for the younger ones.
             if kind == "below":
                 return False
-        elif (ctx.age < years) != (kind == "below"):
+        elif (years in ctx.age_below) != (kind == "below"):
             return False
     if r.weight is not None:
         kind, limit = r.weight
@@ -644,6 +709,13 @@ def _crs_matches(cond: Any, crs_branch: bool, crs_grade: int | None) -> bool:
 
 def _branch(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None, label: str,
             product: str | None, short: str = "", status: str = "") -> Branch:
+    return protocol.memo(("branch", ctx, crs, crs_grade, label, product, short, status),
+                         lambda: _build_branch(protocol, ctx, crs, crs_grade, label, product,
+                                               short, status))
+
+
+def _build_branch(protocol: Protocol, ctx: _Context, crs: bool, crs_grade: int | None,
+                  label: str, product: str | None, short: str, status: str) -> Branch:
     lines = [_render(protocol, r, ctx.weight_kg,
                      prefix=_prefix(r, ctx, crs_grade))
              for r in protocol.rules if _matches(r, ctx, crs, crs_grade)]
@@ -742,6 +814,16 @@ def _order_steroids(lines: list[AdviceLine], crs_known: bool = True) -> list[Adv
 
 
 COVERED = "Covered by the "  # how a covered line's note starts
+STEROID_VERDICTS = {"now": "START", "consider": "CONSIDER", "if_refractory": "IF REFRACTORY"}
+
+
+def steroid_verdict(line: AdviceLine, grade_is_floor: bool) -> str:
+    """The word the bedside's Steroids line leads with: START, CONSIDER, IF REFRACTORY; else
+    CONTINUE for a not-assessable result (nothing new on it; what is under way goes on) and NO
+    for a graded one."""
+    if line.start in STEROID_VERDICTS:
+        return STEROID_VERDICTS[line.start]
+    return "CONTINUE" if grade_is_floor else "NO"
 
 
 def _covers(cover: AdviceLine, line: AdviceLine) -> bool:
@@ -767,6 +849,12 @@ def _covered(line: AdviceLine, cover: AdviceLine) -> AdviceLine:
 
 def _render(protocol: Protocol, r: _Rule, weight_kg: float | None,
             prefix: str = "") -> AdviceLine:
+    return protocol.memo(("line", r, weight_kg, prefix),
+                         lambda: _render_line(protocol, r, weight_kg, prefix))
+
+
+def _render_line(protocol: Protocol, r: _Rule, weight_kg: float | None,
+                 prefix: str) -> AdviceLine:
     def fill(template: str, compact: bool) -> str:
         for name, dose in r.doses:
             template = template.replace("{" + name + "}", dose.text(weight_kg, compact))

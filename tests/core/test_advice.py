@@ -613,3 +613,118 @@ def test_every_derived_line_says_so_and_names_no_guideline(name):
         if r.evidence == "D":
             assert "(derived by this tool)" in r.text
             assert p.sources[r.source_id].citation.startswith("icans-cli")
+
+
+# --- intubation is not always CRS grade 4 ---------------------------------------------------------
+
+def _ventilated(reason=None, **crs):
+    from icans_cli.core.advice import Case, advise as advise_case
+    from icans_cli.core.crs import CrsState
+
+    crs.setdefault("fever", True)
+    state = CrsState.of(grade_crs(CrsFindings(oxygen="mechanical_ventilation",
+                                              ventilation_reason=reason, **crs)))
+    f = Findings(age_years=50, consciousness="unarousable")
+    return advise_case(load(), Case(f, state, None, 80.0)).recommendation
+
+
+def test_intubated_to_protect_the_airway_is_not_given_the_crs_grade_4_regimen():
+    rec = _ventilated("airway")
+    (b,) = rec.branches
+    assert rec.crs_grade == 1
+    t = text(b).lower()
+    assert "methylprednisolone 500 mg iv every 12 h" not in t
+    assert b.glance().anti_cytokine.start == "consider"  # CRS grade 1: consider, not YES
+
+
+def test_intubated_for_hypoxia_is_crs_grade_4():
+    rec = _ventilated("hypoxia")
+    assert rec.crs_grade == 4
+    assert "methylprednisolone 500 mg iv every 12 h" in text(only(rec)).lower()
+
+
+def test_intubated_for_a_reason_not_given_shows_both_crs_grades_and_assumes_neither():
+    rec = _ventilated(None)
+    assert rec.crs == "ambiguous" and rec.crs_grade is None
+    hypoxia, airway = rec.branches
+    assert hypoxia.label.startswith("IF THE POSITIVE PRESSURE IS FOR HYPOXIA: CRS grade 4")
+    assert airway.label.startswith("IF IT IS ONLY TO PROTECT THE AIRWAY: CRS grade 1")
+    assert hypoxia.glance().anti_cytokine.start is None
+    assert airway.glance().anti_cytokine.start == "consider"
+    assert "/crs-4or1/" in rec.id
+    assert rec.as_dict()["crs_readings"] == {"if_airway": 1, "if_hypoxia": 4}
+
+
+# --- no age is not an adult ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_no_age_and_under_40_kg_shows_no_fixed_adult_amount_and_asks_for_the_age(name):
+    rec = advise(name, crs=0, age=None, weight=18, ice_score=2, seizure="self_limited")
+    assert rec.patient == "child"
+    t = text(rec)
+    assert not FIXED_AMOUNT.search(t), t
+    caution = next(x for x in only(rec).lines if x.section == "caution"
+                   and x.text.startswith("Age not given and the weight is under 40 kg"))
+    assert "Give the age" in caution.text and caution.evidence == "D"
+    assert "(derived by this tool)" in caution.text
+
+
+def test_no_age_and_40_kg_or_more_is_taken_as_an_adult_and_says_so():
+    rec = advise(crs=0, age=None, weight=70, ice_score=2)
+    assert rec.patient == "adult"
+    assert any(x.summary == "Age not given: adult doses shown." for x in only(rec).lines)
+
+
+# --- smaller points -------------------------------------------------------------------------------
+
+def test_with_crs_unknown_a_crs_3_steroid_line_is_never_covered_by_a_crs_1_line():
+    rec = advise(crs=None, ice_score=2, weight=70)
+    with_crs = next(b for b in rec.branches if b.crs)
+    crs3 = next(x for x in with_crs.lines if x.condition == "If the CRS is grade 3"
+                and x.section == "corticosteroids")
+    assert "Covered by" not in crs3.text
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("age", [8, 40])
+@pytest.mark.parametrize("crs", [None, 3, 4])
+def test_no_internal_identifier_reaches_a_line(name, age, crs):
+    kw = {"capd_score": 12} if age < 12 else {"ice_score": 0, "consciousness": "unarousable"}
+    if age < 12:
+        kw = {"consciousness": "unarousable"}
+    rec = advise(name, crs=crs, age=age, weight=30, **kw)
+    assert "high_dose_methylprednisolone" not in text(rec)
+    assert all("_" not in x.summary.split("(")[0] for b in rec.branches for x in b.lines
+               if x.section == "corticosteroids")
+
+
+def test_cartox_protocol_has_the_focal_edema_lumbar_puncture_caution():
+    b = only(advise("cartox-2018", crs=0, ice_score=8,
+                    icp_edema=frozenset({"focal_edema"})))
+    assert any("exclude mass effect" in x.text for x in section(b, "caution"))
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_asco_consider_methylprednisolone_1000_mg_keeps_its_consider(name):
+    b = only(advise(name, crs=4, ice_score=8, weight=70))
+    line = next(x for x in section(b, "corticosteroids") if "if not improving" in x.text)
+    assert "if not improving, consider methylprednisolone 1,000 mg" in line.text
+
+
+def test_capd_at_the_childs_own_baseline_is_on_the_bedside_screen():
+    import io
+
+    from rich.console import Console
+
+    from icans_cli import render
+    from icans_cli.core.advice import Case, advise as advise_case
+    from icans_cli.core.crs import CrsState
+
+    f = Findings(age_years=15, developmental_delay=True, capd_score=12, capd_baseline=12)
+    a = advise_case(load(), Case(f, CrsState(0), None, 50.0))
+    buf = io.StringIO()
+    Console(file=buf, width=80, color_system=None).print(render.bedside(
+        a.result, a.recommendation, render.Context(age=15, weight=50.0)))
+    out = " ".join(buf.getvalue().split())
+    assert "ICANS GRADE 3" in out  # the grade stays ASTCT's
+    assert "baseline 12 (no change)" in out
