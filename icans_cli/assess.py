@@ -87,6 +87,25 @@ def last_assessable(path: Path, patient_id: str, before: datetime | None = None)
         "%Y-%m-%d %H:%M"), None if hours is None else round(hours))
 
 
+def known_spelling(path: Path, typed: str) -> str | None:
+    """The spelling the log knows a pseudonym by, matched case- and separator-insensitively
+    ("PT 0042" and "pt-0042" are "PT-0042"), or None when it is new."""
+    from icans_cli import log
+    from icans_cli.core.identifiers import patient_key
+
+    want, found = patient_key(typed), None
+    try:
+        for _, rec in log.iter_records(path):
+            pid = rec.get("patient_id")
+            if isinstance(pid, str) and (pid == typed or patient_key(pid) == want):
+                found = pid
+                if pid == typed:
+                    return pid
+    except log.LogError:
+        return None
+    return found
+
+
 def find_record(path: Path, record_id: str) -> dict[str, Any]:
     from icans_cli import log
 
@@ -129,16 +148,12 @@ def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
               "grade a CSV export instead: icans grade FILE.csv (see icans grade --help).")
     if patient is not None:
         from icans_cli.core.errors import InvalidFinding
-        from icans_cli.core.identifiers import identifying_reason, validate_patient_id
+        from icans_cli.core.identifiers import check_pseudonym
 
         try:
-            patient = validate_patient_id(patient)
+            patient = check_pseudonym(patient, allow_id)
         except InvalidFinding as exc:
             _fail(f"--patient {exc.detail}")
-        reason = None if allow_id else identifying_reason(patient)
-        if reason:
-            _fail(f"--patient {reason}: give the ward's pseudonym, never a name, record number "
-                  "or birth date (a site whose pseudonyms look like this: --allow-id)")
     try:
         with prompt_session():
             _run(patient=patient, assessor=assessor, protocol=protocol, log_path=log_path,
@@ -192,10 +207,15 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             _say("That record holds only a score total: mark the items again.", "bold")
             iv.ask_score(a)
     else:
+        def known(typed: str) -> str | None:
+            return known_spelling(log_path, typed)
+
         if patient is None:
             a = iv.Answers()
-            iv.ask_patient(a, allow_id)
+            iv.ask_patient(a, allow_id, known)
             patient = a.patient_id
+        else:
+            patient = iv.match_known(patient, known)
         late = parse_time(assessed_at) if assessed_at else None
         if late is not None:
             _say(f"Entered later: assessed at {late.astimezone():%Y-%m-%d %H:%M} (the record "
@@ -213,8 +233,10 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
         for key, attr in (("age", "age"), ("weight", "weight"), ("baseline", "capd_baseline")):
             if given[key] is not None:
                 setattr(a, attr, given[key])
+        if given["weight"] is not None:
+            iv.confirm_weight(a)  # --weight outside the usual range for the age
         if previous is not None:
-            iv.reassess(a, skip)
+            iv.reassess(a, skip, last=before)
         else:
             iv.interview(a, skip)
 
@@ -289,7 +311,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
                              recommendation=summary.rec, crs_grade=summary.crs_grade,
                              product=a.product, crs_detail=a.crs.detail(), weight_kg=a.weight,
                              amends=str(previous.get("id")) if amends and previous else None)
-    if a.path == "ice" and a.ice_done and a.scored:
+    if a.path == "ice" and a.ice_done and a.scored and a.ice_total is None:
         # which tasks were done right, so a correction starts from the same marks (the
         # items hold only counts)
         body["findings"]["ice_tasks"] = iv.task_names(a.ice)

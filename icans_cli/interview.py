@@ -30,20 +30,27 @@ from icans_cli.core.errors import InvalidFinding
 from icans_cli.core.grading import (
     CONSCIOUSNESS, EXCLUDED, ICP_EDEMA, MOTOR, SEIZURE, Findings, score_expected, score_path,
 )
-from icans_cli.core.identifiers import identifying_reason, parse_time, validate_patient_id
+from icans_cli.core.identifiers import (
+    check_pseudonym, identifying_reason, parse_time, validate_patient_id,
+)
 from icans_cli.core.protocol import PRODUCTS
 from icans_cli.core.scores import (
     CAPD_ANSWERS, CAPD_ITEMS, ICE_ITEMS, IceItems, capd_points, show_capd_anchors,
 )
 
+# The terminal's own named colours (its theme sets their contrast, dark or light): never a
+# fixed palette colour, which a light background can wash out (a test holds this).
 STYLE = questionary.Style([
-    ("qmark", "fg:#5f87ff bold"),
+    ("qmark", "fg:ansiblue bold"),
     ("question", "bold"),
-    ("answer", "fg:#00afff bold"),
-    ("pointer", "fg:#ffaf00 bold"),
-    ("highlighted", "fg:#ffaf00 bold"),
-    ("selected", "fg:#00d75f"),
-    ("instruction", "fg:#8a8a8a"),
+    ("answer", "fg:ansicyan bold"),
+    ("pointer", "fg:ansiblue bold"),
+    ("highlighted", "bold"),
+    ("selected", "fg:ansigreen bold"),
+    ("instruction", ""),
+    ("key", "bold"),
+    ("error", "fg:ansired bold"),
+    ("last", "italic"),
 ])
 
 # (value, title, key): number keys are the ASTCT grade the answer gives.
@@ -227,6 +234,8 @@ class Answers:
     needs_score: bool = False  # amending a record that holds only a score total
     assessed_at: str | None = None  # amendments: the original time, kept; or --assessed-at
     late_entry: bool = False  # assessed_at from --assessed-at: within the last 24 h
+    ice_total: int | None = None  # the ICE total typed (the tasks then not recorded)
+    known: bool = False  # filled from a logged record: its answers are "last time"
 
     @property
     def path(self) -> str:
@@ -236,6 +245,14 @@ class Answers:
     def scored(self) -> bool:
         """Whether an ICE/CAPD score is part of these answers."""
         return score_expected(self.consciousness, self.sedated)
+
+    def ice_score(self) -> int:
+        return self.ice_total if self.ice_total is not None else self.ice_items().total
+
+    def last(self, value: Any) -> Any:
+        """`value` as last time's answer, or None for a patient new to the log (no last
+        time to show)."""
+        return value if self.known else None
 
     def ice_items(self) -> IceItems:
         counts = {k: 0 for k in ("orientation", "naming", "commands", "writing", "attention")}
@@ -253,13 +270,16 @@ class Answers:
                     tocilizumab_hours(self.crs.detail(), when))
 
     def findings(self) -> Findings:
-        ice_items = capd = None
+        ice_items = capd = ice_score = None
         if self.scored and self.path == "ice":
-            ice_items = self.ice_items()
+            if self.ice_total is not None:
+                ice_score = self.ice_total
+            else:
+                ice_items = self.ice_items()
         elif self.scored and self.path == "capd":
             capd = capd_points(self.capd)
         return Findings(age_years=self.age, developmental_delay=self.developmental_delay,
-                        ice_items=ice_items, capd_points=capd,
+                        ice_items=ice_items, ice_score=ice_score, capd_points=capd,
                         consciousness=self.consciousness, seizure=self.seizure,
                         motor=self.motor, icp_edema=frozenset(self.icp),
                         excluded=frozenset(self.excluded), sedated=self.sedated,
@@ -275,7 +295,7 @@ class Answers:
                 sedated=bool(f.get("sedated")), consciousness=f.get("consciousness", "alert"),
                 seizure=f.get("seizure", "none"), motor=f.get("motor", "none"),
                 icp=list(f.get("icp_edema") or []), excluded=list(f.get("excluded") or []),
-                product=f.get("product"))
+                product=f.get("product"), known=True)
         if with_scores:
             items = f.get("ice_items")
             if items:
@@ -286,7 +306,7 @@ class Answers:
                     a.ice = named
                 a.ice_done = True
             elif f.get("ice_score") is not None:
-                a.needs_score = True  # a batch record holds only the total: ask again
+                a.ice_total, a.ice_done = int(f["ice_score"]), True  # the total alone
             capd = f.get("capd_items")
             if not capd and f.get("capd_score") is not None:
                 a.needs_score = True
@@ -348,27 +368,97 @@ def _eof_binding(question: "questionary.Question") -> "questionary.Question":
     return question
 
 
+def _choose(message: str, options: list[tuple[str, str]], last: str | None = None,
+            instruction: str | None = None, show_options: bool = True) -> str:
+    """One key answers; nothing else does. Enter alone is never an answer (it never confirms a
+    default, so Enter pressed through an interview records nothing), and a key that is not an
+    answer says so under the question. `options`: (key, label); `last`: what the patient had
+    last time, shown for reference (answering it still takes its own key). Ctrl-C and Ctrl-D
+    end the interview from here."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.formatted_text import to_formatted_text
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.keys import Keys
+
+    status: dict[str, Any] = {"error": ""}
+    keys = [k for k, _ in options]
+    press = ", ".join(keys[:-1]) + f" or {keys[-1]}" if len(keys) > 1 else keys[0]
+
+    def tokens():
+        t: list[tuple[str, str]] = [("class:qmark", "?"), ("class:question", f" {message}")]
+        if last:
+            t.append(("class:last", f"  (last time: {last})"))
+        if show_options:
+            for k, label in options:
+                t += [("", "\n"), ("class:key", f"   {k}  "), ("", label)]
+        t.append(("", "\n"))
+        if status["error"]:
+            t += [("class:error", f"  ! {status['error']}"), ("", "\n")]
+        t.append(("class:instruction", f"  {instruction or 'Press ' + press}: "))
+        return to_formatted_text(t)
+
+    kb = KeyBindings()
+
+    @kb.add(Keys.ControlC, eager=True)
+    def _(event) -> None:
+        event.app.exit(exception=KeyboardInterrupt)
+
+    @kb.add(Keys.ControlD, eager=True)
+    def _(event) -> None:
+        event.app.exit(exception=EOFError)
+
+    def make(key: str):
+        def pick(event) -> None:
+            event.app.exit(result=key)
+        return pick
+
+    for key in keys:
+        kb.add(key)(make(key))
+        if key.upper() != key:
+            kb.add(key.upper())(make(key))
+
+    @kb.add(Keys.ControlM, eager=True)
+    def _(event) -> None:
+        status["error"] = f"Enter is not an answer here: press {press}."
+        event.app.invalidate()
+
+    @kb.add(Keys.Any)
+    def _(event) -> None:
+        pressed = event.key_sequence[0].data if event.key_sequence else ""
+        shown = f"'{pressed}'" if len(pressed) == 1 and pressed.isprintable() else "That key"
+        status["error"] = f"{shown} is not an answer here: press {press}."
+        event.app.invalidate()
+
+    session = PromptSession(tokens, key_bindings=kb, style=STYLE)
+    session.app.erase_when_done = True  # the answer is said below, in one line
+    return str(questionary.Question(session.app).unsafe_ask())
+
+
 def _select(message: str, choices: list[tuple[Any, str, str]], default: Any = None,
             instruction: str | None = None) -> Any:
-    cs = [Choice(title, value=("__none__" if value is None else value), shortcut_key=key)
-          for value, title, key in choices]
-    want = "__none__" if default is None else default
-    question = _eof_binding(questionary.select(
-        message, choices=cs, default=next((c for c in cs if c.value == want), None),
-        use_shortcuts=True, use_jk_keys=False,
-        instruction=instruction or "(key, then Enter)",
-        style=STYLE))
-    question.application.erase_when_done = True  # the answer is said below, wrapped
-    picked = question.unsafe_ask()
-    _echo(message, next((title for value, title, _ in choices
-                         if ("__none__" if value is None else value) == picked), str(picked)))
-    return None if picked == "__none__" else picked
+    """One of `choices` (value, title, key) by its key. `default`: last time's answer, shown
+    beside the question, never taken by Enter."""
+    by_key = {key: (value, title) for value, title, key in choices}
+    last = next((title for value, title, _ in choices if value == default
+                 and default is not None), None)
+    key = _choose(message, [(k, t) for _, t, k in choices], last)
+    value, title = by_key[key]
+    _echo(message, title)
+    return value
+
+
+def _confirm(message: str, default: bool | None = None) -> bool:
+    """y or n: one key, and Enter is not an answer (`default`: last time's, shown)."""
+    last = None if default is None else ("yes" if default else "no")
+    answer = _choose(message, [("y", "yes"), ("n", "no")], last, show_options=False)
+    _echo(message, "yes" if answer == "y" else "no")
+    return answer == "y"
 
 
 def _checkbox(message: str, choices: list[tuple[Any, str]], checked: list[Any],
               instruction: str, echo: bool = True) -> list[Any]:
-    """Space marks; the answer is said in words below (questionary's own echo is "done",
-    which reads the same for nothing marked and for several)."""
+    """Space marks, Enter is done; the answer is said in words below (questionary's own echo
+    is "done", which reads the same for nothing marked and for several)."""
     cs = [Choice(title, value=value, checked=value in checked) for value, title in choices]
     picked = list(_eof_binding(questionary.checkbox(message, choices=cs,
                                                     instruction=instruction,
@@ -379,11 +469,21 @@ def _checkbox(message: str, choices: list[tuple[Any, str]], checked: list[Any],
     return picked
 
 
-def _confirm(message: str, default: bool = False) -> bool:
-    """y or n, then Enter, like every list (auto_enter would take the y or n at once, and an
-    Enter typed after it out of habit would answer the next question unseen)."""
-    return bool(_eof_binding(questionary.confirm(message, default=default, auto_enter=False,
-                                                 style=STYLE)).unsafe_ask())
+def _marks(message: str, choices: list[tuple[Any, str]], current: list[Any],
+           none_label: str, known: bool = False) -> list[Any]:
+    """None of these (its own key), or mark them. Nothing marked is asked again: "none" is a
+    finding, and only its key records it. `known`: `current` is last time's answer."""
+    last = ("; ".join(t for v, t in choices if v in current) or "none") if known else None
+    while True:
+        key = _choose(message, [("n", none_label), ("m", "Mark them (Space marks, Enter done)")],
+                      last)
+        if key == "n":
+            _echo(message, "none")
+            return []
+        picked = _checkbox(message, choices, current, "(Space marks, Enter done)", echo=True)
+        if picked:
+            return picked
+        note(f"Nothing was marked: press n for {none_label.lower()}, or mark them.", "error")
 
 
 def _text(message: str, default: str = "", check: Callable[[str], str | None] | None = None,
@@ -406,57 +506,13 @@ def _text(message: str, default: str = "", check: Callable[[str], str | None] | 
         default = answer if keep_refused else ""
 
 
-def keypress(message: str, options: list[tuple[str, str]], default: str | None) -> str:
-    """A one-key answer, e.g. y / n / d; Enter takes the default (none: Enter does nothing).
-    Ctrl-C and Ctrl-D end it."""
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.formatted_text import to_formatted_text
-    from prompt_toolkit.key_binding import KeyBindings
-    from prompt_toolkit.keys import Keys
-
-    status: dict[str, Any] = {"answer": None}
-    hint = " / ".join(f"{k} {label}{' (Enter)' if k == default else ''}"
-                      for k, label in options)
-
-    def tokens():
-        t = [("class:qmark", "?"), ("class:question", f" {message} ")]
-        if status["answer"] is None:
-            t.append(("class:instruction", f"[{hint}] "))
-        else:
-            t.append(("class:answer", dict(options)[status["answer"]]))
-        return to_formatted_text(t)
-
-    kb = KeyBindings()
-
-    @kb.add(Keys.ControlC, eager=True)
-    def _(event) -> None:
-        event.app.exit(exception=KeyboardInterrupt)
-
-    @kb.add(Keys.ControlD, eager=True)
-    def _(event) -> None:
-        event.app.exit(exception=EOFError)
-
-    def make(key: str):
-        def pick(event) -> None:
-            status["answer"] = key
-            event.app.exit(result=key)
-        return pick
-
-    for key, _label in options:
-        kb.add(key)(make(key))
-        if key.upper() != key:
-            kb.add(key.upper())(make(key))
-    if default is not None:
-        kb.add(Keys.ControlM, eager=True)(make(default))
-
-    @kb.add(Keys.Any)
-    def _(event) -> None:
-        """Other keys do nothing."""
-
-    session = PromptSession(tokens, key_bindings=kb, style=questionary.Style.from_dict({
-        "qmark": "fg:#5f87ff bold", "question": "bold", "instruction": "fg:#8a8a8a",
-        "answer": "fg:#00afff bold"}))
-    return str(questionary.Question(session.app).unsafe_ask())
+def keypress(message: str, options: list[tuple[str, str]], default: str | None = None) -> str:
+    """A one-key answer, e.g. y / n / d. Enter alone is never an answer (`default` is kept for
+    the callers' signature and ignored: nothing is saved by Enter). Ctrl-C and Ctrl-D end it."""
+    key = _choose(message, options, show_options=False,
+                  instruction=" / ".join(f"{k} {label}" for k, label in options))
+    _echo(message, dict(options)[key])
+    return key
 
 
 def note(text: str, kind: str = "info") -> None:
@@ -513,8 +569,11 @@ def _check_pid(allow_id: bool) -> Callable[[str], str | None]:
 
 
 def _check_age(text: str) -> str | None:
-    t = text.strip()
+    t = text.strip().lower()
     if not t:
+        return ("Give the age in years (e.g. 7 or 1.5), or a for an adult whose age you do "
+                "not have: Enter alone is not an answer.")
+    if t == "a":
         return None
     try:
         v = float(t)
@@ -525,14 +584,19 @@ def _check_age(text: str) -> str | None:
 
 def _check_weight(required: bool) -> Callable[[str], str | None]:
     def check(text: str) -> str | None:
-        t = text.strip()
+        t = text.strip().lower()
         if not t:
             return "Under 18 the weight is needed: children's doses are per kg." if required \
                 else None
+        pounds = t.endswith(("lb", "lbs"))
+        number = t.rstrip("sb").rstrip("l").strip() if pounds else (
+            t[:-2].strip() if t.endswith("kg") else t)
         try:
-            v = float(t)
+            v = float(number)
         except ValueError:
-            return "Weight in kg as a number, e.g. 23.5."
+            return "Weight in kg as a number, e.g. 23.5 (or pounds: 176 lb)."
+        if pounds:
+            v = v / 2.20462
         return None if 1 <= v <= 350 else "Weight must be from 1 to 350 kg."
     return check
 
@@ -559,24 +623,90 @@ def _number(text: str) -> float | int | None:
     return int(v) if v.is_integer() else v
 
 
-def ask_patient(a: Answers, allow_id: bool = False) -> None:
+def ask_patient(a: Answers, allow_id: bool = False, known: Callable[[str], str | None]
+                = lambda _: None) -> None:
     note("The ward's pseudonym only: never a name, record number or birth date.", "dim")
-    a.patient_id = validate_patient_id(_text("Patient pseudonym", default=a.patient_id or "",
-                                             check=_check_pid(allow_id), keep_refused=False))
+    typed = check_pseudonym(_text("Patient pseudonym", default=a.patient_id or "",
+                                  check=_check_pid(allow_id), keep_refused=False), allow_id)
+    a.patient_id = match_known(typed, known)
+
+
+def match_known(typed: str, known: Callable[[str], str | None]) -> str:
+    """A pseudonym the log knows under another spelling ("PT 0042" for "PT-0042": matched
+    case- and separator-insensitively) is the same patient only if the user says so: one key
+    each way, never Enter."""
+    spelled = known(typed)
+    if spelled is None or spelled == typed:
+        return typed
+    key = _choose(f"{typed} → {spelled} (known)?", [
+        ("k", f"The known patient {spelled}"),
+        ("n", f"A new patient, {typed}")])
+    _echo(f"{typed} → {spelled} (known)?", spelled if key == "k" else f"new patient {typed}")
+    return spelled if key == "k" else typed
 
 
 def ask_age(a: Answers) -> None:
     shown = "" if a.age is None else f"{a.age:g}"
-    a.age = _number(_text("Age in years", default=shown, check=_check_age,
-                          instruction="(blank for an adult; under 12 is scored with CAPD)"))
+    t = _text("Age in years", default=shown, check=_check_age,
+              instruction="(a: an adult, age not at hand; under 12 is scored with CAPD)")
+    a.age = None if t.strip().lower() == "a" else _number(t)
 
 
 def ask_weight(a: Answers) -> None:
+    """kg, or pounds with "lb" (converted and said); a weight outside the usual range for the
+    age (a growth chart's) is confirmed with its own key; a refused value is cleared."""
+    from icans_cli.core.growth import implausible
+
     child = a.age is not None and a.age < 18
     shown = "" if a.weight is None else f"{a.weight:g}"
-    a.weight = _number(_text(
-        "Weight in kg", default=shown, check=_check_weight(child),
-        instruction="(needed under 18: doses per kg)" if child else "(optional for adults)"))
+    while True:
+        text = _text("Weight in kg", default=shown, check=_check_weight(child),
+                     instruction="(needed under 18: doses per kg; 176 lb is converted)"
+                     if child else "(optional for adults; 176 lb is converted)",
+                     keep_refused=False)
+        weight = _weight_kg(text)
+        if weight is None:
+            a.weight = None
+            return
+        a.weight = weight
+        if confirm_weight(a):
+            return
+        shown = ""
+
+
+def confirm_weight(a: Answers) -> bool:
+    """A weight outside the usual range for the age (growth charts) is kept only with its own
+    key: pounds typed as kilograms give every per-kg dose twice over. False: re-enter it."""
+    from icans_cli.core.growth import implausible
+
+    band = None if a.weight is None else implausible(a.age, a.weight)
+    if band is None:
+        return True
+    note(f"{a.weight:g} kg is outside the usual range for age {a.age:g} ({band[0]:g}-"
+         f"{band[1]:g} kg): pounds typed as kg, or a slip?", "warning")
+    key = _choose("That weight", [("c", f"Confirm {a.weight:g} kg (it was measured)"),
+                                  ("r", "Re-enter it")])
+    if key == "c":
+        _echo("That weight", f"{a.weight:g} kg, confirmed")
+        return True
+    a.weight = None
+    ask_weight(a)
+    return True
+
+
+def _weight_kg(text: str) -> float | int | None:
+    """'72', '72 kg' or '176 lb' (said converted) -> kg; blank -> None."""
+    from icans_cli.core.growth import pounds_to_kg
+
+    t = text.strip().lower()
+    if not t:
+        return None
+    for unit in ("lbs", "lb"):
+        if t.endswith(unit):
+            kg = pounds_to_kg(float(t[:-len(unit)].strip()))
+            note(f"= {kg:g} kg ({t[:-len(unit)].strip()} lb)")
+            return int(kg) if float(kg).is_integer() else kg
+    return _number(t[:-2] if t.endswith("kg") else t)
 
 
 def ask_delay(a: Answers) -> None:
@@ -584,7 +714,7 @@ def ask_delay(a: Answers) -> None:
         a.developmental_delay = False
         return
     a.developmental_delay = _confirm("Baseline developmental delay? (then CAPD, not ICE)",
-                                     default=a.developmental_delay)
+                                     default=a.last(a.developmental_delay))
 
 
 def ask_capd_baseline(a: Answers) -> None:
@@ -600,28 +730,67 @@ SEDATION_NOTE = "Intubation alone is not a cause: a patient intubated because of
 
 def ask_sedated(a: Answers) -> None:
     note(SEDATION_NOTE, "dim")
-    a.sedated = _confirm(SEDATION_QUESTION, default=a.sedated)
+    a.sedated = _confirm(SEDATION_QUESTION, default=a.last(a.sedated))
 
 
 def ask_consciousness(a: Answers) -> None:
-    a.consciousness = _select("Level of consciousness", CONSCIOUSNESS_CHOICES, a.consciousness,
-                              "(the number is the ASTCT grade it gives)")
+    a.consciousness = _select("Level of consciousness", CONSCIOUSNESS_CHOICES,
+                              a.last(a.consciousness))
 
 
-def ask_ice(a: Answers) -> None:
-    a.ice = _checkbox("ICE: mark each task done RIGHT",
-                      [(i, label) for i, (_, label) in enumerate(ICE_TASKS)], a.ice,
-                      "(Space: one, a: all, Enter: done)", echo=False)
-    a.ice_done = True
-    total = a.ice_items().total
+def ask_ice(a: Answers, last: "Answers | None" = None) -> None:
+    """The ICE total typed, or its ten tasks ticked, or (a known patient) the same tasks
+    missed as last time: each by its own key. An unanswered checklist is not ICE 0: nothing
+    ticked asks again; ICE 0 in an awake patient is kept only with its own key."""
+    options = [("t", "Type the total (0-10)"), ("c", "Tick the tasks done right")]
+    same = _same_ice(last)
+    if same is not None:
+        options.insert(0, ("s", f"Same as last time: {same}"))
+    key = _choose("ICE", options)
+    if key == "s":
+        assert last is not None
+        a.ice, a.ice_total, a.ice_done = list(last.ice), last.ice_total, True
+        _echo("ICE", f"same as last time: {same}")
+    elif key == "t":
+        t = _text("ICE total", check=_check_ice_total, instruction="(0-10)",
+                  keep_refused=False).strip()
+        a.ice, a.ice_total, a.ice_done = [], int(t), True
+    else:
+        while True:
+            a.ice = _checkbox("ICE: tick each task done RIGHT",
+                              [(i, label) for i, (_, label) in enumerate(ICE_TASKS)], a.ice,
+                              "(Space: one, a: all, Enter: done)", echo=False)
+            if a.ice:
+                break
+            note("Nothing was ticked: that is not ICE 0. Tick what was done right; for ICE 0, "
+                 "press t and type 0.", "error")
+        a.ice_total, a.ice_done = None, True
+    total = a.ice_score()
     note(f"= ICE {total}/10")
     if total == 0 and a.consciousness != "unarousable" and not a.sedated:
         why = _select("ICE 0 in a patient who is awake: which is it?", [
-            ("aphasia", "Global aphasia or cannot do any task: keep ICE 0 (grade 3)", "k"),
-            ("again", "The answers were not entered: mark the tasks again", "m"),
-        ], "aphasia")
+            ("aphasia", "Global aphasia or cannot do any task: ICE 0 (grade 3)", "k"),
+            ("again", "Not what was seen: answer ICE again", "m"),
+        ])
         if why == "again":
-            ask_ice(a)
+            ask_ice(a, last)
+
+
+def _same_ice(last: "Answers | None") -> str | None:
+    """'ICE 7: missed Year, Writing, Attention' when last time's ICE can be repeated."""
+    if last is None or last.path != "ice" or not last.scored or not last.ice_done:
+        return None
+    total = last.ice_score()
+    if last.ice_total is not None:
+        return f"ICE {total} (the total)"
+    missed = [label.split(" (")[0] for i, (_, label) in enumerate(ICE_TASKS)
+              if i not in last.ice]
+    return f"ICE {total}" + (": missed " + ", ".join(missed) if missed else "")
+
+
+def _check_ice_total(text: str) -> str | None:
+    t = text.strip()
+    return None if t.isdigit() and 0 <= int(t) <= 10 else "The ICE total: a whole number 0-10."
 
 
 def _anchor_band(age: float) -> str:
@@ -632,7 +801,15 @@ def _anchor_band(age: float) -> str:
     return "around 28 weeks" if age < 1 else "1-2 years"
 
 
-def ask_capd(a: Answers) -> None:
+def ask_capd(a: Answers, last: "Answers | None" = None) -> None:
+    if last is not None and last.path == "capd" and last.scored and len(last.capd) == 8:
+        pts = sum(capd_points(last.capd))
+        key = _choose("CAPD", [("s", f"Same answers as last time: CAPD {pts}/32"),
+                               ("q", "Answer the eight items")])
+        if key == "s":
+            a.capd = list(last.capd)
+            _echo("CAPD", f"same as last time: CAPD {pts}/32")
+            return
     answers = list(a.capd) if len(a.capd) == 8 else ["never"] * 8
     anchors = show_capd_anchors(a.age)
     if anchors:
@@ -666,53 +843,51 @@ def ask_capd(a: Answers) -> None:
             ask_capd(a)
 
 
-def ask_score(a: Answers) -> None:
+def ask_score(a: Answers, last: "Answers | None" = None) -> None:
     if not a.scored:
         return
     if a.path == "ice":
-        ask_ice(a)
+        ask_ice(a, last)
     else:
-        ask_capd(a)
+        ask_capd(a, last)
 
 
 def ask_seizure(a: Answers) -> None:
-    a.seizure = _select("Seizure since last check", SEIZURE_CHOICES, a.seizure,
-                        "(the number is the ASTCT grade it gives)")
+    a.seizure = _select("Seizure since last check", SEIZURE_CHOICES, a.last(a.seizure))
 
 
 def ask_motor(a: Answers) -> None:
-    a.motor = _select("Motor findings", MOTOR_CHOICES, a.motor,
-                      "(the number is the ASTCT grade it gives)")
+    a.motor = _select("Motor findings", MOTOR_CHOICES, a.last(a.motor))
 
 
 def ask_icp(a: Answers) -> None:
-    a.icp = _checkbox("Raised ICP / cerebral edema?", ICP_CHOICES, a.icp,
-                      "(Space marks; none marked = none)")
+    a.icp = _marks("Raised ICP / cerebral edema?", ICP_CHOICES, a.icp, "None of these signs",
+                   a.known)
 
 
 def ask_excluded(a: Answers) -> None:
-    a.excluded = _checkbox("Also seen? Recorded, NOT graded", EXCLUDED_CHOICES, a.excluded,
-                           "(Space marks; none marked = none)")
+    a.excluded = _marks("Also seen? Recorded, NOT graded", EXCLUDED_CHOICES, a.excluded,
+                        "None of these", a.known)
 
 
 def ask_crs(a: Answers) -> None:
     c = a.crs
-    mode = _select("Concurrent CRS? (it decides tocilizumab)", CRS_MODE_CHOICES, c.mode,
-                   "(k, w or u, then Enter)")
+    mode = _select("Concurrent CRS? (it decides tocilizumab)", CRS_MODE_CHOICES,
+                   a.last(c.mode))
     if mode == "grade":
         g = _select("Current ASTCT CRS grade", [
             (str(i), f"CRS grade {i}" + (" (no CRS)" if i == 0 else ""), str(i))
-            for i in range(5)], None if c.grade is None else str(c.grade),
-            "(the grade's number, then Enter)")
+            for i in range(5)], a.last(None if c.grade is None else str(c.grade)))
         a.crs = CrsAnswers("grade", int(g))
         if int(g) >= 1:
             a.crs.tocilizumab_at = ask_tocilizumab_at(c.tocilizumab_at)
     elif mode == "questions":
-        fever = _confirm("Fever 38.0 C or more, not explained by another cause?", c.fever)
-        treated = _checkbox("Already given for the CRS?", TREATMENT_CHOICES, c.treatments,
-                            "(Space marks; none marked = none)")
-        hyp = _select("Hypotension", HYPOTENSION_CHOICES, c.hypotension)
-        oxy = _select("Oxygen", OXYGEN_CHOICES, c.oxygen)
+        fever = _confirm("Fever 38.0 C or more, not explained by another cause?",
+                         a.last(c.fever))
+        treated = _marks("Already given for the CRS?", TREATMENT_CHOICES, c.treatments,
+                         "Nothing yet", a.known)
+        hyp = _select("Hypotension", HYPOTENSION_CHOICES, a.last(c.hypotension))
+        oxy = _select("Oxygen", OXYGEN_CHOICES, a.last(c.oxygen))
         flow = None
         if oxy == "nasal_cannula":
             flow = float(_text("Nasal cannula flow (L/min)",
@@ -723,7 +898,7 @@ def ask_crs(a: Answers) -> None:
             note("CRS counts positive pressure only when it is for hypoxia (ASTCT): a patient "
                  "intubated to protect the airway is not CRS grade 4 for that.", "dim")
             reason = _select("Why the positive pressure?", VENTILATION_CHOICES,
-                             c.ventilation_reason, "(h, a or n, then Enter)")
+                             a.last(c.ventilation_reason))
         new = CrsAnswers("questions", None, fever, treated, hyp, oxy, flow,
                          ventilation_reason=reason)
         new.grade = grade_crs(new.findings()).grade
@@ -732,6 +907,20 @@ def ask_crs(a: Answers) -> None:
         a.crs = new
     else:
         a.crs = CrsAnswers("unknown")
+
+
+def ask_tocilizumab_since(a: Answers) -> None:
+    """A CRS carried forward from last time: was tocilizumab given since (and when)? Without
+    this, an unchanged reassessment would advise a fresh dose every time."""
+    c = a.crs
+    if c.mode == "unknown" or not (c.grade or (c.mode == "questions" and c.result()
+                                               and c.result().readings)):
+        return
+    given = _confirm("Tocilizumab given since the last check?")
+    if given:
+        c.tocilizumab_at = ask_tocilizumab_at(None)
+        if c.mode == "questions" and "tocilizumab" not in c.treatments:
+            c.treatments = sorted({*c.treatments, "tocilizumab"})
 
 
 TOCILIZUMAB_WINDOW_H = 72  # a dose for this CRS episode; older than this is not asked for
@@ -769,7 +958,7 @@ def ask_tocilizumab_at(previous: str | None) -> str | None:
 
 
 def ask_product(a: Answers) -> None:
-    a.product = _select("CAR-T product", PRODUCT_CHOICES, a.product)
+    a.product = _select("CAR-T product", PRODUCT_CHOICES, a.last(a.product))
 
 
 def ask_assessed_at(a: Answers) -> None:
@@ -843,6 +1032,8 @@ def describe(a: Answers, key: str) -> str:
         if not a.scored:
             return "not taken"
         if a.path == "ice":
+            if a.ice_total is not None:
+                return f"ICE {a.ice_total}/10 (the total)"
             it = a.ice_items()
             return (f"ICE {it.total}/10 (orient {it.orientation} name {it.naming} "
                     f"command {it.commands} write {it.writing} count {it.attention})")
@@ -888,24 +1079,37 @@ def interview(a: Answers, skip: set[str] | frozenset[str] = frozenset()) -> Answ
     return a
 
 
-def reassess(a: Answers, skip: set[str] | frozenset[str] = frozenset()) -> Answers:
-    """A known patient, `a` filled from the last record: the details and the other findings
-    are confirmed as last time with one key each; sedation, consciousness and the score are
-    asked as always (their defaults are the last answers; the score starts blank)."""
+def reassess(a: Answers, skip: set[str] | frozenset[str] = frozenset(),
+             last: Answers | None = None) -> Answers:
+    """A known patient, `a` filled from the last record, `last` that record with its score:
+    the details and the other findings are kept as last time with one key each (s; never
+    Enter); sedation, consciousness and the score are asked as always (the score offers "the
+    same as last time" as one answer, shown). A CRS carried forward asks whether tocilizumab
+    was given since."""
     note(f"Known patient: {_summary(a, DETAILS)}.", "dim")
-    if not _confirm("Same patient details as last time?", default=True):
+    if _same("Patient details") != "s":
         for key, _, ask, applies in QUESTIONS:
             if key in DETAILS and key not in skip and applies(a):
                 ask(a)
-    for key in ("sedated", "consciousness", "score"):
-        next(q[2] for q in QUESTIONS if q[0] == key)(a)
+    ask_sedated(a)
+    ask_consciousness(a)
+    ask_score(a, last)
     if a.path == "capd" and a.scored and "baseline" not in skip and a.capd_baseline is None:
         ask_capd_baseline(a)
     note(f"Last time: {_summary(a, AS_BEFORE)}.", "dim")
-    if not _confirm("All of these the same now?", default=True):
+    if _same("Seizure, motor, ICP/edema, not graded and CRS") == "s":
+        ask_tocilizumab_since(a)
+    else:
         for key in AS_BEFORE:
             next(q[2] for q in QUESTIONS if q[0] == key)(a)
     return a
+
+
+def _same(what: str) -> str:
+    key = _choose(f"{what}: the same as last time?", [("s", "The same (as shown above)"),
+                                                        ("c", "Some changed: ask them")])
+    _echo(f"{what}: the same as last time?", "the same" if key == "s" else "changed")
+    return key
 
 
 _SHORT = {"age": "age", "weight": "weight", "delay": "developmental delay",
@@ -925,33 +1129,32 @@ def _summary(a: Answers, keys: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
+REVIEW_KEYS = "123456789bcefghijklm"  # a line's key ("a" accepts)
+
+
 def review(a: Answers, preview: Callable[[Answers], str],
            before: Answers | None = None, before_label: str = "the last assessment") -> Answers:
-    """List every answer; let the user change any one; return when they accept. Lines that
-    differ from `before` are marked with *."""
+    """List every answer with its key; a accepts (never Enter), a line's key changes it.
+    Lines that differ from `before` are marked with *."""
     while True:
         rows = [(key, label) for key, label, _, applies in QUESTIONS if applies(a)]
         width = max(len(label) for _, label in rows)
         marked = False
-        choices = [Choice(f"Accept: {preview(a)}", value="__accept__")]
-        for key, label in rows:
+        options = [("a", f"Accept: {preview(a)}")]
+        for (key, label), k in zip(rows, REVIEW_KEYS):
             star = " "
             if before is not None and describe(a, key) != _describe_or_none(before, key):
                 star, marked = "*", True
-            choices.append(Choice(f"{star} {label.ljust(width)}  {describe(a, key)}",
-                                  value=key))
+            options.append((k, f"{star} {label.ljust(width)}  {describe(a, key)}"))
         if marked:
             note(f"* differs from {before_label}", "dim")
-        question = _eof_binding(questionary.select(
-            "Review", choices=choices,
-            instruction="(Enter accepts; arrows pick a line to change)", style=STYLE))
-        # The list goes once answered: its echo, a long line, would wrap mid-word; the
-        # question asked next (or the summary) says what was picked.
-        question.application.erase_when_done = True
-        picked = question.unsafe_ask()
-        if picked == "__accept__":
+        picked = _choose("Review", options,
+                         instruction="a accepts; a line's key changes it")
+        if picked == "a":
+            _echo("Review", "accepted")
             return a
-        ask = next(q for q in QUESTIONS if q[0] == picked)[2]
+        key = rows[REVIEW_KEYS.index(picked)][0]
+        ask = next(q for q in QUESTIONS if q[0] == key)[2]
         before_path, before_scored = a.path, a.scored
         ask(a)
         # A change that alters the score path or makes a score needed asks for the score.

@@ -14,27 +14,28 @@ from icans_cli.cli import app
 ENTER, DOWN, CTRL_C, CTRL_D = "\r", "\x1b[B", "\x03", "\x04"
 runner = CliRunner()
 
-# Answer fragments, in interview order (age and weight come from options here).
-# y/n prompts, like lists, take the key and then Enter
-NOT_DELAYED, NOT_SEDATED, SEDATED = "n" + ENTER, "n" + ENTER, "y" + ENTER
-NO_PRODUCT = ENTER  # "not recorded" is the default
-AXI_CEL = "a" + ENTER
-ALERT = ENTER
-ICE_10 = "a" + ENTER  # "a" marks all ten tasks
-ICE_0_APHASIA = ENTER + ENTER  # nothing marked; "global aphasia: keep ICE 0"
-NOTHING_ELSE = ENTER * 4  # seizure none, motor none, no ICP/edema, nothing excluded
-CRS_0 = "k" + ENTER + "0" + ENTER  # "I know the grade", then the grade's own number
-CRS_2 = "k" + ENTER + "2" + ENTER + ENTER  # ... and no tocilizumab given yet (blank)
-CRS_UNKNOWN = "u" + ENTER
-ACCEPT = ENTER
+# Answer fragments, in interview order (age and weight come from options here). Every
+# question takes one key of its own; Enter alone answers nothing.
+NOT_DELAYED, NOT_SEDATED, SEDATED = "n", "n", "y"
+NO_PRODUCT = "n"  # "not recorded"
+AXI_CEL = "a"
+ALERT = "0"
+ICE_10 = "c" + "a" + ENTER  # tick the tasks: "a" marks all ten, Enter is done
+ICE_0_APHASIA = "t" + "0" + ENTER + "k"  # the total typed, then "global aphasia: keep"
+NOTHING_ELSE = "0" + "0" + "n" + "n"  # no seizure, no motor, no ICP/edema, nothing excluded
+CRS_0 = "k" + "0"  # "I know the grade", then the grade's own number
+CRS_2 = "k" + "2" + ENTER  # ... and no tocilizumab given yet (the time left blank)
+CRS_UNKNOWN = "u"
+ACCEPT = "a"
 SAVE = "y"
+SAME = "s"
 ADULT = NOT_DELAYED + NO_PRODUCT + NOT_SEDATED  # the opening of an adult's first interview
 
 
 def run(keys, *args, log_file=None):
     if "--age" in args and "--weight" not in args:
         age = float(args[args.index("--age") + 1])
-        args = (*args, "--weight", "70" if age >= 18 else "20")
+        args = (*args, "--weight", "70" if age >= 18 else "20" if age >= 3 else "10")
     with create_pipe_input() as inp:
         inp.send_text(keys)
         inp.close()  # end of input after the keys: an unexpected prompt fails, never hangs
@@ -80,7 +81,7 @@ def test_ice_0_awake_is_grade_3_after_confirming_global_aphasia(logf):
 
 
 def test_ice_0_awake_answers_not_entered_goes_back_to_the_ice(logf):
-    not_entered = ENTER + "m" + ENTER + ICE_10  # nothing marked; "not entered: mark again"
+    not_entered = "t" + "0" + ENTER + "m" + ICE_10  # ICE 0 typed; "not what was seen: again"
     keys = ADULT + ALERT + not_entered + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-2b", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -88,7 +89,7 @@ def test_ice_0_awake_answers_not_entered_goes_back_to_the_ice(logf):
 
 
 def test_unarousable_patient_asks_no_ice_and_is_grade_4(logf):
-    unarousable = "4" + ENTER  # the key is the grade it gives
+    unarousable = "4"  # the key is the grade it gives
     keys = ADULT + unarousable + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-3", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -99,7 +100,7 @@ def test_unarousable_patient_asks_no_ice_and_is_grade_4(logf):
 
 def test_child_on_capd_with_lettered_answers(logf):
     # 6-year-old: no developmental-delay question; eight CAPD items answered by letter.
-    capd = ("a" + ENTER) * 4 + ("s" + ENTER) * 4  # items 1-4 'always' (0), 5-8 'sometimes' (2)
+    capd = "a" * 4 + "s" * 4  # items 1-4 'always' (0), 5-8 'sometimes' (2)
     keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + "4" + ENTER + NOTHING_ELSE + CRS_0 \
         + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-4", "--age", "6", log_file=logf)
@@ -112,9 +113,9 @@ def test_child_on_capd_with_lettered_answers(logf):
 
 
 def test_toddler_sees_only_the_anchors_for_their_own_age_band(logf):
-    capd = ("a" + ENTER) * 4 + ("n" + ENTER) * 4
+    capd = "a" * 4 + "n" * 4
     keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + ENTER + NOTHING_ELSE + CRS_0 + ACCEPT \
-        + SAVE
+        + SAVE  # (Enter: no CAPD baseline documented)
     r = run(keys, "--patient", "PT-4b", "--age", "1.5", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "Usual at 1-2 years: holds gaze" in r.output
@@ -122,7 +123,7 @@ def test_toddler_sees_only_the_anchors_for_their_own_age_band(logf):
 
 
 def test_child_weight_is_required_and_the_message_is_beside_the_prompt(logf):
-    keys = "6" + ENTER + ENTER + "20" + ENTER + NO_PRODUCT + NOT_SEDATED + "4" + ENTER \
+    keys = "6" + ENTER + ENTER + "20" + ENTER + NO_PRODUCT + NOT_SEDATED + "4" \
         + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-4c", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -131,9 +132,9 @@ def test_child_weight_is_required_and_the_message_is_beside_the_prompt(logf):
 
 
 def test_sedated_patient_is_not_assessable_and_never_all_clear(logf):
-    tactile, self_limited = "3" + ENTER, "3" + ENTER
-    keys = NOT_DELAYED + NO_PRODUCT + SEDATED + tactile + self_limited + ENTER * 3 + CRS_0 \
-        + ACCEPT + SAVE
+    tactile, self_limited = "3", "3"
+    keys = NOT_DELAYED + NO_PRODUCT + SEDATED + tactile + self_limited + "0" + "n" + "n" \
+        + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-5", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "NOT ASSESSABLE: ICANS grade at least 3" in r.stdout
@@ -143,10 +144,10 @@ def test_sedated_patient_is_not_assessable_and_never_all_clear(logf):
 
 
 def test_not_assessable_shows_the_last_assessable_grade_from_the_log(logf):
-    first = ADULT + "4" + ENTER + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
+    first = ADULT + "4" + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-5b", "--age", "60", log_file=logf).exit_code == 0
     # reassess: details kept, now sedated (propofol), consciousness unarousable, the rest same
-    second = ENTER + SEDATED + "4" + ENTER + ENTER + ACCEPT + SAVE
+    second = SAME + SEDATED + "4" + SAME + ACCEPT + SAVE
     r = run(second, "--patient", "PT-5b", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "last assessable grade 4" in flat(r.stdout)
@@ -196,7 +197,8 @@ def test_full_option_prints_the_details(logf):
 
 
 def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
-    crs_questions = "w" + ENTER + "y" + ENTER + ENTER + ENTER + "c" + ENTER + "6" + ENTER
+    crs_questions = "w" + "y" + "n" + "n" + "c" + "6" + ENTER  # fever; nothing given yet;
+    # no hypotension; nasal cannula at 6 L/min
     keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -206,9 +208,9 @@ def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
 
 
 def test_crs_questions_treated_without_hypotension_or_hypoxia_is_controlled(logf):
-    tocilizumab_given = " " + ENTER  # Space marks the first treatment (tocilizumab)
-    crs_questions = "w" + ENTER + "n" + ENTER + tocilizumab_given + ENTER + ENTER \
-        + ENTER  # when: not known (blank)
+    tocilizumab_given = "m" + " " + ENTER  # mark them: Space marks the first (tocilizumab)
+    crs_questions = "w" + "n" + tocilizumab_given + "n" + "n" \
+        + ENTER  # no hypotension, no oxygen; when: not known (blank)
     keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8b", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -220,9 +222,9 @@ def test_crs_questions_treated_without_hypotension_or_hypoxia_is_controlled(logf
 
 
 def test_change_an_answer_on_the_review_screen_by_the_grade_key(logf):
-    # Review rows: Accept, Age, Weight, Delay, Product, Another cause, Consciousness, ICE,
-    # Seizure, ...
-    to_seizure = DOWN * 8 + ENTER + "3" + ENTER
+    # Review lines: 1 Age, 2 Weight, 3 Delay, 4 Product, 5 Another cause, 6 Consciousness,
+    # 7 ICE, 8 Seizure, ...
+    to_seizure = "8" + "3"
     keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + to_seizure + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-9", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -244,7 +246,7 @@ def test_ctrl_c_cancels_saves_nothing_exit_130(logf):
 @pytest.mark.parametrize("where", ["select", "yes/no", "checklist", "text", "text typed in"])
 def test_ctrl_d_exits_like_ctrl_c_at_every_kind_of_prompt(logf, where):
     keys = {"select": NOT_DELAYED + CTRL_D, "yes/no": CTRL_D,
-            "checklist": ADULT + ALERT + CTRL_D, "text": CTRL_D,
+            "checklist": ADULT + ALERT + "c" + CTRL_D, "text": CTRL_D,
             "text typed in": "6" + CTRL_D}[where]
     args = (("--patient", "PT-11") if where.startswith("text")
             else ("--patient", "PT-11", "--age", "60"))
@@ -293,13 +295,13 @@ def test_json_prints_saved_record_on_stdout(logf):
     assert "ICANS GRADE 0" in r.stderr
 
 
-def test_known_patient_routine_reassessment_in_eight_keys(logf):
+def test_known_patient_routine_reassessment_in_seven_keys(logf):
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-15", "--age", "60", log_file=logf).exit_code == 0
-    # details as last time, not sedated (as last time: Enter), alert, ICE 10, the rest as last
-    # time, accept, save
-    again = ENTER + ENTER + ALERT + ICE_10 + ENTER + ACCEPT + SAVE
-    assert len(again) == 8
+    # details the same, not sedated, alert, ICE the same as last time, the rest the same,
+    # accept, save: each its own key
+    again = SAME + NOT_SEDATED + ALERT + SAME + SAME + ACCEPT + SAVE
+    assert len(again) == 7
     r = run(again, "--patient", "PT-15", log_file=logf)
     assert r.exit_code == 0, r.output
     assert "Age in years" not in r.output  # age, weight and product came from the log
@@ -312,7 +314,7 @@ def test_known_patient_routine_reassessment_in_eight_keys(logf):
 def test_previous_assessment_shown_and_fall_flagged(logf):
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-15b", "--age", "60", log_file=logf).exit_code == 0
-    second = ENTER + NOT_SEDATED + ALERT + ICE_0_APHASIA + ENTER + ACCEPT + SAVE
+    second = SAME + NOT_SEDATED + ALERT + ICE_0_APHASIA + SAME + ACCEPT + SAVE
     r = run(second, "--patient", "PT-15b", log_file=logf)
     assert "Last assessment:" in r.stderr and "ICE 10, grade 0" in r.stderr
     out = flat(r.stdout)
@@ -323,8 +325,8 @@ def test_previous_assessment_shown_and_fall_flagged(logf):
 def test_known_patient_other_findings_can_be_changed(logf):
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-15c", "--age", "60", log_file=logf).exit_code == 0
-    changed = "n" + ENTER + "3" + ENTER + ENTER * 3 + CRS_0  # not the same: self-limited seizure
-    again = ENTER + NOT_SEDATED + ALERT + ICE_10 + changed + ACCEPT + SAVE
+    changed = "c" + "3" + "0" + "n" + "n" + CRS_0  # not the same: self-limited seizure
+    again = SAME + NOT_SEDATED + ALERT + ICE_10 + changed + ACCEPT + SAVE
     r = run(again, "--patient", "PT-15c", log_file=logf)
     assert r.exit_code == 0, r.output
     assert records(logf)[1]["findings"]["seizure"] == "self_limited"
@@ -334,9 +336,9 @@ def test_amends_keeps_the_original_time_and_saves_a_correction(logf):
     first = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-16", "--age", "60", log_file=logf).exit_code == 0
     old = records(logf)[0]
-    # Review rows: Accept, Assessed at, Age, Weight, Delay, Product, Another cause,
-    # Consciousness, ICE ...
-    fix_score = DOWN * 8 + ENTER + ICE_10
+    # Review lines: 1 Assessed at, 2 Age, 3 Weight, 4 Delay, 5 Product, 6 Another cause,
+    # 7 Consciousness, 8 ICE ...
+    fix_score = "8" + ICE_10
     r = run(fix_score + ACCEPT + SAVE, "--amends", old["id"][:8], log_file=logf)
     assert r.exit_code == 0, r.output
     new = records(logf)[1]
@@ -350,7 +352,7 @@ def test_amends_with_nothing_changed_says_so_before_saving(logf):
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-16b", "--age", "60", log_file=logf).exit_code == 0
     old = records(logf)[0]
-    r = run(ACCEPT + ENTER, "--amends", old["id"], log_file=logf)
+    r = run(ACCEPT + "n", "--amends", old["id"], log_file=logf)
     assert r.exit_code == 0, r.output
     assert "Nothing changed from the record being corrected" in r.output
     assert len(records(logf)) == 1
@@ -405,26 +407,32 @@ def test_log_file_mode_0600(logf):
     assert stat.S_IMODE(logf.stat().st_mode) == 0o600
 
 
-def test_amending_a_batch_record_with_only_a_total_asks_the_items_again(logf):
+def test_amending_a_batch_record_with_only_a_total_starts_from_that_total(logf):
+    from icans_cli import interview as iv
     from icans_cli import log as _log
     from tests.helpers import body
 
     old = _log.append(logf, body(patient="PT-21", ice=4))
-    keys = ICE_10 + ACCEPT + SAVE
+    a = iv.Answers.from_record(old)
+    a.assessed_at = old["assessed_at"]  # a correction shows its time first
+    assert a.ice_total == 4 and iv.describe(a, "score") == "ICE 4/10 (the total)"
+    rows = [k for k, _, _, applies in iv.QUESTIONS if applies(a)]
+    to_ice = iv.REVIEW_KEYS[rows.index("score")]
+    keys = to_ice + "t" + "10" + ENTER + ACCEPT + SAVE
     r = run(keys, "--amends", old["id"], log_file=logf)
     assert r.exit_code == 0, r.output
     new = records(logf)[1]
     assert new["amends"] == old["id"] and new["result"]["ice_score"] == 10
-    assert "mark the items again" in r.stderr
 
 
 def test_capd_all_eight_the_same_answer_is_questioned_and_asked_again(logf):
-    # Enter pressed through the eight items ('Never' for all: items 1-4 score 4, 5-8 score 0)
-    # is questioned; the default answers the items again.
+    # Enter pressed through the eight items answers none of them (and says so); one answer
+    # for all eight is questioned, and "m" answers the items again.
     through = ENTER * 8
-    capd = ("a" + ENTER) * 4 + ("n" + ENTER) * 4  # a well child: CAPD 0
-    keys = NO_PRODUCT + NOT_SEDATED + ALERT + through + ENTER + capd + ENTER + NOTHING_ELSE \
-        + CRS_0 + ACCEPT + SAVE
+    never = "n" * 8  # 'Never' throughout: items 1-4 score 4, 5-8 score 0
+    capd = "a" * 4 + "n" * 4  # a well child: CAPD 0
+    keys = NO_PRODUCT + NOT_SEDATED + ALERT + through + never + "m" + capd + ENTER \
+        + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-4c", "--age", "6", log_file=logf)
     assert r.exit_code == 0, r.output
     (rec,) = records(logf)  # 16 had it not been asked again
@@ -432,8 +440,8 @@ def test_capd_all_eight_the_same_answer_is_questioned_and_asked_again(logf):
 
 
 def test_capd_all_eight_the_same_can_be_kept(logf):
-    capd = ("s" + ENTER) * 8  # 'Sometimes' throughout: 2 points each
-    keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + "k" + ENTER + ENTER + NOTHING_ELSE \
+    capd = "s" * 8  # 'Sometimes' throughout: 2 points each
+    keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + "k" + ENTER + NOTHING_ELSE \
         + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-4d", "--age", "6", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -462,7 +470,7 @@ def test_assessed_at_compares_with_the_assessment_before_it_not_a_later_one(logf
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     assert run(first, "--patient", "PT-LATE2", "--age", "60", "--assessed-at",
                (now - timedelta(hours=6)).isoformat(), log_file=logf).exit_code == 0
-    again = ENTER + NOT_SEDATED + ALERT + ICE_10 + ENTER + ACCEPT + SAVE
+    again = SAME + NOT_SEDATED + ALERT + ICE_10 + SAME + ACCEPT + SAVE
     assert run(again, "--patient", "PT-LATE2", log_file=logf).exit_code == 0  # now: later
     # entered late, done 3 h ago: the "last assessment" is the one of 6 h ago
     r = run(again, "--patient", "PT-LATE2", "--assessed-at", (now - timedelta(hours=3)).isoformat(), log_file=logf)
@@ -497,7 +505,7 @@ def test_enter_after_details_does_not_save_unseen(logf):
 
 def test_y_then_enter_at_a_yes_no_question_never_answers_the_next_question(logf):
     # sedation: "y" + Enter is one answer; the next question (consciousness) is still asked
-    keys = NOT_DELAYED + NO_PRODUCT + "y" + ENTER + "2" + ENTER + NOTHING_ELSE + CRS_0 \
+    keys = NOT_DELAYED + NO_PRODUCT + "y" + ENTER + "2" + NOTHING_ELSE + CRS_0 \
         + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-D2", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -509,9 +517,9 @@ def test_tocilizumab_given_3_h_ago_is_not_offered_again_now(logf):
     from datetime import datetime, timedelta, timezone
 
     given = (datetime.now(timezone.utc) - timedelta(hours=3)).astimezone()
-    crs = "k" + ENTER + "2" + ENTER + given.strftime("%H:%M") + ENTER
+    crs = "k" + "2" + given.strftime("%H:%M") + ENTER
     if given.date() != datetime.now().astimezone().date():  # just after midnight
-        crs = "k" + ENTER + "2" + ENTER + given.strftime("%Y-%m-%dT%H:%M") + ENTER
+        crs = "k" + "2" + given.strftime("%Y-%m-%dT%H:%M") + ENTER
     keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + crs + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-TZ", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
@@ -528,7 +536,7 @@ def test_tocilizumab_given_3_h_ago_is_not_offered_again_now(logf):
 def test_the_ice_tasks_marked_are_kept_so_a_correction_starts_from_the_same_marks(logf):
     from icans_cli.interview import Answers
 
-    city_and_hospital = DOWN + DOWN + " " + DOWN + " " + ENTER  # ICE 2
+    city_and_hospital = "c" + DOWN + DOWN + " " + DOWN + " " + ENTER  # ICE 2
     keys = ADULT + ALERT + city_and_hospital + NOTHING_ELSE + CRS_0 + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-IT", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output
