@@ -39,107 +39,136 @@ def prompt_session() -> Iterator[None]:
     """Prompts go to stderr, so stdout carries only results (and --json stays clean)."""
     from prompt_toolkit.application.current import create_app_session, get_app_session
 
-    current = get_app_session()
-    if getattr(current, "_input", None) is not None:  # a test's session: keep it
-        yield
-        return
-    from prompt_toolkit.output.defaults import create_output
+    import signal
 
-    with create_app_session(output=create_output(stdout=sys.stderr)):
-        yield
+    from icans_cli import interview
+    from icans_cli.interview import on_sigint
 
-
-def _entries(path: Path, patient_id: str):
-    import json
-
-    from icans_cli import log
-    from icans_cli.history import patient_entries
-
+    interview._interrupted = False
     try:
-        return patient_entries(log.iter_records(path, None,
-                                                json.dumps(patient_id, ensure_ascii=False)),
-                               patient_id)
-    except log.LogError:
-        return []
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        current = get_app_session()
+        if getattr(current, "_input", None) is not None:  # a test's session: keep it
+            yield
+            return
+        from prompt_toolkit.output.defaults import create_output
+
+        with create_app_session(output=create_output(stdout=sys.stderr)):
+            yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
-def last_assessment(path: Path, patient_id: str, before: datetime | None = None,
-                    exclude: str | None = None) -> Optional[dict[str, Any]]:
-    """The patient's last current (not superseded) record, optionally before a time."""
-    current = [e for e in _entries(path, patient_id) if not e.superseded_by
-               and e.id != exclude and (before is None or e.assessed_at < before)]
-    return current[-1].record if current else None
+class PatientLog:
+    """What the store holds of one patient, read once per command: the intact records in time
+    order (corrected ones marked); records that fail the chain are counted, never used."""
+
+    def __init__(self, store, patient_id: str | None) -> None:
+        from icans_cli.history import patient_entries
+        from icans_cli.store import ALTERED
+
+        self.altered = 0
+        self.unreachable: str | None = None
+        self.entries: list = []
+        if not patient_id:
+            return
+        from icans_cli.store import LockTimeout, Unavailable
+
+        intact = []
+        try:
+            for e in store.assessments(patient_id):
+                if e.verdict == ALTERED:
+                    self.altered += 1
+                else:
+                    intact.append((e.line, e.record))
+        except (Unavailable, LockTimeout) as exc:
+            self.unreachable = str(exc)
+            return
+        self.entries = patient_entries(intact, None)
+
+    def last(self, before: datetime | None = None,
+             exclude: str | None = None) -> Optional[dict[str, Any]]:
+        """The last current (not superseded) record, optionally before a time."""
+        current = [e for e in self.entries if not e.superseded_by and e.id != exclude
+                   and (before is None or e.assessed_at < before)]
+        return current[-1].record if current else None
+
+    def last_assessable(self, before: datetime | None = None):
+        """The last graded (assessable) record, for a not-assessable result."""
+        from icans_cli.core.protocol import LastAssessable
+
+        graded = [e for e in self.entries if not e.superseded_by
+                  and e.status == "graded" and (before is None or e.assessed_at <= before)]
+        if not graded:
+            return None
+        e = graded[-1]
+        # The last graded record is the latest evidence of the grade, however old: it is shown
+        # with its age, to continue what is under way (never to start something new on it).
+        hours = (before - e.assessed_at).total_seconds() / 3600 if before is not None else None
+        return LastAssessable(int(e.grade or 0), e.assessed_at.astimezone().strftime(
+            "%Y-%m-%d %H:%M"), None if hours is None else round(hours))
+
+    def superseded_by(self, record_id: str) -> str | None:
+        return next((e.superseded_by for e in self.entries
+                     if e.id == record_id and e.superseded_by), None)
 
 
-def last_assessable(path: Path, patient_id: str, before: datetime | None = None):
-    """The patient's last graded (assessable) record, for a not-assessable result."""
-    from icans_cli.core.protocol import LastAssessable
-
-    graded = [e for e in _entries(path, patient_id) if not e.superseded_by
-              and e.status == "graded" and (before is None or e.assessed_at <= before)]
-    if not graded:
-        return None
-    e = graded[-1]
-    # The last graded record is the latest evidence of the grade, however old: it is shown
-    # with its age, to continue what is under way (never to start something new on it).
-    hours = (before - e.assessed_at).total_seconds() / 3600 if before is not None else None
-    return LastAssessable(int(e.grade or 0), e.assessed_at.astimezone().strftime(
-        "%Y-%m-%d %H:%M"), None if hours is None else round(hours))
-
-
-def known_spelling(path: Path, typed: str) -> str | None:
+def known_spelling(store, typed: str) -> str | None:
     """The spelling the log knows a pseudonym by, matched case- and separator-insensitively
-    ("PT 0042" and "pt-0042" are "PT-0042"), or None when it is new."""
-    from icans_cli import log
-    from icans_cli.core.identifiers import patient_key
+    ("PT 0042" and "pt-0042" are "PT-0042"), or None when it is new (or the log cannot be
+    read now)."""
+    from icans_cli.store import LockTimeout, Unavailable
 
-    want, found = patient_key(typed), None
     try:
-        for _, rec in log.iter_records(path):
-            pid = rec.get("patient_id")
-            if isinstance(pid, str) and (pid == typed or patient_key(pid) == want):
-                found = pid
-                if pid == typed:
-                    return pid
-    except log.LogError:
+        return store.known_spelling(typed)
+    except (Unavailable, LockTimeout):
         return None
-    return found
 
 
-def find_record(path: Path, record_id: str) -> dict[str, Any]:
-    from icans_cli import log
+RECORD_ID = __import__("re").compile(r"[0-9a-f][0-9a-f-]{0,35}")
 
-    needle = record_id.strip()
+
+def find_record(store, record_id: str) -> dict[str, Any]:
+    """The record whose id starts with `record_id` (at least 4 characters); one that fails the
+    chain is refused: what it says cannot be trusted."""
+    from icans_cli.store import ALTERED
+
+    needle = record_id.strip().lower()
     if not needle:
         _fail("give a record id (icans log show lists them)")
-    try:
-        matches = [r for _, r in log.iter_records(path, None, needle)
-                   if str(r.get("id", "")).startswith(needle)]
-    except log.LogError as exc:
-        _fail(str(exc))  # a log that cannot be used: usage, as for every other command
+    matches = [e for e in store.find(needle) if not (e.record or {}).get("kind")] \
+        if RECORD_ID.fullmatch(needle) else []
     if not matches:
-        _fail(f"no record with that id in {path} (icans log show lists them)",
+        _fail(f"no record with that id in {store.where} (icans log show lists them)",
               ExitStatus.ERROR)  # found nothing, like history for an unknown patient
     if len(matches) > 1:
         _fail(f"{len(matches)} records start with that id; give more of it")
-    return matches[0]
+    if matches[0].verdict == ALTERED:
+        _fail("that record fails the chain (ALTERED: changed after it was saved): what it "
+              "says cannot be trusted, so it is not shown or used; icans log verify names "
+              "the problem", ExitStatus.ERROR)
+    return matches[0].record
 
 
 def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
-               protocol, log_path: Path, save: bool, as_json: bool,
+               protocol, store, save: bool, as_json: bool,
                amends: Optional[str], weight: Optional[float] = None,
                capd_baseline: Optional[int] = None, allow_id: bool = False,
                full: bool = False, assessed_at: Optional[str] = None) -> None:
     if assessed_at is not None:
-        from icans_cli import log
         from icans_cli.core.errors import InvalidFinding
         from icans_cli.core.identifiers import parse_assessed_at
+        from icans_cli.store.chain import utc_now
 
         if amends:
             _fail("--assessed-at is for a new assessment entered later; a correction keeps "
                   "the original time unless you change it on the review screen")
         try:
-            assessed_at = parse_assessed_at(assessed_at, log.utc_now()).isoformat(
+            assessed_at = parse_assessed_at(assessed_at, utc_now()).isoformat(
                 timespec="seconds")
         except InvalidFinding as exc:
             _fail(str(exc))
@@ -156,7 +185,7 @@ def run_assess(*, patient: Optional[str], assessor: str, age: Optional[float],
             _fail(f"--patient {exc.detail}")
     try:
         with prompt_session():
-            _run(patient=patient, assessor=assessor, protocol=protocol, log_path=log_path,
+            _run(patient=patient, assessor=assessor, protocol=protocol, store=store,
                  save=save, as_json=as_json, amends=amends, allow_id=allow_id, full=full,
                  given={"age": age, "weight": weight, "baseline": capd_baseline},
                  assessed_at=assessed_at)
@@ -178,11 +207,11 @@ def _say(text: str, style: str = "") -> None:
     sys.stderr.flush()
 
 
-def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_id, full,
+def _run(*, patient, assessor, protocol, store, save, as_json, amends, allow_id, full,
          given, assessed_at=None) -> None:
     from icans_cli import interview as iv
-    from icans_cli import log
     from icans_cli.core.errors import InvalidFinding
+    from icans_cli.store.chain import utc_now
     from icans_cli.core.identifiers import parse_time
 
     _say(f"icans assess · ASTCT 2019 · protocol {protocol.id} · assessor {assessor}", "bold")
@@ -192,7 +221,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
     before = None
     before_label = "the last assessment"
     if amends:
-        previous = find_record(log_path, amends)
+        previous = find_record(store, amends)
         try:
             a = iv.Answers.from_record(previous)
             a.findings()
@@ -208,7 +237,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
             iv.ask_score(a)
     else:
         def known(typed: str) -> str | None:
-            return known_spelling(log_path, typed)
+            return known_spelling(store, typed)
 
         if patient is None:
             a = iv.Answers()
@@ -220,7 +249,15 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
         if late is not None:
             _say(f"Entered later: assessed at {late.astimezone():%Y-%m-%d %H:%M} (the record "
                  "keeps both times).", "bold")
-        previous = last_assessment(log_path, patient, before=late)
+        known = PatientLog(store, patient)
+        if known.unreachable:
+            _say(f"The log cannot be read now ({known.unreachable}): no earlier assessment "
+                 "can be shown. The assessment will be kept on this workstation if the log "
+                 "still cannot take it.", "bold red")
+        if known.altered:
+            _say(f"{known.altered} record(s) of this patient fail the chain (ALTERED) and are "
+                 "not used: icans log verify names them.", "bold red")
+        previous = known.last(before=late)
         if previous is not None:
             _say("Last assessment: " + _describe_record(previous), "bold")
             a = iv.Answers.from_record(previous, with_scores=False)
@@ -258,9 +295,9 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
         except InvalidFinding as exc:
             _say(f"Cannot grade: {exc}. Change that answer.", "bold red")
 
-    now = log.utc_now().replace(microsecond=0)  # as the record keeps it
+    now = utc_now().replace(microsecond=0)  # as the record keeps it
     when = parse_time(a.assessed_at) if a.assessed_at else now
-    case = with_last_assessable(a.case(when), log_path, a.patient_id or "", when)
+    case = with_last_assessable(a.case(when), PatientLog(store, a.patient_id), when)
     summary = build_summary(case, a.patient_id or "", protocol, assessed_at=when,
                             crs_text=a.crs.text(), crs_disputed=a.crs.disputed,
                             tocilizumab_at=a.crs.tocilizumab_at,
@@ -315,13 +352,7 @@ def _run(*, patient, assessor, protocol, log_path, save, as_json, amends, allow_
         # which tasks were done right, so a correction starts from the same marks (the
         # items hold only counts)
         body["findings"]["ice_tasks"] = iv.task_names(a.ice)
-    try:
-        saved = log.append(log_path, body)
-    except log.LogError as exc:
-        _fail(str(exc), ExitStatus.WRITE_FAILED)
-    con_err.print(Text(f"Saved as record {saved['id'][:8]} (#{saved['seq']}) in {log_path}. "
-                       f"Details later: icans show {saved['id'][:8]} --full",
-                       style="bold green"))
+    saved = _save(store, body, con_err)
     if as_json:
         import json
 
@@ -351,21 +382,99 @@ class Summary:
         return render.details(self.result, self.rec, self.items, self.ctx)
 
 
-def with_last_assessable(case, log_path: Path, patient_id: str, assessed_at: datetime):
+def with_last_assessable(case, known: PatientLog, assessed_at: datetime):
     """The case with what the log knows of the patient's last assessable grade (looked up only
     when the findings can be not assessable: another cause is recorded)."""
     from dataclasses import replace
 
     if not case.findings.sedated:
         return case
-    return replace(case, last_assessable=last_assessable(log_path, patient_id,
-                                                         before=assessed_at),
-                   log_checked=True)
+    return replace(case, last_assessable=known.last_assessable(before=assessed_at),
+                   log_checked=known.unreachable is None)
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP (a closed terminal) while the record waits for the log."""
+
+
+@contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise _Stopped while a bedside record waits, so it is kept on the
+    workstation instead of dying with the process."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001
+        raise _Stopped()
+
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                old[sig] = signal.signal(sig, stop)
+            except (ValueError, OSError):  # not the main thread
+                pass
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _save(store, body: dict[str, Any], con) -> dict[str, Any]:
+    """Append the bedside record; a lock held too long, a log out of reach, Ctrl-C or a closed
+    terminal during the wait never lose it: it is kept on this workstation (0600) and the next
+    command sends it, exactly once."""
+    import uuid
+
+    from rich.text import Text
+
+    from icans_cli.store import StoreError, keep, outbox_for
+    from icans_cli.store.chain import utc_now
+
+    record = dict(body)
+    record.setdefault("id", str(uuid.uuid4()))
+    record.setdefault("recorded_at", utc_now().isoformat(timespec="seconds"))
+    box = outbox_for(store)
+
+    def waiting(message: str) -> None:
+        con.print(Text(message[:1].upper() + message[1:] + ". If it stays locked, the "
+                       "assessment is kept on this workstation.", style="bold yellow"))
+
+    try:
+        with _stoppable():
+            saved = store.save_or_keep(record, box, on_wait=waiting)
+    except (KeyboardInterrupt, _Stopped):
+        keep(box, record)
+        con.print(Text(f"SAVED ON THIS WORKSTATION, NOT YET ON THE LOG (the wait was "
+                       f"stopped): record {record['id'][:8]} is sent by the next icans "
+                       "command, or icans log sync.", style="bold black on yellow"))
+        raise typer.Exit(ExitStatus.OK)
+    except StoreError as exc:  # a full disk, a log that is not one: kept if it can be
+        try:
+            keep(box, record)
+        except OSError:
+            _fail(f"{exc}; it could not be kept on this workstation either",
+                  ExitStatus.WRITE_FAILED)
+        con.print(Text(f"NOT ON THE LOG: {exc}. Record {record['id'][:8]} is kept on this "
+                       "workstation; icans log sync sends it once the log can take it.",
+                       style="bold black on yellow"))
+        raise typer.Exit(ExitStatus.WRITE_FAILED)
+    rec = saved.record
+    if not saved.on_log:
+        con.print(Text(f"SAVED ON THIS WORKSTATION, NOT YET ON THE LOG ({saved.why}). Record "
+                       f"{rec['id'][:8]} is kept here and sent by the next icans command, or "
+                       "icans log sync.", style="bold black on yellow"))
+        return rec
+    con.print(Text(f"Saved as record {rec['id'][:8]} (#{rec.get('seq')}) in {store.where}. "
+                   f"Details later: icans show {rec['id'][:8]} --full", style="bold green"))
+    return rec
 
 
 def build_summary(case, patient_id: str, protocol, *, assessed_at: datetime,
                   crs_text: str | None = None, previous=None, record_id: str | None = None,
-                  crs_disputed: bool = False, tocilizumab_at: str | None = None) -> Summary:
+                  crs_disputed: bool = False, tocilizumab_at: str | None = None,
+                  now: datetime | None = None) -> Summary:
     """Grade, advise and explain one case (the one advice function), with its context."""
     from icans_cli.core import rationale
     from icans_cli.core.advice import advise
@@ -379,22 +488,57 @@ def build_summary(case, patient_id: str, protocol, *, assessed_at: datetime,
     ctx = Context(patient_id=patient_id, assessed_at=assessed_at, change=change,
                   crs_text=crs_text, record_id=record_id, age=f.age_years,
                   weight=case.weight_kg, product=case.product, crs_disputed=crs_disputed,
-                  tocilizumab_at=_when(tocilizumab_at))
+                  tocilizumab_at=_when(tocilizumab_at), now=now)
     return Summary(result, rec, rationale(result, rec), ctx, rec.crs_grade)
 
 
-def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
-    """`icans show`: the summary of a saved record, with the renderer assess uses."""
+def pick_record(store, what: str | None) -> dict[str, Any]:
+    """What `icans show` shows: nothing given, the last assessment saved; a record id (its
+    first characters); else a pseudonym (any spelling the log knows), that patient's latest
+    current assessment."""
+    from icans_cli.store import ALTERED
+
+    if what is None or not what.strip():
+        last = store.last_saved()
+        if last is None:
+            _fail(f"the log at {store.where} holds no assessments yet", ExitStatus.ERROR)
+        if last.verdict == ALTERED:
+            _fail("the last record fails the chain (ALTERED): what it says cannot be trusted; "
+                  "icans log verify names the problem", ExitStatus.ERROR)
+        return last.record
+    needle = what.strip()
+    is_record = RECORD_ID.fullmatch(needle.lower()) is not None and any(
+        not (e.record or {}).get("kind") for e in store.find(needle.lower()))
+    is_patient = known_spelling(store, needle) is not None
+    if is_record and is_patient:  # never guess between two patients' summaries
+        _fail("that is both a pseudonym in the log and the start of a record id: give more "
+              "of the record id (icans log show lists them)")
+    if is_record:
+        return find_record(store, needle)
+    known = PatientLog(store, needle)
+    if known.unreachable:
+        _fail(known.unreachable, ExitStatus.ERROR)
+    latest = known.last()
+    if latest is None:
+        hint = (f" ({known.altered} record(s) of that patient fail the chain: icans log "
+                "verify)" if known.altered else "")
+        _fail(f"no record and no patient by that id in {store.where}{hint} (icans log show "
+              "lists them)", ExitStatus.ERROR)
+    return latest
+
+
+def run_show(*, what: str | None, store, full: bool) -> None:
+    """`icans show`: the summary of a saved record, with the renderer assess uses; ages and
+    OVERDUE from now when it is the patient's latest."""
     from icans_cli.core.errors import InvalidFinding
     from icans_cli.core.protocol import ProtocolError
     from icans_cli.history import _time
     from icans_cli.protocols import UnknownProtocol, load
     from icans_cli.records import case_from_record
+    from icans_cli.store.chain import utc_now
     from icans_cli.term import err, out
 
-    rec = find_record(log_path, record_id)
-    if rec.get("kind") == "practice_session":
-        _fail("that is a practice session, not an assessment")
+    rec = pick_record(store, what)
     try:
         case = case_from_record(rec)
     except (InvalidFinding, TypeError, ValueError, AttributeError):
@@ -413,19 +557,26 @@ def run_show(*, record_id: str, log_path: Path, full: bool) -> None:
     assert protocol is not None
     when = _time(rec.get("assessed_at"))
     pid = str(rec.get("patient_id") or "")
-    previous = last_assessment(log_path, pid, before=when, exclude=str(rec.get("id")))
+    known = PatientLog(store, pid)
+    rid = str(rec.get("id"))
+    previous = known.last(before=when, exclude=rid)
+    latest = known.last()
+    is_latest = latest is not None and str(latest.get("id")) == rid
     detail = (rec.get("findings") or {}).get("crs_detail") or {}
-    summary = build_summary(with_last_assessable(case, log_path, pid, when), pid, protocol,
+    summary = build_summary(with_last_assessable(case, known, when), pid, protocol,
                             assessed_at=when, crs_text=_crs_text(rec), previous=previous,
-                            record_id=str(rec.get("id")),
-                            crs_disputed=bool(detail.get("disagreement")),
-                            tocilizumab_at=detail.get("tocilizumab_at"))
+                            record_id=rid, crs_disputed=bool(detail.get("disagreement")),
+                            tocilizumab_at=detail.get("tocilizumab_at"),
+                            now=utc_now() if is_latest else None)
     warnings, notes = [], []
-    later = next((e.superseded_by for e in _entries(log_path, pid)
-                  if e.id == str(rec.get("id")) and e.superseded_by), None)
+    later = known.superseded_by(rid)
     if later:
         warnings.append(f"CORRECTED: this record was replaced by {str(later)[:8]}; "
                         f"see icans show {str(later)[:8]}")
+    elif not is_latest and latest is not None:
+        newer = str(latest.get("id"))[:8]
+        warnings.append(f"NOT THE LATEST: a later assessment of this patient is {newer}; "
+                        f"see icans show {newer}")
     if protocol.id != proto.get("id"):
         where = f" ({proto.get('file')})" if proto.get("file") else ""
         warnings.append(f"NOT THE ADVICE GIVEN: the record was advised with protocol "

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO, Any, Iterator, Optional
 
 import typer
 
@@ -179,6 +179,37 @@ def _open_input(file: str) -> tuple[IO[bytes], int | None]:
     return fh, size
 
 
+LEFTOVER_AGE = 3600  # seconds: an .icans-* temporary older than this was left by a killed run
+
+
+def sweep_leftovers(directory: Path) -> int:
+    """Remove the temporary files of runs that were killed (SIGKILL, a power cut) in the
+    output's folder: ours (.icans-*, regular, owned by this user) and older than an hour, so a
+    run writing now is never touched. They hold patient rows. Returns how many."""
+    import time
+
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(".icans-")]
+    except OSError:
+        return 0
+    now = time.time()
+    uid = getattr(os, "getuid", lambda: None)()
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < LEFTOVER_AGE:
+                continue
+            if uid is not None and st.st_uid != uid:
+                continue
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 class _Output:
     """Standard output; or for -o a temporary file renamed onto it only when the run completes
     (so a run that stops never clobbers an existing file); or, when -o names a FIFO or a device,
@@ -226,6 +257,7 @@ class _Output:
         directory = output.expanduser().resolve().parent
         if not directory.is_dir():
             _fail(f"the output directory {directory} does not exist")
+        sweep_leftovers(directory)
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=".icans-", dir=directory)
         except OSError as exc:
@@ -290,8 +322,20 @@ def row_sha(cells: list[str] | str) -> str:
 
 
 def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol, to_log: bool,
-              assessor: str, log_path: Path, allow_id: bool = False) -> None:
-    from icans_cli.log import utc_now
+              assessor: str, log_file: Optional[Path] = None, allow_id: bool = False,
+              assessed_now: bool = False) -> None:
+    from icans_cli import store as st
+    from icans_cli.store.chain import utc_now
+    from icans_cli.store.jsonl import resolve_path
+
+    log_store = None
+    if to_log:
+        try:
+            log_store = st.open_store(log_file)
+        except st.StoreError as exc:
+            _fail(str(exc))
+    log_path = (Path(log_store.where) if log_store is not None and log_store.kind == "file"
+                else resolve_path(log_file))
 
     now = utc_now()  # the time of the run: an assessed_at after it (5 min aside) is refused
     from icans_cli.term import is_terminal
@@ -301,7 +345,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)} (what was typed is not shown: "
               "it could be patient data)")
-    check_paths(file, output, log_path, to_log)
+    check_paths(file, output, log_path, to_log and (log_store is None
+                                                    or log_store.kind == "file"))
     binary, size = _open_input(file)
 
     def release() -> None:
@@ -339,13 +384,9 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         progress = _progress(size)
     table_rows: list[RowOutcome] = []
     logger = None
-    if to_log:
-        try:
-            logger = _Logger(log_path, assessor)
-        except BaseException:
-            out.abort()
-            release()
-            raise
+    if log_store is not None:
+        logger = _Logger(log_store, assessor, now, assessed_now)
+        st.stop_requested = lambda: _CRITICAL["pending"] is not None
     outcome_code: ExitStatus | None = None
     message = None
     import gc
@@ -468,6 +509,11 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     finally:
         if collecting:
             gc.enable()
+        if logger is not None:
+            from icans_cli import store as st
+
+            st.stop_requested = st._never
+            logger.store.close()
         if progress is not None:
             progress.close()
         release()
@@ -560,21 +606,22 @@ class _LogFailed(Exception):
 
 
 class _Logger:
-    """Appends graded rows to the log, skipping rows already logged from the same source row
-    (the SHA-256 of its cells), and keeps count for the summary."""
+    """Appends graded rows to the log through the store, each assessment once: a rerun is
+    recognised by what a row means (the same patient, the same time assessed, the same
+    normalised findings: assessment_key), checked under the log's lock, so concurrent reruns
+    log each assessment once. Rows without an assessed_at are graded, not logged, unless
+    --assessed-now stamps them with the time of the run (never skipped as reruns)."""
 
-    def __init__(self, path: Optional[Path], assessor: str) -> None:
-        from icans_cli import log
-
-        self.path = path
+    def __init__(self, store: Any, assessor: str, now: Any, assessed_now: bool) -> None:
+        self.store = store
         self.assessor = assessor
+        self.now = now
+        self.assessed_now = assessed_now
         self.count = 0
         self.skipped = 0
+        self.untimed = 0
         self.last_row: int | None = None
-        try:
-            self.seen = log.batch_row_hashes(path)  # type: ignore[arg-type]
-        except log.LogError as exc:
-            _fail(str(exc), ExitStatus.WRITE_FAILED)
+        self.said_wait = False
 
     def report(self) -> str:
         text = f"{self.count:,} appended to the log"
@@ -582,38 +629,51 @@ class _Logger:
             text += f" (the last was row {self.last_row:,})"
         if self.skipped:
             text += f", {self.skipped:,} already in the log skipped"
+        if self.untimed:
+            text += (f"; {self.untimed:,} without assessed_at graded but not logged (give "
+                     "--assessed-now to log them at the time of this run)")
         if self.count or self.skipped:
-            text += "; running the same file with --log again skips rows already logged"
+            text += "; running the same file with --log again logs each assessment once"
         return text
 
+    def _waiting(self, message: str) -> None:
+        if not self.said_wait:
+            typer.echo(message, err=True)
+            self.said_wait = True
+
     def append(self, o: RowOutcome, source_sha: str) -> None:
-        from icans_cli import log
+        from icans_cli import store as st
         from icans_cli.batch import crs_dict
         from icans_cli.core.identifiers import parse_time
-        from icans_cli.records import assessment_record, crs_findings_dict
+        from icans_cli.records import assessment_key, assessment_record, crs_findings_dict
 
-        if source_sha in self.seen:
-            self.skipped += 1
-            return
         assert o.result and o.recommendation and o.patient_id
+        if o.assessed_at is None and not self.assessed_now:
+            self.untimed += 1
+            return
         findings = o.real_findings()
-        result = o.result
-        when = parse_time(o.assessed_at) if o.assessed_at else log.utc_now()
+        when = parse_time(o.assessed_at) if o.assessed_at else self.now
         detail = crs_dict(o.crs)
         if detail is not None and o.crs_findings is not None:
             detail["findings"] = crs_findings_dict(o.crs_findings)  # to grade them again
         body = assessment_record(patient_id=o.patient_id, assessor=self.assessor,
                                  source="batch", assessed_at=when, findings=findings,
-                                 result=result, recommendation=o.recommendation,
+                                 result=o.result, recommendation=o.recommendation,
                                  crs_grade=o.crs_grade, product=o.product,
                                  crs_detail=detail, weight_kg=o.weight_kg,
                                  extra={"input_row": o.row, "source_row_sha256": source_sha})
+        unique = assessment_key(body) if o.assessed_at else None
         with _uninterrupted():
             try:
-                log.append(self.path, body)  # type: ignore[arg-type]
-            except log.LogError as exc:
-                raise _LogFailed(f"{exc} (at row {o.row:,})") from None
-            self.seen.add(source_sha)
+                stored = self.store.append(body, unique, on_wait=self._waiting)
+            except st.Interrupted:
+                raise  # a signal while waiting for the lock: nothing was appended
+            except st.StoreError as exc:
+                raise _LogFailed(f"{exc}: row {o.row:,} and the rows after it were not "
+                                 "logged") from None
+            if stored is None:
+                self.skipped += 1
+                return
             self.count += 1
             self.last_row = o.row
 

@@ -7,8 +7,9 @@ inside the commands that need them, so `icans --help` stays fast (a test guards 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, Iterator, NoReturn, Optional
 
 import typer
 
@@ -19,7 +20,9 @@ from typer.core import TyperGroup  # noqa: E402
 
 HELP = {"help_option_names": ["-h", "--help"]}
 ORDER = ("assess", "show", "due", "history", "grade", "export", "log", "protocol", "practice",
-         "explain")
+         "explain", "db",
+         # the log's and db's own commands
+         "verify", "head", "acknowledge-tail", "sync", "import", "path", "init", "status")
 
 
 class _InOrder(TyperGroup):
@@ -41,10 +44,10 @@ app = typer.Typer(
     context_settings=HELP,
     cls=_InOrder,
 )
-log_app = typer.Typer(help="The assessment log: where it is, what it holds, whether it is "
-                           "intact.", no_args_is_help=True, rich_markup_mode=None,
-                      context_settings=HELP)
-app.add_typer(log_app, name="log", short_help="The log: list, verify, head, path.")
+log_app = typer.Typer(help="The assessment log: what it holds, whether it is intact, where "
+                           "it is.", no_args_is_help=True, rich_markup_mode=None,
+                      context_settings=HELP, cls=_InOrder)
+app.add_typer(log_app, name="log", short_help="The log: show, verify, head, sync, path.")
 protocol_app = typer.Typer(help="Management protocols: the built-in ones, and checking a "
                                 "centre's own protocol file.", no_args_is_help=True,
                            rich_markup_mode=None, context_settings=HELP)
@@ -54,9 +57,6 @@ export_app = typer.Typer(help="Export logged assessments for other systems.",
                          no_args_is_help=True, rich_markup_mode=None, context_settings=HELP)
 app.add_typer(export_app, name="export", short_help="The log for other systems (FHIR R4).")
 
-TABLE_FORMAT_OPTION = typer.Option(None, "--format", "-f",
-                                   help="table (default on a terminal), jsonl (default "
-                                        "otherwise) or csv.")
 LOG_FILE_OPTION = typer.Option(None, "--log-file", help="Log file to use instead of "
                                "$ICANS_DATA_DIR or the platform data directory.")
 PROTOCOL_OPTION = typer.Option("asco-2021", "--protocol", "-p", envvar="ICANS_PROTOCOL",
@@ -66,13 +66,34 @@ PROTOCOL_OPTION = typer.Option("asco-2021", "--protocol", "-p", envvar="ICANS_PR
                                     "$ICANS_PROTOCOL, else asco-2021.")
 
 
+def echo_wrapped(text: str, err: bool = False) -> None:
+    """A message wrapped at the terminal's width between words (a path or a word is never cut
+    in two); as it is into a file or a pipe."""
+    from icans_cli.term import is_terminal
+
+    if is_terminal(sys.stderr if err else sys.stdout):
+        import shutil
+        import textwrap
+
+        width = max(40, shutil.get_terminal_size().columns - 1)
+        text = "\n".join(textwrap.fill(part, width=width, break_long_words=False,
+                                       break_on_hyphens=False, subsequent_indent="  ")
+                         for part in text.split("\n"))
+    typer.echo(text, err=err)
+
+
 def fail(message: str, code: ExitStatus = ExitStatus.USAGE) -> NoReturn:
-    typer.echo(f"Error: {message}", err=True)
+    echo_wrapped(f"Error: {message}", err=True)
     raise typer.Exit(int(code))
 
 
 def warn(message: str) -> None:
-    typer.echo(f"warning: {message}", err=True)
+    echo_wrapped(f"warning: {message}", err=True)
+
+
+def warn_plain(message: str) -> None:
+    """A note on stderr that is not a warning (what an export did)."""
+    echo_wrapped(message, err=True)
 
 
 def _version(value: bool) -> None:
@@ -89,46 +110,96 @@ def _root(
     """ICANS grading and management support for CAR-T teams."""
 
 
-# --- log ----------------------------------------------------------------------------------------
+# --- the store: every command reads and writes through it ---------------------------------------
 
 def _log_path(log_file: Optional[Path]) -> Path:
-    """The log every command uses; a log or data directory readable by others is said once,
-    whichever command touches it (it holds patient data)."""
-    from icans_cli import log
+    """The log file a command uses when the store is a file; a log or data directory readable
+    by others is said once, whichever command touches it (it holds patient data)."""
+    from icans_cli.store.jsonl import permission_warnings, resolve_path
 
-    path = log.resolve_path(log_file)
-    for w in log.permission_warnings(path):
+    path = resolve_path(log_file)
+    for w in permission_warnings(path):
         warn(w)
     return path
 
 
-def _records(path: Path, contains: str | None = None):
-    from icans_cli import log
+def _send_outbox(store) -> None:
+    """Records kept on this workstation (a bedside save the log could not take) are sent
+    first, each once, whichever command runs next."""
+    from icans_cli.render import plural
+    from icans_cli.store import kept, outbox_for
 
-    def report(p) -> None:
-        warn(f"log {p}")
+    box = outbox_for(store)
+    if not any(True for _ in kept(box)):
+        return
+    sent, problems = store.send_outbox(box)
+    if sent:
+        warn(f"{plural(sent, 'assessment')} kept on this workstation "
+             f"{'were' if sent != 1 else 'was'} now saved to the log ({store.where})")
+    left = sum(1 for _ in kept(box))
+    if left:
+        warn(f"{plural(left, 'assessment')} still kept on this workstation, not yet on the "
+             f"log ({problems[0] if problems else 'will be sent by the next command'}); "
+             "icans log sync sends them")
+
+
+@contextmanager
+def _opened(log_file: Optional[Path], *, must_exist: bool = False,
+            send: bool = True) -> Iterator[Any]:
+    """The store (the ward's database with ICANS_DATABASE_URL, else the file), its errors as
+    messages and exit codes: a store that cannot be used 2, one that cannot be reached or stays
+    locked 1, output that could not be written whole 3."""
+    from icans_cli import store as st
+    from icans_cli.views import OutputFailed
 
     try:
-        yield from log.iter_records(path, report, contains)
-    except log.LogError as exc:
+        s = st.open_store(log_file)
+    except st.Unavailable as exc:
+        fail(str(exc), ExitStatus.ERROR)
+    except st.StoreError as exc:
         fail(str(exc))
+    if s.kind == "file":
+        _log_path(log_file)
+    try:
+        with s:
+            if must_exist and not s.exists():
+                fail(f"no log at {s.where}: nothing has been saved there (icans log path "
+                     "shows the log in use; --log-file or ICANS_DATA_DIR may be mistyped)",
+                     ExitStatus.ERROR)
+            if send:
+                _send_outbox(s)
+            yield s
+    except (st.Unavailable, st.LockTimeout) as exc:
+        fail(str(exc), ExitStatus.ERROR)
+    except st.StoreError as exc:
+        fail(str(exc))
+    except OutputFailed as exc:
+        fail(str(exc), ExitStatus.WRITE_FAILED)
 
 
-@log_app.command("path", short_help="Print the log file in use.")
+def _problems():
+    """How a reader names a line it skips (and an altered record it flags): on stderr."""
+    def report(p) -> None:
+        warn(f"log {p}")
+    return report
+
+
+@log_app.command("path", short_help="Print the log in use.")
 def log_path(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
-    """Print the resolved log file (--log-file, else $ICANS_DATA_DIR, else the platform default).
+    """Print the log in use: the file (--log-file, else $ICANS_DATA_DIR, else the platform
+    default), or the ward's database when ICANS_DATABASE_URL is set (without its password).
 
     Example: icans log path
     """
-    path = _log_path(log_file)
-    typer.echo(str(path))
+    import os
 
+    from icans_cli.store import DATABASE_URL_ENV
 
-VERIFY_PROVES = ("A hash chain shows an edited, deleted, inserted or reordered line before the "
-                 "last record checked. It cannot show that records were cut off the end, or a "
-                 "log rewritten whole by someone who can write it: keep the output of "
-                 "`icans log head` elsewhere (the EHR note, the handover) and check it with "
-                 "`icans log verify --head SEQ:HASH`.")
+    if os.environ.get(DATABASE_URL_ENV) and not log_file:
+        with _opened(None, send=False) as s:
+            typer.echo(s.where)
+        return
+    typer.echo(str(_log_path(log_file)))
 
 
 @log_app.command("verify", short_help="Check the hash chain (and a kept head).")
@@ -148,45 +219,22 @@ def log_verify(
       icans log verify
       icans log verify --head 42:3f5a0c...
     """
-    from icans_cli import log
+    from icans_cli.store import Head
+    from icans_cli.views import verify_report
 
-    path = _log_path(log_file)
     expect = None
     if head is not None:
         try:
-            expect = log.Head.parse(head)
+            expect = Head.parse(head)
         except ValueError as exc:
             fail(f"--head {exc}")
-    if not path.exists():
-        fail(f"no log at {path}")
-    try:
-        v = log.verify(path, expect)
-    except log.LogError as exc:
-        fail(str(exc))
-    if not v.problems:
-        if v.records == 0:
-            typer.echo(f"EMPTY: the log at {path} holds no records. If it held records before, "
-                       "they are gone: compare with a head you kept (icans log head).")
-            raise typer.Exit(ExitStatus.ERROR if expect else ExitStatus.OK)
-        said = f"OK: {v.records:,} records; the chain is intact up to record #{v.head.seq}"  # type: ignore[union-attr]
-        if expect is not None:
-            said += (f", and record #{expect.seq} is the one whose hash you kept: the log "
-                     "holds it and everything before it unchanged")
-            later = v.records - expect.seq  # type: ignore[union-attr]
-            if later > 0:
-                said += (f"; the {later:,} record{'s' if later != 1 else ''} after it "
-                         f"{'are' if later != 1 else 'is'} chained to it but not covered by "
-                         "the kept head (keep a new head to cover them)")
-        typer.echo(said + f" ({path}).")
-        typer.echo(VERIFY_PROVES)
-        raise typer.Exit(ExitStatus.OK)
-    first = v.problems[0]
-    typer.echo(f"BROKEN: {first}", err=True)
-    for p in v.problems[1:10]:
-        typer.echo(f"  also {p}", err=True)
-    if len(v.problems) > 10:
-        typer.echo(f"  ... and {len(v.problems) - 10} more", err=True)
-    raise typer.Exit(ExitStatus.ERROR)
+    with _opened(log_file, must_exist=True) as s:
+        said, errs, intact = verify_report(s.verify(expect), expect, s.where)
+    for line in said:
+        echo_wrapped(line)
+    for line in errs:
+        echo_wrapped(line, err=True)
+    raise typer.Exit(ExitStatus.OK if intact else ExitStatus.ERROR)
 
 
 @log_app.command("head", short_help="Print SEQ:HASH of the last record, to keep.")
@@ -195,96 +243,58 @@ def log_head(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
 
     Example: icans log head
     """
-    from icans_cli import log
-
-    path = _log_path(log_file)
-    try:
-        h = log.head(path)
-    except log.LogError as exc:
-        fail(str(exc))
-    if h is None:
-        fail(f"the log at {path} holds no records", ExitStatus.ERROR)
+    with _opened(log_file, must_exist=True) as s:
+        h = s.head()
+        if h is None:
+            fail(f"the log at {s.where} holds no records", ExitStatus.ERROR)
     typer.echo(str(h))
 
 
-def _since(value: str | None):
-    if not value:
-        return None
-    import re
-    from datetime import timedelta
+@log_app.command("acknowledge-tail", short_help="Record that a torn line holds no record.")
+def log_acknowledge_tail(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
+    """After a write was cut short (a crash, a full disk), append a record naming each torn or
+    unreadable fragment (its line, byte range and SHA-256). `icans log verify` then reports it
+    as acknowledged instead of BROKEN. Look at the fragment first: it is never removed.
 
-    from icans_cli.core.errors import InvalidFinding
-    from icans_cli.core.identifiers import parse_time
-    from icans_cli.log import utc_now
-
-    m = re.fullmatch(r"\s*(\d{1,9})\s*([mhd])\s*", value)
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        span = timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
-        if span > timedelta(days=36500):
-            fail("--since spans more than 100 years; give a date, e.g. 2026-01-01")
-        return utc_now() - span
-    try:
-        return parse_time(value, "--since")
-    except InvalidFinding as exc:
-        fail(f"--since {exc.detail}; or a span such as 24h, 7d, 90m")
+    Example: icans log acknowledge-tail
+    """
+    with _opened(log_file, must_exist=True) as s:
+        rec = s.acknowledge_tail()
+    if rec is None:
+        typer.echo("Nothing to acknowledge: no torn or unreadable line.")
+        return
+    frag = rec.get("fragment") or {}
+    typer.echo(f"Acknowledged: line {frag.get('line')} (bytes {frag.get('bytes')}, sha256 "
+               f"{str(frag.get('sha256'))[:16]}...) in record #{rec.get('seq')}; "
+               "icans log verify now reports it as acknowledged.")
 
 
-def _eff_grade(rec) -> int | None:
-    res = rec.get("result") or {}
-    g = res.get("icans_grade")
-    return res.get("grade_at_least") if g is None else g
+@log_app.command("sync", short_help="Send the assessments kept on this workstation.")
+def log_sync(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
+    """Send the bedside assessments this workstation kept because the log could not take them
+    (a lock held too long, the ward's server away), each exactly once. Every command does this
+    first anyway; this says what happened.
+
+    Example: icans log sync
+    """
+    from icans_cli.render import plural
+    from icans_cli.store import kept, outbox_for
+
+    with _opened(log_file, send=False) as s:
+        box = outbox_for(s)
+        waiting = sum(1 for _ in kept(box))
+        if not waiting:
+            typer.echo(f"Nothing kept on this workstation for {s.where}.")
+            return
+        sent, problems = s.send_outbox(box)
+        left = sum(1 for _ in kept(box))
+    typer.echo(f"{plural(sent, 'assessment')} sent to {s.where}"
+               + (f"; {left} still kept on this workstation ({problems[0]})" if left else "."))
+    if left:
+        raise typer.Exit(ExitStatus.ERROR)
 
 
 FORMATS_LOG = ("table", "jsonl", "csv")
-LOG_CSV_COLUMNS = ("seq", "id", "recorded_at", "assessed_at", "patient_id", "assessor", "source",
-                   "score_path", "ice_score", "capd_score", "status", "icans_grade",
-                   "grade_at_least", "drivers", "excluded", "crs_grade", "product",
-                   "recommendation", "next_assessment_hours", "amends", "superseded_by")
-
-
-def _flat(rec, superseded_by: str | None = None) -> dict:
-    res = rec.get("result") or {}
-    fnd = rec.get("findings") or {}
-    return {
-        "seq": rec.get("seq"), "id": rec.get("id"), "recorded_at": rec.get("recorded_at"),
-        "assessed_at": rec.get("assessed_at"), "patient_id": rec.get("patient_id"),
-        "assessor": rec.get("assessor"), "source": rec.get("source"),
-        "score_path": res.get("score_path"), "ice_score": res.get("ice_score"),
-        "capd_score": res.get("capd_score"), "status": res.get("status"),
-        "icans_grade": res.get("icans_grade"), "grade_at_least": res.get("grade_at_least"),
-        "drivers": ";".join(res.get("drivers") or []),
-        "excluded": ";".join(res.get("excluded") or []),
-        "crs_grade": fnd.get("crs_grade"), "product": fnd.get("product"),
-        "recommendation": (rec.get("recommendation") or {}).get("id"),
-        "next_assessment_hours": (rec.get("recommendation") or {}).get("next_assessment_hours"),
-        "amends": rec.get("amends"), "superseded_by": superseded_by,
-    }
-
-
-def _write_machine(fmt: str, rows, extra=None) -> None:
-    import csv
-    import json
-
-    from icans_cli.csvsafe import safe_cell
-
-    if fmt == "jsonl":
-        from icans_cli.term import data_out
-
-        write = data_out().write
-        for rec, sup in rows:
-            out = dict(rec)
-            if sup is not None:
-                out["superseded_by"] = sup
-            write(json.dumps(out, ensure_ascii=False) + "\n")
-        return
-    from icans_cli.term import data_out
-
-    w = csv.writer(data_out(), lineterminator="\r\n")
-    w.writerow(LOG_CSV_COLUMNS)
-    for rec, sup in rows:
-        flat = _flat(rec, sup)
-        w.writerow([safe_cell(flat[c]) for c in LOG_CSV_COLUMNS])
 
 
 def _pipe_safe(fn):
@@ -317,7 +327,27 @@ def _pick_format(fmt: Optional[str], allowed) -> str:
     return fmt
 
 
-@log_app.command("show")
+def _since(value: Optional[str], option: str = "--since"):
+    if not value:
+        return None
+    from icans_cli.views import parse_since
+
+    try:
+        return parse_since(value, option)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _complete_format(incomplete: str):
+    return [f for f in FORMATS_LOG if f.startswith(incomplete)]
+
+
+TABLE_FORMAT_OPTION = typer.Option(None, "--format", "-f", autocompletion=_complete_format,
+                                   help="table (default on a terminal), jsonl (default "
+                                        "otherwise) or csv.")
+
+
+@log_app.command("show", short_help="The assessments, oldest first; ALTERED flagged.")
 @_pipe_safe
 def log_show(
     patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym."),
@@ -329,214 +359,71 @@ def log_show(
     fmt: Optional[str] = TABLE_FORMAT_OPTION,
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
-    """List logged assessments, oldest first (streamed: any size of log).
+    """List logged assessments, oldest first (streamed: any size of log). A record that
+    fails the chain is shown flagged "ALTERED"; a line that cannot be read is named on stderr.
 
     Example: icans log show --patient PT-001 --since 24h --format csv
     """
-    import json
-
-    from icans_cli import log
-    from icans_cli.history import _time
+    from icans_cli import views
 
     fmt = _pick_format(fmt, FORMATS_LOG)
-    path = _log_path(log_file)
     cutoff = _since(since)
-    needle = json.dumps(patient, ensure_ascii=False) if patient else None
-    # First pass: which records a correction supersedes (only lines naming one are parsed).
-    superseded: dict[str, str] = {}
-    try:
-        for _, line, complete in log.iter_lines(path):
-            if complete and b'"amends":"' in line and (needle is None
-                                                       or needle.encode() in line):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("amends") and (patient is None or rec.get("patient_id") == patient):
-                    superseded[str(rec["amends"])] = str(rec.get("id"))
-    except log.LogError as exc:
-        fail(str(exc))
-
-    def selected():
-        for _, rec in _records(path, needle):
-            if patient and rec.get("patient_id") != patient:
-                continue
-            if rec.get("kind") == "practice_session":
-                continue
-            if cutoff and _time(rec.get("assessed_at")) < cutoff:
-                continue
-            g = _eff_grade(rec)
-            if min_grade is not None and (g is None or g < min_grade):
-                continue
-            yield rec, superseded.get(str(rec.get("id")))
-
-    from icans_cli.term import is_terminal
-
-    if fmt == "jsonl" and not (patient or cutoff or min_grade is not None or is_terminal()):
-        _raw_jsonl(path, superseded)
-        return
-    if fmt != "table":
-        _write_machine(fmt, selected())
-        return
-    _stream_table(selected(), path)
-
-
-_ID = __import__("re").compile(rb'"id":"([^"]*)"')  # the first is the record's own (sorted keys)
-
-
-def _raw_jsonl(path: Path, superseded: dict[str, str]) -> None:
-    """Every record as stored (a line of the record's shape is copied, not re-encoded), the
-    superseded ones with `superseded_by` added: the fastest streaming reader."""
-    import json
-
-    from icans_cli import log
-
-    out = sys.stdout.buffer
-    shape = log.record_shape
-    try:
-        for n, line, complete in log.iter_lines(path):
-            if not complete or not shape(line):
-                if line.strip():
-                    warn(f"log line {n}: not a valid record (torn or corrupted); skipped")
-                continue
-            m = superseded and _ID.search(line)
-            if m and m.group(1).decode() in superseded:
-                rec = json.loads(line)
-                if str(rec.get("id")) in superseded:
-                    rec["superseded_by"] = superseded[str(rec.get("id"))]
-                    out.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
-                    continue
-            out.write(line + b"\n")
-        out.flush()
-    except log.LogError as exc:
-        fail(str(exc))
-
-
-def _stream_table(rows, path: Path) -> None:
-    """A table printed in blocks with fixed column widths, so a long log streams."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from icans_cli.history import _time, score_words
-    from icans_cli.render import plural, record_grade_text
-    from icans_cli.term import out, plain
-
-    con = out()
-    # fixed widths, so blocks line up; the patient and assessor columns take what is left
-    spare = max(0, con.width - 80)
-    widths = (8, 16, 14 + spare * 2 // 3, 10 + spare // 3, 11, 12)
-    cols = ("record", "assessed", "patient", "assessor", "score", "grade")
-
-    def block():
-        t = Table(show_header=not shown, box=None, pad_edge=False, padding=(0, 1))
-        for c, w in zip(cols, widths):
-            t.add_column(c, width=w, overflow="fold")
-        t.add_column("note", ratio=1)
-        return t
-
-    shown = 0
-    t = block()
-    for rec, sup in rows:
-        f = _flat(rec, sup)
-        note = (f"superseded by {plain(sup)[:8]}" if sup else
-                (f"corrects {plain(f['amends'])[:8]}" if f["amends"] else ""))
-        t.add_row(Text(plain(f["id"])[:8]),
-                  _time(f["assessed_at"]).astimezone().strftime("%Y-%m-%d %H:%M"),
-                  Text(plain(f["patient_id"])), Text(plain(f["assessor"])),
-                  score_words(f["score_path"], f["ice_score"] if f["score_path"] != "capd"
-                              else f["capd_score"]),
-                  record_grade_text(rec.get("result") or {}), Text(note),
-                  style="dim strike" if sup else None)
-        shown += 1
-        if shown % 500 == 0:
-            con.print(t)
-            t = block()
-    if t.row_count or not shown:
-        con.print(t)
-    con.print(Text(f"{plural(shown, 'assessment')} · {plain(path)}", style="dim"))
+    with _opened(log_file, must_exist=True) as s:
+        views.log_show(s, fmt, patient=patient, since=cutoff, min_grade=min_grade,
+                       on_problem=_problems())
 
 
 @app.command("history", short_help="One patient's assessments, trend, falls and rises.")
 @_pipe_safe
 def history(
-    patient: str = typer.Argument(..., help="The patient's pseudonym."),
+    patient: str = typer.Argument(..., help="The patient's pseudonym.",
+                                  autocompletion=lambda incomplete: _complete_patients(
+                                      incomplete)),
     fmt: Optional[str] = TABLE_FORMAT_OPTION,
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """Every assessment of one patient in time order, with the score trend and flags.
 
     Flags: the score fell since the previous assessment, the grade rose, the next assessment is
-    overdue for the grade's reassessment cadence. Corrected records show as superseded.
+    overdue for the grade's reassessment cadence. Corrected records show as superseded; a
+    record that fails the chain shows as ALTERED and is not counted.
 
     Example: icans history PT-001
     """
-    import json
+    from icans_cli import views
+    from icans_cli.store.chain import utc_now
 
-    from icans_cli.history import annotate, patient_entries
-    from icans_cli.log import utc_now
+    fmt = _pick_format(fmt, FORMATS_LOG)
+    with _opened(log_file, must_exist=True) as s:
+        if not views.history(s, patient, fmt, utc_now(), _problems(), warn):
+            fail("no assessments of that patient in the log", ExitStatus.ERROR)
 
-    fmt = _pick_format(fmt, ("table", "jsonl", "csv"))
-    path = _log_path(log_file)
-    entries = patient_entries(_records(path, json.dumps(patient, ensure_ascii=False)), patient)
-    if not entries:
-        fail("no assessments of that patient in the log", ExitStatus.ERROR)
-    flags = annotate(entries, utc_now())
-    if fmt != "table":
-        from icans_cli.term import data_out
 
-        if fmt == "jsonl":
-            for e in entries:
-                out_rec = dict(e.record)
-                out_rec["superseded_by"] = e.superseded_by
-                out_rec["flags"] = e.flags
-                data_out().write(json.dumps(out_rec, ensure_ascii=False) + "\n")
-        else:
-            _write_machine(fmt, [(e.record, e.superseded_by) for e in entries])
-        for f in flags:
-            warn(f)
-        return
-    from rich.table import Table
-    from rich.text import Text
+def _complete_patients(incomplete: str) -> list[str]:
+    """Shell completion: the pseudonyms in the log (read only when completing)."""
+    try:
+        from icans_cli.store import open_store
 
-    from icans_cli.history import score_words
-    from icans_cli.render import GRADE_STYLE, plural, record_grade_text, sparkline
-    from icans_cli.term import out, plain
+        with open_store(None) as s:
+            seen: list[str] = []
+            for e in s.assessments():
+                pid = e.record.get("patient_id")
+                if isinstance(pid, str) and pid.startswith(incomplete) and pid not in seen:
+                    seen.append(pid)
+            return seen[-200:]
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return []
 
-    con = out()
-    current = [e for e in entries if not e.superseded_by]
-    corrected = len(entries) - len(current)
-    title = f"Patient {plain(patient)}: {plural(len(current), 'assessment')}"
-    if corrected:
-        title += f" ({plural(corrected, 'corrected record')} shown struck through, not counted)"
-    t = Table(title=Text(title), title_justify="left")
-    for col in ("assessed", "record", "assessor", "score", "grade", "drivers", "flags"):
-        t.add_column(col)
-    for e in entries:
-        res = e.record.get("result") or {}
-        grade = Text(record_grade_text(res), style=GRADE_STYLE.get(e.grade, "")
-                     if e.status == "graded" else "bold black on yellow")
-        note = "; ".join(e.flags)
-        if e.superseded_by:
-            note = f"SUPERSEDED by {plain(e.superseded_by)[:8]}"
-        elif e.record.get("amends"):
-            note = (f"corrects {plain(e.record['amends'])[:8]}" + ("; " + note if note else ""))
-        t.add_row(e.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"),
-                  Text(plain(e.id)[:8]), Text(plain(e.record.get("assessor", ""))),
-                  score_words(e.score_path, e.score), grade,
-                  ", ".join(res.get("drivers") or []) or "-",
-                  Text(note, style="bold red" if e.flags else "dim"),
-                  style="dim strike" if e.superseded_by else None)
-    con.print(t)
-    for path_name, low, high in (("ice", 0, 10), ("capd", 0, 32)):
-        vals = [e.score for e in current if e.score_path == path_name]
-        if vals:
-            shown = [v for v in vals if v is not None]
-            trend = f"{path_name.upper()} trend (oldest → newest, {low}-{high}" + \
-                    (", higher is better" if path_name == "ice" else ", higher is worse") + "): "
-            con.print(Text(trend + sparkline(vals, low, high) +
-                           (f"  {shown[0]} → {shown[-1]}" if shown else "")))
-    for f in flags:
-        con.print(Text("FLAG: " + f, style="bold red"))
+
+def _complete_records(incomplete: str) -> list[str]:
+    try:
+        from icans_cli.store import open_store
+
+        with open_store(None) as s:
+            ids = [str(e.record.get("id"))[:8] for e in s.assessments()]
+        return [i for i in ids[-200:] if i.startswith(incomplete)]
+    except Exception:  # noqa: BLE001
+        return []
 
 
 # --- assess -------------------------------------------------------------------------------------
@@ -583,27 +470,40 @@ def assess(
     """
     from icans_cli.assess import run_assess
 
-    run_assess(patient=patient, assessor=_assessor(assessor), age=age, weight=weight,
-               capd_baseline=capd_baseline, protocol=_protocol(protocol),
-               log_path=_log_path(log_file), save=save, as_json=as_json, amends=amends,
-               allow_id=allow_id, full=full, assessed_at=assessed_at)
+    who, proto = _assessor(assessor), _protocol(protocol)
+    with _opened(log_file) as s:
+        run_assess(patient=patient, assessor=who, age=age, weight=weight,
+                   capd_baseline=capd_baseline, protocol=proto, store=s, save=save,
+                   as_json=as_json, amends=amends, allow_id=allow_id, full=full,
+                   assessed_at=assessed_at)
 
 
-@app.command("show", short_help="A saved assessment's summary again (handover).")
+@app.command("show", short_help="A patient's latest summary, or a record's (handover).")
 def show(
-    record_id: str = typer.Argument(..., metavar="RECORD_ID",
-                                    help="A record id, or its first characters."),
+    what: Optional[str] = typer.Argument(None, metavar="[PATIENT|RECORD_ID]",
+                                         help="A pseudonym (the patient's latest assessment), "
+                                              "or a record id or its first characters; none: "
+                                              "the last assessment saved.",
+                                         autocompletion=lambda incomplete: (
+                                             _complete_patients(incomplete)
+                                             + _complete_records(incomplete))),
     full: bool = typer.Option(False, "--full", help="Also print the details: all advice, "
                               "where guidelines disagree, why, sources."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
-    """Print the summary of a saved assessment, as assess showed it (for the handover).
+    """Print the summary of a saved assessment as assess showed it, for the handover: a
+    patient's latest (with how long ago, and OVERDUE when the next check is late), a given
+    record, or the last one saved.
 
-    Example: icans show 0b881c63 --full
+    \b
+    Examples:
+      icans show PT-001
+      icans show 0b881c63 --full
     """
     from icans_cli.assess import run_show
 
-    run_show(record_id=record_id, log_path=_log_path(log_file), full=full)
+    with _opened(log_file, must_exist=True) as s:
+        run_show(what=what, store=s, full=full)
 
 
 # --- grade --------------------------------------------------------------------------------------
@@ -665,6 +565,9 @@ def grade(
     allow_id: bool = typer.Option(False, "--allow-id", help="Accept patient ids that look "
                                   "like a name, record number or date (for sites whose "
                                   "pseudonyms look like that)."),
+    assessed_now: bool = typer.Option(False, "--assessed-now", help="With --log: log rows "
+                                      "without an assessed_at at the time of this run "
+                                      "(without it they are graded, not logged)."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
     """Grade exported assessments from CSV, one row at a time.
@@ -682,11 +585,17 @@ def grade(
 
     Example: icans grade ward7.csv --format jsonl -o graded.jsonl
     """
+    import os
+
     from icans_cli.batchrun import run_grade
+    from icans_cli.store import DATABASE_URL_ENV
+
+    if to_log and (log_file or not os.environ.get(DATABASE_URL_ENV)):
+        _log_path(log_file)  # a log readable by others is said
 
     run_grade(file=file, output=output, fmt=fmt, protocol=_protocol(protocol), to_log=to_log,
               assessor=_assessor(assessor) if to_log else "",
-              log_path=_log_path(log_file), allow_id=allow_id)
+              log_file=log_file, allow_id=allow_id, assessed_now=assessed_now)
 
 
 # --- due, export, protocols ---------------------------------------------------------------------
@@ -702,171 +611,113 @@ def due(
     """The ward board: who is due or overdue for the next ICE check, most overdue first.
 
     One row per patient assessed in the last N days: the last assessment, its grade, the
-    trend, and when the next is due by the grade's cadence.
+    trend, and when the next is due by the grade's cadence. A record that fails the chain, or
+    one dated in the future, never becomes a patient's latest (each is said).
 
     Example: icans due --days 3
     """
-    from icans_cli.history import due_board
-    from icans_cli.log import utc_now
+    from icans_cli import views
+    from icans_cli.store.chain import utc_now
 
     if days != days:  # NaN passes every range check
         fail("--days must be a number of days from 0.01 to 3650")
-    fmt = _pick_format(fmt, ("table", "jsonl", "csv"))
-    path = _log_path(log_file)
-    now = utc_now()
-    rows = due_board(_records(path), now, days)
-    if fmt == "table":
-        _due_table(rows, now, days)
-        return
-    import csv
-    import json
-
-    from icans_cli.csvsafe import safe_cell
-
-    from icans_cli.term import data_out
-
-    flat = [_due_flat(d) for d in rows]
-    stream = data_out()
-    if fmt == "jsonl":
-        for r in flat:
-            stream.write(json.dumps(r, ensure_ascii=False) + "\n")
-        return
-    w = csv.writer(stream, lineterminator="\r\n")
-    w.writerow(DUE_COLUMNS)
-    for r in flat:
-        w.writerow([safe_cell(r[c]) for c in DUE_COLUMNS])
+    fmt = _pick_format(fmt, FORMATS_LOG)
+    with _opened(log_file, must_exist=True) as s:
+        views.due(s, utc_now(), days, fmt, _problems(), warn)
 
 
-DUE_COLUMNS = ("patient_id", "last_assessed_at", "record", "status", "icans_grade",
-               "grade_at_least", "score_path", "score", "trend", "next_due_at", "overdue",
-               "overdue_hours")
-
-
-def _due_flat(d) -> dict:
-    res = d.last.record.get("result") or {}
-    return {"patient_id": d.patient_id,
-            "last_assessed_at": d.last.assessed_at.isoformat(timespec="seconds"),
-            "record": d.last.id, "status": d.last.status,
-            "icans_grade": res.get("icans_grade"), "grade_at_least": res.get("grade_at_least"),
-            "score_path": d.last.score_path, "score": d.last.score, "trend": d.trend,
-            "next_due_at": d.due_at.isoformat(timespec="seconds") if d.due_at else None,
-            "overdue": d.overdue, "overdue_hours": round(d.overdue_hours, 1)}
-
-
-def _due_table(rows, now, days) -> None:
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    from icans_cli.history import score_words
-    from icans_cli.render import GRADE_STYLE, plural, record_grade_text
-    from icans_cli.term import out, plain
-
-    if not rows:
-        out().print(Text(f"No patient assessed in the last {days:g} days (now "
-                         f"{now.astimezone().strftime('%H:%M')})."))
-        return
-    overdue = sum(1 for d in rows if d.overdue)
-    today = now.astimezone().date()
-    # Five columns that fit 80: the score column holds the trend ("ICE 10 → 8, worse").
-    t = Table(title=Text(f"{plural(len(rows), 'patient')} assessed in the last {days:g} days; "
-                         f"{overdue} overdue (now {now.astimezone().strftime('%H:%M')})"),
-              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-              collapse_padding=True)
-    t.add_column("patient", overflow="fold", max_width=14)
-    t.add_column("last check", no_wrap=True)
-    t.add_column("score, trend", min_width=17)
-    t.add_column("grade", max_width=18)
-    t.add_column("next due", no_wrap=True)
-    for d in rows:
-        res = d.last.record.get("result") or {}
-        if d.due_at is None:
-            due_text = Text("-")
-        elif d.overdue:
-            due_text = Text(f"OVERDUE {d.overdue_hours:.1f} h", style="bold white on red")
-        else:
-            due_text = Text(f"{d.due_at.astimezone().strftime('%H:%M')} "
-                            f"(in {-d.overdue_hours:.1f} h)")
-        if d.last.status == "graded":
-            grade = Text(str(res.get("icans_grade")), style=GRADE_STYLE.get(d.last.grade, ""))
-        else:
-            floor = res.get("grade_at_least")
-            grade = Text(f"≥{floor}, not assessable" if floor else "not assessable",
-                         style="bold black on yellow")
-        when = d.last.assessed_at.astimezone()
-        score = score_words(d.last.score_path, d.last.score)
-        trend = d.trend
-        if trend == "first assessment":
-            trend_text = f"{score}, first"
-        elif "→" in trend and trend.startswith((d.last.score_path or "ice").upper()):
-            trend_text = trend.replace(" (", ", ").rstrip(")")
-        else:  # a score missing on one side: the grade then
-            trend_text = f"{score}; was {trend.split(' → ')[0]}"
-        t.add_row(Text(plain(d.patient_id)),
-                  when.strftime("%H:%M" if when.date() == today else "%m-%d %H:%M"),
-                  trend_text, grade, due_text)
-    out().print(t)
-
-
-@export_app.command("fhir", short_help="The log as a FHIR R4 Bundle (collection).")
+@export_app.command("fhir", short_help="The log as a FHIR R4 Bundle (collection or "
+                                       "transaction).")
 @_pipe_safe
 def export_fhir(
-    patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym."),
-    since: Optional[str] = typer.Option(None, "--since", help="Only assessments at or after "
-                                        "this ISO date-time, or within a span: 24h, 7d."),
+    patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym.",
+                                          autocompletion=_complete_patients),
+    since: Optional[str] = typer.Option(None, "--since", help="Only records RECORDED (saved) "
+                                        "at or after this ISO date-time, or within a span: "
+                                        "24h, 7d; a correction saved today of yesterday's "
+                                        "assessment is included."),
+    after_seq: Optional[int] = typer.Option(None, "--after-seq", min=0, metavar="N",
+                                            help="Only records after log sequence number N "
+                                                 "(the last one exported is printed on "
+                                                 "stderr: resume from it)."),
+    transaction: bool = typer.Option(False, "--transaction", help="A transaction Bundle to "
+                                     "POST to a FHIR server's base URL: every entry a PUT on "
+                                     "stable ids (sending again is harmless); a correction "
+                                     "replaces what it corrects."),
+    patient_system: Optional[str] = typer.Option(None, "--patient-system", metavar="URI",
+                                                 envvar="ICANS_PATIENT_SYSTEM",
+                                                 help="The identifier system of the "
+                                                      "pseudonyms (your hospital's; default "
+                                                      "$ICANS_PATIENT_SYSTEM, else icans-cli's)."),
+    allow_broken: bool = typer.Option(False, "--allow-broken", help="Export from a log that "
+                                      "fails its chain: the records that pass, naming what is "
+                                      "left out (without it, such a log is refused)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Write the Bundle here (a temporary file renamed "
                                                "when complete) instead of standard output."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
-    """A FHIR R4 Bundle (type collection) of logged assessments: for each, a
-    QuestionnaireResponse with the ICE (or CAPD) items, an Observation for the score and one
-    for the ICANS grade (ICD-10-CM G92.01-G92.04), and a Provenance for a correction.
+    """A FHIR R4 Bundle of logged assessments: for each, a QuestionnaireResponse with the ICE
+    (or CAPD) items, an Observation for the score and one for the ICANS grade (ICD-10-CM
+    G92.01-G92.04), the weight, and a Provenance for a correction; the Questionnaires and the
+    CodeSystem they use. Only a log that passes its chain is exported; the Bundle names the
+    log head it was made from. UTF-8, one line ending, whatever the console.
 
-    Example: icans export fhir --patient PT-001 -o pt-001.fhir.json
+    \b
+    Examples:
+      icans export fhir --patient PT-001 -o pt-001.fhir.json
+      icans export fhir --transaction --after-seq 1200 -o batch.json
     """
-    import json
-
-    from icans_cli import fhir
-    from icans_cli.history import _time
-
-    path = _log_path(log_file)
-    if output is not None:
-        from icans_cli.batchrun import check_paths
-
-        check_paths("-", output, path, False)
-    cutoff = _since(since)
-    needle = json.dumps(patient, ensure_ascii=False) if patient else None
-    recs = [r for _, r in _records(path, needle)
-            if r.get("kind") != "practice_session"
-            and (not patient or r.get("patient_id") == patient)
-            and (not cutoff or _time(r.get("assessed_at")) >= cutoff)]
-    text = json.dumps(fhir.bundle(recs), ensure_ascii=False, indent=1) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()  # a closed pipe is found here, before "exported" is said
-    else:
-        _write_file(output, text)
+    from icans_cli import exporting
+    from icans_cli.batchrun import _Output, _write_error, check_paths
     from icans_cli.render import plural
 
-    typer.echo(f"{plural(len(recs), 'assessment')} exported as a FHIR R4 Bundle"
-               + (f" to {output}" if output else ""), err=True)
-
-
-def _write_file(output: Path, text: str) -> None:
-    """Through the same safe output as icans grade: a temporary file renamed when complete."""
-    from icans_cli.batchrun import _Output, _write_error
-
-    out = _Output(output)
-    try:
-        out.fh.write(text)
-        out.commit()
-    except OSError as exc:
-        out.abort()
-        fail(_write_error(exc, str(output)), ExitStatus.WRITE_FAILED)
-    except BaseException:
-        out.abort()
-        raise
+    cutoff = _since(since)
+    if patient_system is not None:
+        try:
+            exporting.check_patient_system(patient_system)
+        except ValueError as exc:
+            fail(str(exc))
+    with _opened(log_file, must_exist=True) as s:
+        if output is not None and s.kind == "file":
+            check_paths("-", output, Path(s.where), False)
+        try:
+            p = exporting.plan(s, patient=patient, since=cutoff, after_seq=after_seq,
+                               allow_broken=allow_broken)
+        except exporting.Refused as exc:
+            fail(str(exc), ExitStatus.ERROR)
+        for line in p.left_out:
+            warn(f"left out: {line}")
+        if p.problems > len(p.left_out):
+            warn(f"left out: ... and {p.problems - len(p.left_out)} more (icans log verify)")
+        out = _Output(output, raw_stdout=True)
+        try:
+            summary = exporting.export_fhir(s, out.fh, p, patient=patient, since=cutoff,
+                                            after_seq=after_seq, transaction=transaction,
+                                            patient_system=patient_system)
+            out.commit()
+        except BrokenPipeError:
+            out.abort()
+            raise
+        except OSError as exc:
+            out.abort()
+            fail(_write_error(exc, f"the Bundle ({output or 'standard output'})"),
+                 ExitStatus.WRITE_FAILED)
+        except BaseException:
+            out.abort()
+            raise
+    said = f"{plural(summary.assessments, 'assessment')} exported as a FHIR R4 " + \
+        ("transaction" if transaction else "collection") + " Bundle" + \
+        (f" to {output}" if output else "")
+    if summary.superseded:
+        said += f" ({plural(len(summary.superseded), 'corrected record')} replaced by " \
+                "their corrections)"
+    if p.altered_lines:
+        said += f"; {plural(len(p.altered_lines), 'ALTERED record')} left out"
+    warn_plain(said)
+    if summary.last_seq is not None:
+        warn_plain(f"last sequence number exported: {summary.last_seq} (resume with "
+                   f"--after-seq {summary.last_seq})")
 
 
 @protocol_app.command("list")
@@ -1056,93 +907,10 @@ def explain(
             q = qalb(csf_albumin, serum_albumin, age)  # type: ignore[arg-type]
         except InvalidFinding as exc:
             fail(str(exc))
-    from rich.panel import Panel
-    from rich.table import Table
-    from rich.text import Text
-
+    from icans_cli.explain import render
     from icans_cli.term import out
 
-    con = out()
-    if tp is None:
-        t = Table(title="icans explain TOPIC", title_justify="left")
-        t.add_column("topic")
-        t.add_column("what it covers")
-        for x in TOPICS:
-            t.add_row(x.key, x.title)
-        con.print(t)
-        return
-    body = Text("\n\n".join(tp.paragraphs))
-    con.print(Panel(body, title=tp.title, expand=True))
-    if tp.key == "grading":
-        con.print(_grading_table(con.width))
-    src = Table(title="Sources", title_justify="left", show_header=True)
-    src.add_column("source", ratio=1)
-    src.add_column("evidence")
-    for name, level in tp.sources:
-        src.add_row(name, Text(level, style="yellow" if level == "UNVERIFIED" else ""))
-    con.print(src)
-    if q is not None:
-        from icans_cli.core.qalb import LIMIT_NAME
-
-        verdict = ("ABOVE the limit: consistent with blood-CSF barrier dysfunction"
-                   if q.above else "within the limit")
-        con.print(Text.assemble(
-            ("Q_alb = ", "bold"), f"{csf_albumin:g} mg/L / {serum_albumin:g} g/L = ",
-            (f"{q.qalb_e3:.2f} x10^-3", "bold"),
-            f"; upper reference limit at age {age:g}: {q.limit_e3:.2f} x10^-3 ({LIMIT_NAME}). ",
-            (verdict + ".", "bold red" if q.above else "bold green"),
-            ("\nContext only: Q_alb is not part of ASTCT ICANS grading.", "italic")))
-
-
-def _grading_table(width: int = 120):
-    """The ASTCT table from the grading rules themselves: domains by grade when there is room,
-    else one block per grade, so no cell is cut at 80 columns."""
-    from rich.table import Table
-
-    from icans_cli.core.grading import CONSCIOUSNESS, ICP_EDEMA, MOTOR, SEIZURE, ice_domain_grade
-
-    rows: list[tuple[str, list[str]]] = []
-
-    def row(name, table):
-        cells = ["-"] * 5
-        for value, (g, desc) in table.items():
-            cells[g] = desc if cells[g] == "-" else cells[g] + "; " + desc
-        rows.append((name, cells))
-
-    ice = []
-    for g in range(4):
-        scores = [s for s in range(11) if ice_domain_grade(s) == g]
-        ice.append(str(scores[0]) if len(scores) == 1 else f"{scores[0]}-{scores[-1]}")
-    ice.append("not performed: unarousable")
-    rows.append(("ICE (12 and over)", ice))
-    rows.append(("CAPD (under 12)", ["0", "1-8", "1-8 (and awakens to voice)", "9 or more",
-                                     "not performed: unarousable"]))
-    row("consciousness", CONSCIOUSNESS)
-    row("seizure", SEIZURE)
-    row("motor", MOTOR)
-    row("ICP / edema", {"none": (0, "none"), **ICP_EDEMA})
-    title = "ASTCT 2019 ICANS grading (from the tool's own rules)"
-    if width >= 140:
-        t = Table(title=title, title_justify="left")
-        t.add_column("domain")
-        for g in range(5):
-            t.add_column(f"grade {g}")
-        for name, cells in rows:
-            t.add_row(name, *cells)
-        return t
-    t = Table(title=title, title_justify="left", show_header=True)
-    t.add_column("grade", no_wrap=True)
-    t.add_column("domain", no_wrap=True)
-    t.add_column("finding", ratio=1)
-    for g in range(5):
-        first = True
-        for name, cells in rows:
-            if cells[g] != "-":
-                t.add_row(f"grade {g}" if first else "", name, cells[g],
-                          end_section=False)
-                first = False
-        t.add_section()
-    return t
+    render(out(), tp, q, csf_albumin, serum_albumin, age)
 
 
 def _sanitize(message: str) -> str:
@@ -1175,6 +943,12 @@ def main() -> None:
                 stream.reconfigure(errors="replace")
             except (ValueError, OSError):
                 pass
+    # Past a file-size limit (ulimit -f) a write then fails with EFBIG, which is said (exit 3),
+    # instead of the process being killed by SIGXFSZ with the output cut short.
+    import signal
+
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # click's exceptions, wherever this typer keeps click (its own copy from 0.26 on)
     mro = typer.BadParameter.__mro__
     usage_error = next(c for c in mro if c.__name__ == "UsageError")

@@ -201,3 +201,91 @@ def find_topic(name: str) -> tuple[Topic | None, str | None]:
             return t, None
     close = difflib.get_close_matches(key, [t.key for t in TOPICS], n=1, cutoff=0.6)
     return None, close[0] if close else None
+
+
+def render(con, tp, q, csf_albumin, serum_albumin, age) -> None:
+    """A topic (or the list of topics) with its sources, and a Q_alb result when given."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    if tp is None:
+        t = Table(title="icans explain TOPIC", title_justify="left")
+        t.add_column("topic")
+        t.add_column("what it covers")
+        for x in TOPICS:
+            t.add_row(x.key, x.title)
+        con.print(t)
+        return
+    body = Text("\n\n".join(tp.paragraphs))
+    con.print(Panel(body, title=tp.title, expand=True))
+    if tp.key == "grading":
+        con.print(grading_table(con.width))
+    src = Table(title="Sources", title_justify="left", show_header=True)
+    src.add_column("source", ratio=1)
+    src.add_column("evidence")
+    for name, level in tp.sources:
+        src.add_row(name, Text(level, style="yellow" if level == "UNVERIFIED" else ""))
+    con.print(src)
+    if q is not None:
+        from icans_cli.core.qalb import LIMIT_NAME
+
+        verdict = ("ABOVE the limit: consistent with blood-CSF barrier dysfunction"
+                   if q.above else "within the limit")
+        con.print(Text.assemble(
+            ("Q_alb = ", "bold"), f"{csf_albumin:g} mg/L / {serum_albumin:g} g/L = ",
+            (f"{q.qalb_e3:.2f} x10^-3", "bold"),
+            f"; upper reference limit at age {age:g}: {q.limit_e3:.2f} x10^-3 ({LIMIT_NAME}). ",
+            (verdict + ".", "bold red" if q.above else "bold green"),
+            ("\nContext only: Q_alb is not part of ASTCT ICANS grading.", "italic")))
+
+
+def grading_table(width: int = 120):
+    """The ASTCT table from the grading rules themselves: domains by grade when there is room,
+    else one block per grade, so no cell is cut at 80 columns."""
+    from rich.table import Table
+
+    from icans_cli.core.grading import CONSCIOUSNESS, ICP_EDEMA, MOTOR, SEIZURE, ice_domain_grade
+
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(name, table):
+        cells = ["-"] * 5
+        for value, (g, desc) in table.items():
+            cells[g] = desc if cells[g] == "-" else cells[g] + "; " + desc
+        rows.append((name, cells))
+
+    ice = []
+    for g in range(4):
+        scores = [s for s in range(11) if ice_domain_grade(s) == g]
+        ice.append(str(scores[0]) if len(scores) == 1 else f"{scores[0]}-{scores[-1]}")
+    ice.append("not performed: unarousable")
+    rows.append(("ICE (12 and over)", ice))
+    rows.append(("CAPD (under 12)", ["0", "1-8", "1-8 (and awakens to voice)", "9 or more",
+                                     "not performed: unarousable"]))
+    row("consciousness", CONSCIOUSNESS)
+    row("seizure", SEIZURE)
+    row("motor", MOTOR)
+    row("ICP / edema", {"none": (0, "none"), **ICP_EDEMA})
+    title = "ASTCT 2019 ICANS grading (from the tool's own rules)"
+    if width >= 140:
+        t = Table(title=title, title_justify="left")
+        t.add_column("domain")
+        for g in range(5):
+            t.add_column(f"grade {g}")
+        for name, cells in rows:
+            t.add_row(name, *cells)
+        return t
+    t = Table(title=title, title_justify="left", show_header=True)
+    t.add_column("grade", no_wrap=True)
+    t.add_column("domain", no_wrap=True)
+    t.add_column("finding", ratio=1)
+    for g in range(5):
+        first = True
+        for name, cells in rows:
+            if cells[g] != "-":
+                t.add_row(f"grade {g}" if first else "", name, cells[g],
+                          end_section=False)
+                first = False
+        t.add_section()
+    return t

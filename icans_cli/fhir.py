@@ -19,7 +19,8 @@ Two kinds of Bundle:
 - ``transaction``: what a server should hold. Every entry is a request; a correction updates
   (PUT) the resources of the assessment it corrects under the same ids, so a server holds one
   current grade per assessment; a record that a later correction in the same export replaces
-  is left out; the Patient is created only if none has the identifier (conditional create).
+  is left out (a score or weight it had and the correction has not is sent entered-in-error);
+  the Patient is created only if none has the identifier (conditional create).
 
 Ids are uuid5 of the record id (of the first record of a correction chain in a transaction):
 exporting the same records twice gives the same ids, so sending a transaction again is
@@ -29,7 +30,6 @@ seen, never the records or the entries.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
@@ -103,7 +103,8 @@ class ExportSummary:
 
     assessments: int = 0  # assessment records exported (the current versions, in a transaction)
     entries: int = 0  # Bundle entries written (Patients, Questionnaires, CodeSystem included)
-    last_seq: int | None = None  # the highest log seq among the records exported
+    # the highest log seq of the records read (never a superseded one: its correction is later)
+    last_seq: int | None = None
     # ids of records left out because a later correction in the same export replaces them
     # (transaction only: a collection keeps every record)
     superseded: list[str] = field(default_factory=list)
@@ -113,7 +114,9 @@ class ExportSummary:
 
 def _uuid5(name: str) -> str:
     """str(uuid.uuid5(_NS, name)), without building UUID objects (two per record entry)."""
-    h = bytearray(hashlib.sha1(_NS.bytes + name.encode("utf-8")).digest()[:16])
+    from hashlib import sha1  # here: loading OpenSSL costs milliseconds at import
+
+    h = bytearray(sha1(_NS.bytes + name.encode("utf-8")).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5 (RFC 4122 4.3)
     h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
     x = h.hex()
@@ -130,17 +133,21 @@ def _patient_id(system: str, value: str) -> str:
     return _uuid5(f"{system}|{value}")
 
 
-@dataclass(frozen=True)
 class _Style:
     """How entries and references are written: collection or transaction."""
 
-    transaction: bool
-    patient_system: str
+    __slots__ = ("transaction", "patient_system")
+
+    def __init__(self, transaction: bool, patient_system: str) -> None:
+        self.transaction = transaction
+        self.patient_system = patient_system
 
     def ref(self, resource_type: str, rid: str) -> str:
-        # R4 http.html#trules: a transaction's PUT with a client id keeps that id, so the
-        # relative "Type/id" resolves on the server without rewriting. In a collection the
-        # reference is the entry's fullUrl (bundle.html#references: resolved inside the bundle).
+        # Transaction: "Type/id", relative to the server base (references.html#literal). The
+        # entries PUT those ids (http.html#update/#upsert), so the reference resolves with no
+        # rewriting; should a server assign its own ids instead, it SHALL rewrite the matching
+        # references (http.html#trules). Collection: the entry's fullUrl, resolved inside the
+        # Bundle (bundle.html, "Resolving references in Bundles").
         return f"{resource_type}/{rid}" if self.transaction else f"urn:uuid:{rid}"
 
     def entry(self, resource: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +239,8 @@ def _not_taken_text(path: str) -> str:
 # not say which: amended is true of both. QuestionnaireResponse has no "corrected"
 # (codesystem-questionnaire-answers-status.html), so amended keeps a correction's resources in
 # step.
-def _assessment(rec: dict[str, Any], root: str, style: _Style) -> list[tuple[str, dict[str, Any]]]:
+def _assessment(rec: dict[str, Any], root: str, style: _Style
+                ) -> list[tuple[str, dict[str, Any]]]:
     """The resources of one logged assessment as (kind, resource), with the ids of ``root``."""
     rid = str(rec.get("id"))
     res = rec.get("result") or {}
@@ -358,7 +366,7 @@ def _record_entries(rec: dict[str, Any], style: _Style, root: str, replaced_in_b
     have = {k for k, _ in kinds}
     for kind, old in withdrawn.items():
         if kind not in have:
-            # R4 codesystem-observation-status.html#entered-in-error: "withdrawn following
+            # R4 codesystem-observation-status.html, entered-in-error: "withdrawn following
             # previous final release"; the correction says this value should never have existed
             old["status"] = "entered-in-error"
             old["subject"] = resources[0]["subject"]  # the patient of the current version
@@ -401,7 +409,7 @@ def record_entries(rec: dict[str, Any], replaced_in_bundle: bool = False, *,
     return _record_entries(rec, style, root or str(rec.get("id")), replaced_in_bundle, {})
 
 
-# --- the definitions: Questionnaires and the CodeSystem --------------------------------------------
+# --- the definitions: Questionnaires and the CodeSystem -------------------------------------------
 
 def _questionnaire(path: str) -> dict[str, Any]:
     """R4 questionnaire-definitions.html: status 1..1; url and version give the canonical;
@@ -442,13 +450,15 @@ def _definitions(style: _Style) -> list[dict[str, Any]]:
 
 # --- corrections ----------------------------------------------------------------------------------
 
-@dataclass
 class _Corrections:
     """The corrections of an export (pass 1): memory grows with corrections only."""
 
-    root: dict[str, str] = field(default_factory=dict)  # correction id -> first id of its chain
-    latest: dict[str, str] = field(default_factory=dict)  # chain's first id -> its last id
-    named: set[str] = field(default_factory=set)  # every id a correction names in amends
+    __slots__ = ("root", "latest", "named")
+
+    def __init__(self) -> None:
+        self.root: dict[str, str] = {}  # correction id -> the first id of its chain
+        self.latest: dict[str, str] = {}  # a chain's first id -> its last id in the export
+        self.named: set[str] = set()  # every id a correction names in amends
 
     @classmethod
     def of(cls, records: Iterable[dict[str, Any]]) -> "_Corrections":
@@ -481,9 +491,11 @@ def _bundle_head(transaction: bool, log_head: str | None, now: datetime | None
         if not _LOG_HEAD.fullmatch(log_head):
             raise ValueError(f"log head {log_head!r}: expected SEQ:HASH (SHA-256, 64 hex digits)")
         # The log head goes in Bundle.meta.tag (a Coding: system under CANONICAL, the head as
-        # the code; R4 resource.html#Meta, tags: "used to relate resources to process and
-        # workflow"); a tag needs no extension definition. In a transaction the server does not
-        # store the Bundle (http.html#transaction), so the head documents the file only.
+        # the code; R4 resource.html#Meta: tags relate a resource to process and workflow);
+        # a tag needs no StructureDefinition, as an extension would. A server acts on a
+        # transaction's entries, not on its Bundle (bundle-definitions.html#Bundle.identifier:
+        # "servers ignore Bundle.identifier when processing batches and transactions"): the
+        # head documents the file, not what the server stores.
         tags.append({"system": TAG_LOG_HEAD, "code": log_head,
                      "display": "icans log head (SEQ:SHA-256) the export was made from"})
     t = now or datetime.now(timezone.utc)
@@ -535,7 +547,8 @@ def _entries(records: Callable[[], Iterable[dict[str, Any]]], summary: ExportSum
             summary.entries += 1
             yield e
     # the definitions last (a collection's first entry stays the first QuestionnaireResponse);
-    # they also keep "entry" from being empty (R4 json.html: arrays are never empty)
+    # they also keep "entry" from being an empty array, which FHIR JSON does not allow
+    # (R4 json.html)
     for e in _definitions(style):
         summary.entries += 1
         yield e

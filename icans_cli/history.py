@@ -45,8 +45,12 @@ def entry_from(line: int, rec: dict[str, Any]) -> Entry:
                  str(res.get("status", "")))
 
 
-def patient_entries(records: Iterable[tuple[int, dict[str, Any]]], patient_id: str) -> list[Entry]:
-    entries = [entry_from(n, r) for n, r in records if r.get("patient_id") == patient_id]
+def patient_entries(records: Iterable[tuple[int, dict[str, Any]]],
+                    patient_id: str | None) -> list[Entry]:
+    """One patient's entries in time order, corrected ones marked (`patient_id` None: the
+    records are that patient's already, under any spelling)."""
+    entries = [entry_from(n, r) for n, r in records
+               if patient_id is None or r.get("patient_id") == patient_id]
     by_id = {e.id: e for e in entries}
     for e in entries:
         target = e.record.get("amends")

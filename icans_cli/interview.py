@@ -352,6 +352,26 @@ def _tasks_from_items(items: dict[str, int]) -> list[int]:
 
 # --- prompts ------------------------------------------------------------------------------------
 
+_interrupted = False
+
+
+def on_sigint(signum: int, frame: Any) -> None:  # noqa: ARG001
+    """SIGINT between two prompts (the terminal is not raw then, so Ctrl-C is a signal): noted,
+    and raised. A KeyboardInterrupt that lands in a finaliser is swallowed by Python; the note
+    makes the next prompt raise it instead, so Ctrl-C is never lost."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _ask(question: "questionary.Question") -> Any:
+    global _interrupted
+    if _interrupted:
+        _interrupted = False
+        raise KeyboardInterrupt
+    return question.unsafe_ask()
+
+
 def _eof_binding(question: "questionary.Question") -> "questionary.Question":
     """Ctrl-D ends the interview from any prompt, even with text typed (prompt_toolkit
     alone ends only an empty text line and ignores it in lists)."""
@@ -431,7 +451,7 @@ def _choose(message: str, options: list[tuple[str, str]], last: str | None = Non
 
     session = PromptSession(tokens, key_bindings=kb, style=STYLE)
     session.app.erase_when_done = True  # the answer is said below, in one line
-    return str(questionary.Question(session.app).unsafe_ask())
+    return str(_ask(questionary.Question(session.app)))
 
 
 def _select(message: str, choices: list[tuple[Any, str, str]], default: Any = None,
@@ -460,9 +480,9 @@ def _checkbox(message: str, choices: list[tuple[Any, str]], checked: list[Any],
     """Space marks, Enter is done; the answer is said in words below (questionary's own echo
     is "done", which reads the same for nothing marked and for several)."""
     cs = [Choice(title, value=value, checked=value in checked) for value, title in choices]
-    picked = list(_eof_binding(questionary.checkbox(message, choices=cs,
-                                                    instruction=instruction,
-                                                    style=STYLE)).unsafe_ask())
+    picked = list(_ask(_eof_binding(questionary.checkbox(message, choices=cs,
+                                                         instruction=instruction,
+                                                         style=STYLE))))
     if echo:
         titles = [title for value, title in choices if value in picked]
         note("= " + ("; ".join(titles) if titles else "none"))
@@ -496,7 +516,7 @@ def _text(message: str, default: str = "", check: Callable[[str], str | None] | 
                                                  instruction=instruction, style=STYLE))
         if not keep_refused:  # what was typed leaves the screen; an accepted answer is said
             question.application.erase_when_done = True
-        answer = str(question.unsafe_ask())
+        answer = str(_ask(question))
         problem = check(answer) if check else None
         if not problem:
             if not keep_refused:
@@ -571,14 +591,13 @@ def _check_pid(allow_id: bool) -> Callable[[str], str | None]:
 def _check_age(text: str) -> str | None:
     t = text.strip().lower()
     if not t:
-        return ("Give the age in years (e.g. 7 or 1.5), or a for an adult whose age you do "
-                "not have: Enter alone is not an answer.")
+        return "Enter alone is not an answer: age in years (7, 1.5), or a for an adult."
     if t == "a":
         return None
     try:
         v = float(t)
     except ValueError:
-        return "Age in years as a number (e.g. 7 or 1.5), or blank for an adult."
+        return "The age in years as a number (7, 1.5), or a for an adult."
     return None if 0 <= v <= 130 else "Age must be between 0 and 130 years."
 
 

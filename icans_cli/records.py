@@ -5,7 +5,7 @@ The record shape is versioned by ``log.SCHEMA_VERSION``; a contract test pins it
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from icans_cli import __version__
@@ -126,6 +126,23 @@ def findings_from_record(rec: dict[str, Any]) -> tuple[Findings, dict[str, Any]]
     return findings, {"crs_grade": f.get("crs_grade"), "crs_controlled": controlled,
                       "product": f.get("product"), "age_years": f.get("age_years"),
                       "weight_kg": f.get("weight_kg")}
+
+
+def assessment_key(body: dict[str, Any]) -> str:
+    """What makes two records the same assessment: the same patient (matched case- and
+    separator-insensitively), the same time assessed (as an instant: "Z" and "+00:00" alike)
+    and the same normalised findings. Cells, their order and pass-through columns do not
+    count. A batch rerun is recognised by it."""
+    import hashlib
+    import json
+
+    from icans_cli.core.identifiers import parse_time, patient_key
+
+    when = parse_time(str(body["assessed_at"])).astimezone(timezone.utc)
+    key = {"patient": patient_key(str(body["patient_id"])),
+           "assessed_at": when.isoformat(timespec="seconds"), "findings": body["findings"]}
+    data = json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "assessment:" + hashlib.sha256(data.encode()).hexdigest()
 
 
 def result_dict(r: IcansResult) -> dict[str, Any]:

@@ -31,9 +31,9 @@ from icans_cli.core.protocol import (
 from icans_cli.core.rationale import DOMAIN_LABELS, RationaleItem
 from icans_cli.term import plain
 
-GRADE_STYLE = {0: "bold green", 1: "bold yellow", 2: "bold dark_orange", 3: "bold red",
+GRADE_STYLE = {0: "bold green", 1: "bold yellow", 2: "bold magenta", 3: "bold red",
                4: "bold white on red"}
-GRADE_BORDER = {0: "green", 1: "yellow", 2: "dark_orange", 3: "red", 4: "bold red"}
+GRADE_BORDER = {0: "green", 1: "yellow", 2: "magenta", 3: "red", 4: "bold red"}
 NOT_ASSESSABLE_STYLE = "bold black on yellow"
 SPARK = "▁▂▃▄▅▆▇█"
 LABEL_WIDTH = 12
@@ -53,6 +53,7 @@ class Context:
     product: str | None = None
     crs_disputed: bool = False  # CRS controlled after an antipyretic only: sources differ
     tocilizumab_at: datetime | None = None  # the last tocilizumab dose for this CRS
+    now: datetime | None = None  # a saved record shown later (icans show): ages from now
 
 
 def grade_label(result: IcansResult) -> str:
@@ -180,7 +181,10 @@ def headline(result: IcansResult, rec: Recommendation, ctx: Context) -> Panel:
     if ctx.patient_id:
         sub.append(plain(ctx.patient_id))
     if ctx.assessed_at:
-        sub.append(ctx.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M"))
+        when = ctx.assessed_at.astimezone().strftime("%Y-%m-%d %H:%M")
+        if ctx.now is not None:
+            when += f" ({_ago(ctx.assessed_at, ctx.now)})"
+        sub.append(when)
     return Panel(body, title=Text(f"ASTCT 2019 · protocol {rec.protocol_id}"),
                  subtitle=Text(" · ".join(sub)) if sub else None,
                  border_style=_border(result),
@@ -271,6 +275,16 @@ def _bands_text(lines: list[AdviceLine], lead: str) -> Text:
     return t
 
 
+def _ago(then: datetime, now: datetime) -> str:
+    """How long before `now`, in the hours a ward counts in."""
+    hours = (now - then).total_seconds() / 3600
+    if hours < 0:
+        return "in the future"
+    if hours < 48:
+        return f"{hours:.1f} h ago"
+    return f"{hours / 24:.1f} days ago"
+
+
 def _uncap_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
@@ -288,7 +302,9 @@ def _toci_given(anti: AdviceLine, ctx: Context, lead: str) -> Text | None:
     hours, earliest = held
     given = ctx.tocilizumab_at.astimezone().strftime("%H:%M")
     due = earliest.astimezone()
-    t = Text(f"{lead}GIVEN at {given} ({hours:.1f} h ago): ", style="bold")
+    ago = (_ago(ctx.tocilizumab_at, ctx.now) if ctx.now is not None
+           else f"{hours:.1f} h ago")
+    t = Text(f"{lead}GIVEN at {given} ({ago}): ", style="bold")
     t.append(f"repeat only if no improvement, from {due:%H:%M}: ", style="bold")
     t.append(_uncap_first(anti.bare_summary).split(", IV")[0], style="bold")
     t.append(" " + source_tag(anti, with_protocol=False), style="dim")
@@ -479,9 +495,16 @@ def bedside(result: IcansResult, rec: Recommendation, ctx: Context, width: int =
         next_text = Text(f"within {rec.cadence.hours} h{due}", style="bold")
         if rec.cadence.evidence == "R":
             next_text.append(" (UNVERIFIED)", style="yellow")
+    if rec.cadence.evidence != "R" or rec.cadence.hours != 4:
         if ctx.change is not None and ctx.change[1] and rec.grade >= 1:
             # the cadence's own source: "more often while symptoms change"
             next_text.append("; SOONER while it is getting worse", style="bold red")
+    if ctx.now is not None and ctx.assessed_at is not None:  # shown later: from now
+        late = (ctx.now - ctx.assessed_at).total_seconds() / 3600 - rec.cadence.hours
+        if late > 0:
+            next_text.append(f"  OVERDUE by {late:.1f} h", style="bold white on red")
+        else:
+            next_text.append(f"  (in {-late:.1f} h)")
     grid.add_row(Text("Next check", style="bold"), next_text)
     if ctx.change is not None:
         text, worse = ctx.change

@@ -91,7 +91,29 @@ class _Visible:
         return getattr(self._stream, name)
 
 
+class _Utf8:
+    """Data for a file or a pipe: UTF-8 bytes and exactly the line endings written, whatever
+    the console's code page, PYTHONIOENCODING or the platform's newline translation (a CSV's
+    \r\n never becomes \r\r\n on Windows)."""
+
+    def __init__(self, buffer) -> None:
+        self._buffer = buffer
+
+    def write(self, text: str) -> int:
+        self._buffer.write(text.encode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def flush(self) -> None:
+        self._buffer.flush()
+
+
 def data_out():
-    """Standard output for data: as it is into a file or a pipe, with control characters made
-    visible on a terminal."""
-    return _Visible(sys.stdout) if is_terminal(sys.stdout) else sys.stdout
+    """Standard output for data: UTF-8 as it is into a file or a pipe, with control characters
+    made visible on a terminal."""
+    if is_terminal(sys.stdout):
+        return _Visible(sys.stdout)
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        return sys.stdout
+    sys.stdout.flush()  # anything written as text before goes first
+    return _Utf8(buffer)

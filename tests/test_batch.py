@@ -255,7 +255,7 @@ def test_no_progress_bar_or_escape_codes_on_a_pipe():
 
 def test_log_option_appends_graded_rows_only(tmp_path):
     path = tmp_path / "l.jsonl"
-    r = grade([str(GOLDEN), "-f", "csv", "--log", "--log-file", str(path),
+    r = grade([str(GOLDEN), "-f", "csv", "--log", "--assessed-now", "--log-file", str(path),
                "--assessor", "script"])
     assert r.exit_code == 1
     recs = [rec for _, rec in log.iter_records(path)]
@@ -332,6 +332,7 @@ def test_csv_and_log_recommendation_matches_the_full_json_path_row_by_row(tmp_pa
     r = runner.invoke(app, ["grade", str(src), "-f", "csv", "-o", str(tmp_path / "o.csv"),
                             "--log", "--log-file", str(logf)])
     assert r.exit_code == 1, r.output  # the generator writes a few bad rows
+    assert "already in the log" not in r.stderr
     j = runner.invoke(app, ["grade", str(src), "-f", "jsonl"])
     full = {row["row"]: row["recommendation"] for row in map(json.loads, j.stdout.splitlines())
             if row["status"] != "invalid"}

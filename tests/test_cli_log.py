@@ -1,3 +1,4 @@
+import pytest
 import csv
 import io
 import json
@@ -40,9 +41,16 @@ def test_log_verify_ok_and_broken(tmp_path):
     assert "line 2" in r.stderr and "deleted" in r.stderr
 
 
-def test_log_verify_missing_file_is_usage_error(tmp_path):
-    r = runner.invoke(app, ["log", "verify", "--log-file", str(tmp_path / "none.jsonl")])
-    assert r.exit_code == 2 and "no log" in r.stderr
+@pytest.mark.parametrize("command", [["log", "verify"], ["log", "head"], ["log", "show"],
+                                     ["history", "PT-1"], ["due"], ["show"], ["show", "PT-1"],
+                                     ["export", "fhir"], ["log", "acknowledge-tail"]])
+def test_a_missing_log_is_named_by_every_reader(tmp_path, command):
+    """A mistyped --log-file or ICANS_DATA_DIR is said, never an empty board with exit 0."""
+    missing = tmp_path / "mistyped" / "none.jsonl"
+    r = runner.invoke(app, [*command, "--log-file", str(missing)])
+    assert r.exit_code == 1, r.output
+    assert "no log at" in r.stderr and str(missing) in r.stderr.replace("\n", "")
+    assert not missing.exists()
 
 
 def test_log_show_filters_patient_and_min_grade_jsonl(tmp_path):

@@ -363,8 +363,8 @@ def test_icans_protocol_env_sets_the_default_and_the_log_records_id_version_sha(
     rows = tmp_path / "in.csv"
     rows.write_text("patient_id,ice_score\nPT-1,5\n")
     logf = tmp_path / "l.jsonl"
-    r = runner.invoke(app, ["grade", str(rows), "-f", "jsonl", "--log", "--log-file",
-                            str(logf), "--assessor", "s"])
+    r = runner.invoke(app, ["grade", str(rows), "-f", "jsonl", "--log", "--assessed-now",
+                            "--log-file", str(logf), "--assessor", "s"])
     assert json.loads(r.stdout)["recommendation"]["protocol"] == "cartox-2018"
     (rec,) = records(logf)
     import hashlib
@@ -403,6 +403,8 @@ def locking(fd, mode, nbytes):
 msvcrt.locking = locking
 sys.modules["msvcrt"] = msvcrt
 log.WINDOWS = True
+import icans_cli.store.jsonl as jsonl
+jsonl.WINDOWS = True
 from pathlib import Path
 from tests.helpers import body
 p = Path(sys.argv[1])

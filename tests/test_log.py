@@ -86,7 +86,7 @@ def test_full_disk_gives_clear_error_and_keeps_earlier_records(tmp_path, monkeyp
         real_write(fd, data[: len(data) // 2])  # a partial write, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(log.os, "write", full)
+    monkeypatch.setattr(os, "write", full)
     with pytest.raises(log.LogError, match="disk is full.*NOT saved.*intact"):
         log.append(path, body(patient="SECRET-ID"))
     monkeypatch.undo()
@@ -96,7 +96,7 @@ def test_full_disk_gives_clear_error_and_keeps_earlier_records(tmp_path, monkeyp
 
 def test_error_messages_never_carry_the_patient_id(tmp_path, monkeypatch):
     path = tmp_path / "log.jsonl"
-    monkeypatch.setattr(log.os, "write", lambda fd, d: (_ for _ in ()).throw(
+    monkeypatch.setattr(os, "write", lambda fd, d: (_ for _ in ()).throw(
         OSError(errno.EIO, "I/O error")))
     with pytest.raises(log.LogError) as e:
         log.append(path, body(patient="SECRET-ID"))

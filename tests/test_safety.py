@@ -315,7 +315,8 @@ def test_batch_cut_off_by_head_says_how_many_rows_were_logged(tmp_path):
 def test_batch_interrupted_by_ctrl_c_while_logging_says_how_many_rows_were_logged(tmp_path):
     logf = tmp_path / "l.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "icans_cli", "grade", "-", "-f", "csv", "--log",
-                          "--log-file", str(logf), "--assessor", "script"], cwd=ROOT,
+                          "--assessed-now", "--log-file", str(logf), "--assessor", "script"],
+                         cwd=ROOT,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     p.stdin.write("patient_id,ice_score\n" + "".join(f"PT-{i},9\n" for i in range(3)))
@@ -331,9 +332,13 @@ def test_batch_interrupted_by_ctrl_c_while_logging_says_how_many_rows_were_logge
     assert "nothing was saved" not in err
 
 
-def test_logging_the_same_file_twice_does_not_duplicate_records(tmp_path, small):
+def test_logging_the_same_file_twice_does_not_duplicate_records(tmp_path):
     logf = tmp_path / "l.jsonl"
-    args = ["grade", str(small), "-f", "csv", "--log", "--log-file", str(logf),
+    timed = tmp_path / "timed.csv"
+    timed.write_text("patient_id,age_years,ice_score,crs_grade,assessed_at\n"
+                     "PT-1,50,8,0,2026-11-27T08:00Z\nPT-2,50,2,0,2026-11-27T08:00Z\n"
+                     "PT-3,6,,,2026-11-27T08:00Z\n")
+    args = ["grade", str(timed), "-f", "csv", "--log", "--log-file", str(logf),
             "--assessor", "script"]
     first = runner.invoke(app, args)
     second = runner.invoke(app, args)
@@ -348,7 +353,7 @@ def test_logging_the_same_file_twice_does_not_duplicate_records(tmp_path, small)
 def test_log_write_failure_exits_3_not_1_like_invalid_rows(tmp_path, small):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = runner.invoke(app, ["grade", str(small), "--log", "--log-file",
+    r = runner.invoke(app, ["grade", str(small), "--log", "--assessed-now", "--log-file",
                             str(blocker / "l.jsonl"), "--assessor", "script"])
     assert r.exit_code == 3 and "the log" in r.stderr
 
@@ -615,8 +620,8 @@ def test_control_characters_in_data_are_shown_not_obeyed_on_a_terminal(tmp_path,
     logf = tmp_path / "l.jsonl"
     src = tmp_path / "esc.csv"
     src.write_text(ESC_CELLS, encoding="utf-8")
-    assert runner.invoke(app, ["grade", str(src), "--log", "--log-file", str(logf), "-f",
-                               "jsonl"]).exit_code == 0
+    assert runner.invoke(app, ["grade", str(src), "--log", "--assessed-now", "--log-file",
+                               str(logf), "-f", "jsonl"]).exit_code == 0
     monkeypatch.setattr(term, "is_terminal", lambda stream=None: True)
     for args in (["grade", str(src), "-f", fmt], ["log", "show", "-f", fmt],
                  ["history", "PT-1", "-f", fmt], ["due", "-f", fmt]):
@@ -693,21 +698,23 @@ def test_o_onto_a_symlink_writes_the_file_it_points_to_and_keeps_the_link(tmp_pa
 def test_a_signal_while_a_row_is_logged_is_counted_in_what_was_logged(tmp_path, monkeypatch,
                                                                       sig, code):
     logf = tmp_path / "l.jsonl"
-    real = log.append
+    from icans_cli.store.jsonl import JsonlStore
+
+    real = JsonlStore.append
     calls = []
 
-    def append_then_signal(path, body):
-        rec = real(path, body)
+    def append_then_signal(self, body, unique=None, on_wait=None):
+        rec = real(self, body, unique, on_wait)
         calls.append(1)
         if len(calls) == 2:  # the signal lands after the second record is written
             os.kill(os.getpid(), sig)
         return rec
 
-    monkeypatch.setattr(log, "append", append_then_signal)
+    monkeypatch.setattr(JsonlStore, "append", append_then_signal)
     src = tmp_path / "in.csv"
     src.write_text("patient_id,ice_score\nPT-1,9\nPT-2,8\nPT-3,7\nPT-4,6\n")
-    r = runner.invoke(app, ["grade", str(src), "--log", "--log-file", str(logf), "-f", "csv",
-                            "-o", str(tmp_path / "out.csv")])
+    r = runner.invoke(app, ["grade", str(src), "--log", "--assessed-now", "--log-file",
+                            str(logf), "-f", "csv", "-o", str(tmp_path / "out.csv")])
     assert r.exit_code == code, r.output
     written = len(logf.read_text().splitlines())
     assert written == 2

@@ -105,7 +105,7 @@ def test_show_says_what_changed_since_the_patients_previous_record(logf):
 def test_show_unknown_record_is_a_clear_error(logf):
     add(logf, "PT-U", **CASES["grade 0"])
     r = runner.invoke(app, ["show", "ffffffff", "--log-file", str(logf)])
-    assert r.exit_code == 1 and "no record with that id" in r.stderr
+    assert r.exit_code == 1 and "no record and no patient by that id" in r.stderr
     assert "Traceback" not in r.output
 
 
@@ -303,8 +303,9 @@ def test_a_protocol_file_is_recorded_by_its_full_path_and_show_warns_when_it_is_
     (tmp_path / "ours.json").write_text(json.dumps(data))
     logf = tmp_path / "assessments.jsonl"
     monkeypatch.chdir(tmp_path)
-    r = runner.invoke(app, ["grade", "-", "--protocol", "ours.json", "--log", "--log-file",
-                            str(logf), "-f", "jsonl"], input="patient_id,ice_score\nPT-W,5\n")
+    r = runner.invoke(app, ["grade", "-", "--protocol", "ours.json", "--log", "--assessed-now",
+                            "--log-file", str(logf), "-f", "jsonl"],
+                      input="patient_id,ice_score\nPT-W,5\n")
     assert r.exit_code == 0, r.output
     (rec,) = [json.loads(x) for x in logf.read_text().splitlines()]
     assert rec["protocol"]["file"] == str((tmp_path / "ours.json").resolve())
@@ -355,7 +356,8 @@ def test_what_does_not_fit_goes_least_needed_first_work_up_before_a_fall():
 
 def test_show_crs_controlled_after_an_antipyretic_only_says_sources_differ(tmp_path):
     logf = tmp_path / "assessments.jsonl"
-    r = runner.invoke(app, ["grade", "-", "--log", "--log-file", str(logf), "-f", "jsonl"],
+    r = runner.invoke(app, ["grade", "-", "--log", "--assessed-now", "--log-file", str(logf),
+                            "-f", "jsonl"],
                       input="patient_id,age_years,ice_score,temperature_c,crs_treated\n"
                             "PT-AP,50,7,37.0,antipyretic\n")
     assert r.exit_code == 0, r.output
