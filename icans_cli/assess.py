@@ -436,6 +436,7 @@ def _save(store, body: dict[str, Any], con) -> dict[str, Any]:
     record.setdefault("id", str(uuid.uuid4()))
     record.setdefault("recorded_at", utc_now().isoformat(timespec="seconds"))
     box = outbox_for(store)
+    where = "THE WARD LOG" if store.kind == "postgres" else "THE LOG"
 
     def waiting(message: str) -> None:
         con.print(Text(message[:1].upper() + message[1:] + ". If it stays locked, the "
@@ -446,7 +447,7 @@ def _save(store, body: dict[str, Any], con) -> dict[str, Any]:
             saved = store.save_or_keep(record, box, on_wait=waiting)
     except (KeyboardInterrupt, _Stopped):
         keep(box, record)
-        con.print(Text(f"SAVED ON THIS WORKSTATION, NOT YET ON THE LOG (the wait was "
+        con.print(Text(f"SAVED ON THIS WORKSTATION, NOT YET ON {where} (the wait was "
                        f"stopped): record {record['id'][:8]} is sent by the next icans "
                        "command, or icans log sync.", style="bold black on yellow"))
         raise typer.Exit(ExitStatus.OK)
@@ -456,13 +457,13 @@ def _save(store, body: dict[str, Any], con) -> dict[str, Any]:
         except OSError:
             _fail(f"{exc}; it could not be kept on this workstation either",
                   ExitStatus.WRITE_FAILED)
-        con.print(Text(f"NOT ON THE LOG: {exc}. Record {record['id'][:8]} is kept on this "
+        con.print(Text(f"NOT ON {where}: {exc}. Record {record['id'][:8]} is kept on this "
                        "workstation; icans log sync sends it once the log can take it.",
                        style="bold black on yellow"))
         raise typer.Exit(ExitStatus.WRITE_FAILED)
     rec = saved.record
     if not saved.on_log:
-        con.print(Text(f"SAVED ON THIS WORKSTATION, NOT YET ON THE LOG ({saved.why}). Record "
+        con.print(Text(f"SAVED ON THIS WORKSTATION, NOT YET ON {where} ({saved.why}). Record "
                        f"{rec['id'][:8]} is kept here and sent by the next icans command, or "
                        "icans log sync.", style="bold black on yellow"))
         return rec

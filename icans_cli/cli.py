@@ -294,6 +294,36 @@ def log_sync(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
         raise typer.Exit(ExitStatus.ERROR)
 
 
+@log_app.command("import", short_help="Copy a local log's records into the log, once each.")
+def log_import(
+    file: Path = typer.Argument(..., metavar="FILE", help="A local icans log (JSON Lines)."),
+    log_file: Optional[Path] = LOG_FILE_OPTION,
+) -> None:
+    """Copy the records of a local log (a workstation's file) into the log in use, usually
+    the ward's database (ICANS_DATABASE_URL), each exactly once: importing the same file again
+    copies nothing. A line that cannot be read, or a record that fails the file's chain, is
+    not copied and is named.
+
+    Example: ICANS_DATABASE_URL=postgresql://... icans log import ~/.local/share/icans/assessments.jsonl
+    """
+    from icans_cli.dbcmd import log_import as copy_in
+    from icans_cli.render import plural
+
+    with _opened(log_file) as s:
+        if s.kind == "file" and Path(s.where).expanduser().resolve() == \
+                file.expanduser().resolve():
+            fail("FILE is the log in use: nothing to import")
+        r = copy_in(s, file)
+    for line in r.skipped[:20]:
+        warn(f"{file}: {line}")
+    if len(r.skipped) > 20:
+        warn(f"{file}: ... and {len(r.skipped) - 20} more not copied")
+    typer.echo(f"{plural(r.imported, 'record')} imported into {s.where}; "
+               f"{r.already:,} already there; {len(r.skipped):,} not copied.")
+    if r.skipped:
+        raise typer.Exit(ExitStatus.ERROR)
+
+
 FORMATS_LOG = ("table", "jsonl", "csv")
 
 
@@ -598,6 +628,91 @@ def grade(
               log_file=log_file, allow_id=allow_id, assessed_now=assessed_now)
 
 
+# --- the ward's database ------------------------------------------------------------------------
+
+db_app = typer.Typer(help="The ward's shared log on PostgreSQL (ICANS_DATABASE_URL): set it "
+                          "up, see how it stands.", no_args_is_help=True,
+                     rich_markup_mode=None, context_settings=HELP, cls=_InOrder)
+app.add_typer(db_app, name="db", short_help="The ward's shared log on PostgreSQL.")
+
+
+def _database_url() -> str:
+    import os
+
+    from icans_cli.store import DATABASE_URL_ENV
+
+    url = os.environ.get(DATABASE_URL_ENV)
+    if not url:
+        fail(f"{DATABASE_URL_ENV} is not set: give the ward log's libpq URL, e.g. "
+             "postgresql://icans@dbhost/icans?sslmode=verify-full")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        fail("the ward log needs psycopg: pip install 'icans-cli[postgres]'")
+    return url
+
+
+@db_app.command("init", short_help="Create the ward log (idempotent).")
+def db_init(
+    writer_role: Optional[str] = typer.Option(None, "--writer-role", metavar="ROLE",
+                                              help="An existing role the workstations use: "
+                                                   "granted SELECT and INSERT only."),
+) -> None:
+    """Create the ward log in the database ICANS_DATABASE_URL names, as its owner: schema
+    icans, the table, its indexes and the triggers that refuse UPDATE, DELETE and TRUNCATE to
+    every role. Running it again changes nothing (and turns the triggers back on).
+
+    Example: icans db init --writer-role icans_ward
+    """
+    import re
+
+    from icans_cli import store as st
+    from icans_cli.dbcmd import db_init as init
+
+    url = _database_url()
+    if writer_role is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}",
+                                                    writer_role):
+        fail("--writer-role must be a role name: letters, digits and _ (at most 63)")
+    try:
+        typer.echo(init(url, writer_role))
+    except st.Unavailable as exc:
+        fail(str(exc), ExitStatus.ERROR)
+    except st.StoreError as exc:
+        fail(str(exc))
+
+
+@db_app.command("status", short_help="The server, the schema, the rows, what waits here.")
+def db_status() -> None:
+    """How the ward log stands from this workstation: reachable or not, the server and schema
+    versions, the records and the head, whether the append-only triggers are on, and the
+    assessments this workstation keeps that are not yet on it. Exit 1 when it cannot be
+    reached or is not set up.
+
+    Example: icans db status
+    """
+    from icans_cli.dbcmd import db_status as status
+    from icans_cli.store import outbox_for
+    from icans_cli.store.postgres import PostgresStore
+
+    url = _database_url()
+    s = status(url, outbox_for(PostgresStore(url)))
+    rows = [("ward log", s["where"]), ("reachable", "yes" if s["reachable"] else "NO"),
+            ("server", s.get("server_version") or "-"),
+            ("schema version", s.get("schema_version") if s.get("schema_version") is not None
+             else "-"),
+            ("records", f"{s['rows']:,}" if s.get("rows") is not None else "-"),
+            ("head", s.get("head") or "-"),
+            ("append-only triggers", {True: "on", False: "OFF (icans db init turns them on)",
+                                      None: "-"}[s.get("append_only")]),
+            ("kept on this workstation", f"{s['outbox']} (icans log sync sends them)"
+             if s["outbox"] else "0")]
+    for name, value in rows:
+        typer.echo(f"{name + ':':<26}{value}")
+    if s.get("error"):
+        echo_wrapped(f"Error: {s['error']}", err=True)
+        raise typer.Exit(ExitStatus.ERROR)
+
+
 # --- due, export, protocols ---------------------------------------------------------------------
 
 @app.command("due", short_help="The ward board: who is due or overdue, first.")
@@ -749,8 +864,10 @@ def protocol_show(
     from icans_cli.protocols import UnknownProtocol, builtin_bytes, is_file
 
     if is_file(name):
+        from icans_cli.protocols import read_file
+
         _protocol(name)  # it must load
-        data = Path(name).expanduser().read_bytes()
+        data = read_file(Path(name).expanduser())
     else:
         try:
             data = builtin_bytes(name)
@@ -772,10 +889,10 @@ def protocol_check(
     Example: icans protocol check our-protocol.json
     """
     from icans_cli.core.protocol import ProtocolError
-    from icans_cli.protocols import parse
+    from icans_cli.protocols import parse, read_file
 
     try:
-        data = file.expanduser().read_bytes()
+        data = read_file(file.expanduser())
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror}")
     try:

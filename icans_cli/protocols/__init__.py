@@ -61,6 +61,39 @@ def parse(data: bytes, where: str) -> Protocol:
                    source_file=None if where in BUILTIN else where)
 
 
+MAX_PROTOCOL_BYTES = 4 << 20
+
+
+def read_file(path: Path) -> bytes:
+    """A protocol file's bytes: only a regular file (a FIFO or a device would hang the read or
+    never end), and at most 4 MB. OSError with what is wrong."""
+    import errno
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "it is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file (a pipe or a device)")
+        if st.st_size > MAX_PROTOCOL_BYTES:
+            raise OSError(errno.EFBIG, "it is larger than 4 MB: not a protocol file")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_PROTOCOL_BYTES:
+                raise OSError(errno.EFBIG, "it is larger than 4 MB: not a protocol file")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def is_file(name: str) -> bool:
     return name not in BUILTIN and (name.endswith(".json") or "/" in name or "\\" in name
                                     or Path(name).is_file())
@@ -73,7 +106,7 @@ def load(name: str = DEFAULT) -> Protocol:
         return parse(builtin_bytes(name), name)
     path = Path(name).expanduser()
     try:
-        data = path.read_bytes()
+        data = read_file(path)
     except FileNotFoundError:
         raise UnknownProtocol(name, f"no protocol file at {name} (built in: "
                                     f"{', '.join(BUILTIN)})") from None

@@ -319,14 +319,66 @@ def kept(outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 DATABASE_URL_ENV = "ICANS_DATABASE_URL"
 
 
+def redact(url: str) -> str:
+    """A libpq URL (or keyword connection string) without any password: what messages show."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" in url:
+        try:
+            p = urlsplit(url)
+        except ValueError:
+            return "(a connection URL that cannot be read)"
+        netloc = p.netloc
+        if "@" in netloc:
+            userinfo, hosts = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}@{hosts}" if user else hosts
+        query = "&".join(part for part in p.query.split("&")
+                         if part and part.split("=", 1)[0].lower() != "password")
+        return urlunsplit((p.scheme, netloc, p.path, query, "")) if netloc else (
+            f"{p.scheme}://{p.path}" + (f"?{query}" if query else ""))
+    return re.sub(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)\s*", "", url,
+                  flags=re.IGNORECASE).strip()
+
+
+class _Later:
+    """The ward's store, made on first use: psycopg is imported when the log is first read or
+    written, never for --help or before the interview's first prompt."""
+
+    kind = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._store: Store | None = None
+        self.where = redact(url)
+
+    def _real(self) -> Store:
+        if self._store is None:
+            from icans_cli.store.postgres import PostgresStore  # only when asked for
+
+            self._store = PostgresStore(self._url)
+        return self._store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> "_Later":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def open_store(log_file: Path | str | None = None) -> Store:
     """The ward's PostgreSQL log when ICANS_DATABASE_URL is set (and no --log-file names a
     file), else the JSON Lines file (--log-file, $ICANS_DATA_DIR, the platform data dir)."""
     url = os.environ.get(DATABASE_URL_ENV)
     if url and not log_file:
-        from icans_cli.store.postgres import PostgresStore  # only when asked for
-
-        return PostgresStore(url)
+        return _Later(url)  # type: ignore[return-value]
     from icans_cli.store.jsonl import JsonlStore, resolve_path
 
     return JsonlStore(resolve_path(log_file))

@@ -230,8 +230,13 @@ def check_chain(lines: Iterable[RawLine], on_problem: Callable[[Problem], None] 
 
     pending: Entry | None = None
     prev_hash = ""
+    # The line before was a record edited without its hash: the next record's link to it is
+    # broken by that edit alone, so the next record is judged by its own hash (as the last
+    # record of a log is), and its successor's link vouches for it.
+    prev_edited = False
     for raw in lines:
         h = hashlib.sha256(raw.data).hexdigest()
+        edited_before, prev_edited = prev_edited, False
         if (want is not None and raw.complete and not want(raw.data)
                 and record_shape(raw.data)):
             # not wanted: only its link to the record before it matters
@@ -247,8 +252,9 @@ def check_chain(lines: Iterable[RawLine], on_problem: Callable[[Problem], None] 
                 yield pending
                 pending = None
             prev_hash = h
+            prev_edited = not content_ok(raw.data)
             continue
-        if not raw.complete or (raw.data.strip(b"\x00").strip() == b"" and raw.data):
+        if not raw.complete or (raw.data.strip() and not raw.data.strip(b"\x00").strip()):
             verdict = ACKNOWLEDGED if h in acknowledged else TORN
             if verdict == TORN:
                 report(Problem(raw.pos, "torn", "torn: a write was cut short (the line has no "
@@ -271,7 +277,8 @@ def check_chain(lines: Iterable[RawLine], on_problem: Callable[[Problem], None] 
                 verdict, note = OK, ""
                 if not content_ok(raw.data):
                     verdict, note = ALTERED, "its content does not match its own hash"
-                elif rec.get("prev_sha256") != linked:
+                    prev_edited = True
+                elif rec.get("prev_sha256") != linked and not edited_before:
                     verdict, note = ALTERED, "it does not follow the record before it"
                     if pending is not None and pending.record is not None \
                             and pending.verdict == OK:
@@ -306,9 +313,11 @@ def verify_lines(lines: Iterable[RawLine], expect: Head | None = None) -> Verifi
     last: Head | None = None
     found = expect is None
     acks: set[str] = set()
+    prev_edited = False
     for raw in lines:
         count += 1
         this_hash = hashlib.sha256(raw.data).hexdigest()
+        edited_before, prev_edited = prev_edited, False
         if not raw.complete:
             problems.append(Problem(raw.pos, "torn", "torn: the last line has no end (a write "
                                                      "was interrupted)", this_hash))
@@ -331,6 +340,7 @@ def verify_lines(lines: Iterable[RawLine], expect: Head | None = None) -> Verifi
         if not content_ok(raw.data):
             problems.append(Problem(raw.pos, "edited", "its content does not match its own "
                                     "hash: the line was edited", this_hash))
+            prev_edited = True
         elif not isinstance(seq, int):
             problems.append(Problem(raw.pos, "edited", "has no sequence number", this_hash))
         elif seq > expected_seq:
@@ -341,7 +351,7 @@ def verify_lines(lines: Iterable[RawLine], expect: Head | None = None) -> Verifi
             problems.append(Problem(raw.pos, "out_of_order", f"record #{seq} found where "
                                     f"#{expected_seq} belongs: a line was inserted, duplicated "
                                     "or reordered", this_hash))
-        elif rec.get("prev_sha256") != linked:
+        elif rec.get("prev_sha256") != linked and not edited_before:
             problems.append(Problem(raw.pos, "broken_chain", "does not follow the line before "
                                     "it: the previous line was changed or a line was inserted",
                                     this_hash))

@@ -255,27 +255,45 @@ def _hash_range(fd: int, start: int, end: int) -> str:
 _MAX_RECORD = 1 << 20  # a line longer than this is never a record
 
 
+def _blank(fd: int, start: int, end: int) -> bool:
+    """Whether a line holds only whitespace (readers skip it; nothing chains onto it)."""
+    pos = start
+    while pos < end:
+        data = _pread(fd, min(_CHUNK, end - pos), pos)
+        if not data:
+            break
+        if data.strip():
+            return False
+        pos += len(data)
+    return True
+
+
 def _tail(fd: int, size: int) -> tuple[str, int, int | None]:
-    """(the hash of the last line, to chain onto; the sequence number of the last complete
-    record; the start of a torn tail, or None). Reads back over any garbage once."""
+    """(the hash of the last line that is not blank, to chain onto, as readers do; the
+    sequence number of the last complete record; the start of a torn tail, or None). Reads
+    back over any garbage once (linear)."""
     if size == 0:
         return "", 0, None
     torn = _pread(fd, 1, size - 1) != b"\n"
     end = size if torn else size - 1
-    start, _ = _line_before(fd, end)
-    last_hash = _hash_range(fd, start, end)
-    tail_start = start if torn else None
-    # the last complete record: back over lines until one parses
+    tail_start = None
+    last_hash: str | None = None
+    first = True
     while True:
-        if end - start <= _MAX_RECORD and not torn:
-            rec = parse(_pread(fd, end - start, start)) if end > start else None
-            if rec is not None and isinstance(rec.get("seq"), int):
-                return last_hash, rec["seq"], tail_start
-        torn = False
-        if start == 0:
-            return last_hash, 0, tail_start
-        end = start - 1
         start, _ = _line_before(fd, end)
+        if first and torn:
+            tail_start = start
+        blank = _blank(fd, start, end)
+        if last_hash is None and not blank:
+            last_hash = _hash_range(fd, start, end)
+        if not (first and torn) and not blank and end - start <= _MAX_RECORD:
+            rec = parse(_pread(fd, end - start, start))
+            if rec is not None and isinstance(rec.get("seq"), int):
+                return last_hash or "", rec["seq"], tail_start
+        first = False
+        if start == 0:
+            return last_hash or "", 0, tail_start
+        end = start - 1
 
 
 # --- the file store ---------------------------------------------------------------------------
@@ -389,8 +407,14 @@ class JsonlStore(Store):
         appended to."""
         if size == 0:
             return
-        first = _pread(rfd, min(size, 65536), 0).split(b"\n", 1)[0]
-        if not (first.startswith(b"{") and b'"prev_sha256"' in first and b'"sha256"' in first):
+        head = _pread(rfd, min(size, 65536), 0)
+        first = head.split(b"\n", 1)[0]
+        ours = first.startswith(b"{") and b'"prev_sha256"' in first and b'"sha256"' in first
+        # the first write of a log cut short (a record's first bytes, no newline), or NULs
+        # left by a crash: a damaged log of ours, not another file
+        torn_first = b"\n" not in head and first.startswith(b'{"')
+        nuls = first.strip(b"\x00").strip() == b""
+        if not (ours or torn_first or nuls):
             raise StoreError(f"{self.path} is not an icans log (its first line is not a "
                              "record): refusing to append to it (give another --log-file)")
 
@@ -426,12 +450,12 @@ class JsonlStore(Store):
         try:
             with locked(fd, self.path, on_wait):
                 st = os.fstat(fd)
-                if not WINDOWS and st.st_mode & 0o077:
-                    os.fchmod(fd, 0o600)
                 rfd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
                               | getattr(os, "O_BINARY", 0))
                 try:
                     self._refuse_foreign(rfd, st.st_size)
+                    if not WINDOWS and st.st_mode & 0o077:  # a log of ours: tightened
+                        os.fchmod(fd, 0o600)
                     if unique is not None:
                         self._scan_uniques(rfd, st.st_size)
                         if unique in self._uniques:
