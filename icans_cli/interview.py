@@ -395,8 +395,9 @@ def _choose(message: str, options: list[tuple[str, str]], last: str | None = Non
     answer says so under the question. `options`: (key, label); `last`: what the patient had
     last time, shown for reference (answering it still takes its own key). Ctrl-C and Ctrl-D
     end the interview from here."""
-    from prompt_toolkit import PromptSession
+    from prompt_toolkit.application import Application
     from prompt_toolkit.formatted_text import to_formatted_text
+    from prompt_toolkit.layout import FormattedTextControl, Layout, Window
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.keys import Keys
 
@@ -449,9 +450,16 @@ def _choose(message: str, options: list[tuple[str, str]], last: str | None = Non
         status["error"] = f"{shown} is not an answer here: press {press}."
         event.app.invalidate()
 
-    session = PromptSession(tokens, key_bindings=kb, style=STYLE)
-    session.app.erase_when_done = True  # the answer is said below, in one line
-    return str(_ask(questionary.Question(session.app)))
+    # A bare application (a prompt session would load its hundreds of editing bindings for a
+    # question that takes one key: a tenth of a second per question).
+    def shown():
+        return [*tokens(), ("[SetCursorPosition]", "")]
+
+    app: Application = Application(
+        layout=Layout(Window(FormattedTextControl(shown, show_cursor=True),
+                             dont_extend_height=True, wrap_lines=True)),
+        key_bindings=kb, style=STYLE, erase_when_done=True, full_screen=False)
+    return str(_ask(questionary.Question(app)))  # the answer is said below, in one line
 
 
 def _select(message: str, choices: list[tuple[Any, str, str]], default: Any = None,

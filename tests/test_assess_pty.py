@@ -1,3 +1,4 @@
+import pytest
 """End-to-end interviews in a real pseudo-terminal (pexpect), as a clinician would type them:
 a first assessment, then a routine unchanged reassessment whose keystrokes are counted, with
 the details one keypress away at the save prompt; Enter pressed through an interview saves
@@ -83,6 +84,7 @@ def first_assessment(tmp_path, logf, patient="PT-0042"):
     assert child.exitstatus == 0
 
 
+@pytest.mark.slow
 def test_first_assessment_then_unchanged_ice_7_reassessment_in_ten_keys_or_fewer(tmp_path):
     logf = tmp_path / "assessments.jsonl"
     first_assessment(tmp_path, logf)
@@ -141,6 +143,7 @@ def _enter_through(child, says, times=30):
     child.expect(words(says))
 
 
+@pytest.mark.slow
 def test_30_enters_through_a_reassessment_save_nothing(tmp_path):
     logf = tmp_path / "assessments.jsonl"
     first_assessment(tmp_path, logf)
@@ -158,6 +161,7 @@ def test_30_enters_through_a_reassessment_save_nothing(tmp_path):
     assert logf.read_bytes() == before  # no grade 3 (nor anything) saved
 
 
+@pytest.mark.slow
 def test_30_enters_through_a_new_assessment_save_nothing(tmp_path):
     logf = tmp_path / "assessments.jsonl"
     child = spawn(tmp_path, logf, "--patient", "PT-0043")
@@ -173,6 +177,7 @@ def test_30_enters_through_a_new_assessment_save_nothing(tmp_path):
     assert not logf.exists() or logf.read_text() == ""
 
 
+@pytest.mark.slow
 def test_a_key_that_is_not_an_answer_says_so_on_the_screen(tmp_path):
     logf = tmp_path / "assessments.jsonl"
     child = spawn(tmp_path, logf, "--patient", "PT-0044", "--age", "50", "--weight", "70")

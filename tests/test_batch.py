@@ -278,6 +278,7 @@ cell = st.one_of(st.text(max_size=12), st.sampled_from(
      "axi-cel", "3", "8.5", "=1", "2026-11-27T08:00", "", "", "20", "38.5", "351"]))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(cell, min_size=len(COLUMNS), max_size=len(COLUMNS)), min_size=1,
                 max_size=8))
@@ -297,6 +298,7 @@ def test_fuzz_random_cells_one_output_per_row_in_order(rows):
     assert len(out) == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes_never_raise(data):
@@ -321,6 +323,7 @@ def test_fast_path_agrees_on_the_golden_file():
         assert list(csv.reader(io.StringIO(alone.stdout)))[1] == together[i], row
 
 
+@pytest.mark.slow
 def test_csv_and_log_recommendation_matches_the_full_json_path_row_by_row(tmp_path):
     """CSV output and the log keep only the recommendation's id and cadence, cached on what
     the id holds; for every row of a ward-like export they must equal what the full JSON path

@@ -496,6 +496,7 @@ def _peak(n, transaction):
     return peak, summary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transaction", [False, True])
 def test_write_bundle_memory_stays_flat_with_the_number_of_records(transaction):
     # 10x the records, within 1.3x the peak. Sizes: tracemalloc costs about 1 ms a record

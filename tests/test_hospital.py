@@ -508,6 +508,7 @@ def test_a_non_utf8_stdout_gets_question_marks_not_a_traceback(tmp_path):
 
 # --- packaging: the sdist carries what its tests need --------------------------------------------
 
+@pytest.mark.slow
 def test_the_sdist_holds_the_tests_their_data_and_the_licence(tmp_path):
     import subprocess
     import sys

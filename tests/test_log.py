@@ -108,6 +108,7 @@ def _writer(path, n, k):
         log.append(path, body(patient=f"P{k}", ice=i % 11))
 
 
+@pytest.mark.slow
 def test_8_processes_x_200_appends_give_1600_intact_records(tmp_path):
     path = tmp_path / "log.jsonl"
     ctx = multiprocessing.get_context("fork")
@@ -161,6 +162,7 @@ def test_writer_killed_mid_append_leaves_complete_records_and_reports_torn_tail(
     assert [p.line for p in vproblems] == [4]  # the fragment stays visible, nothing after it
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_stream_of_appends_never_loses_complete_records(tmp_path):
     path = tmp_path / "log.jsonl"
     code = ("import sys; from tests.helpers import body; from icans_cli import log\n"

@@ -213,6 +213,7 @@ def test_pass_through_columns_column_order_and_z_vs_offset_do_not_make_a_new_ass
     assert len(list(log.iter_records(logf))) == 1
 
 
+@pytest.mark.slow
 @POSIX
 def test_eight_concurrent_runs_of_one_file_log_each_assessment_once(tmp_path):
     logf = tmp_path / "l.jsonl"
@@ -289,6 +290,7 @@ def _hold_lock(logf, seconds):
     return p
 
 
+@pytest.mark.slow
 @POSIX
 def test_a_busy_lock_is_said_with_its_holder_and_given_up_after_the_timeout_exit_3(tmp_path):
     logf = tmp_path / "l.jsonl"
@@ -312,6 +314,7 @@ def test_a_busy_lock_is_said_with_its_holder_and_given_up_after_the_timeout_exit
     assert len(list(log.iter_records(logf))) == 1
 
 
+@pytest.mark.slow
 @POSIX
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_writer_waiting_for_the_lock_honours_the_signal_and_appends_nothing(tmp_path, sig):
@@ -357,6 +360,7 @@ def _interview(keys, logf, *args, env=None):
 ADULT_ICE_10 = "n" + "n" + "n" + "0" + "ca\r" + "00nn" + "k0" + "a" + "y"
 
 
+@pytest.mark.slow
 @POSIX
 def test_a_bedside_save_under_a_busy_lock_is_kept_and_sent_once_by_the_next_command(tmp_path):
     logf = tmp_path / "l.jsonl"
@@ -419,6 +423,7 @@ def test_after_a_nul_tail_the_sequence_continues_and_head_is_the_last_record(tmp
     assert r.stdout.startswith("4:")
 
 
+@pytest.mark.slow
 def test_the_first_append_after_a_64_mb_tail_takes_linear_time(tmp_path):
     logf = tmp_path / "l.jsonl"
     log.append(logf, body("PT-1"))
@@ -600,6 +605,7 @@ def test_a_fullwidth_pseudonym_is_the_same_patient_after_nfkc(tmp_path):
     assert rec["patient_id"] == "PT-1"
 
 
+@pytest.mark.slow
 @POSIX
 def test_a_reader_beside_twelve_writers_never_calls_an_intact_line_torn(tmp_path):
     logf = tmp_path / "l.jsonl"

@@ -1,3 +1,4 @@
+import pytest
 """One advice for one patient, whatever the path (spec section 4): batch advice never depends on
 the rows before it, and equals the advice the interview builds from the same findings."""
 
@@ -122,6 +123,7 @@ def direct_csv_tail(row):
     return ["" if v is None else str(v) for v in tail[2:]], len(OUTPUT_COLUMNS) - 2
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(rows(), min_size=1, max_size=6))
 def test_each_rows_advice_equals_it_graded_alone_and_the_interviews(batch):

@@ -264,6 +264,7 @@ COLS = ["patient_id", "age_years", "ice_score", "capd_score", "consciousness", "
         "sedated", "crs_grade", "product", "weight_kg"]
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(cell, min_size=len(COLS), max_size=len(COLS)), min_size=1,
                 max_size=8))
@@ -358,6 +359,7 @@ def test_log_write_failure_exits_3_not_1_like_invalid_rows(tmp_path, small):
     assert r.exit_code == 3 and "the log" in r.stderr
 
 
+@pytest.mark.slow
 def test_broken_pipe_exits_the_same_for_grade_and_log_show(tmp_path):
     big, logf = _big(tmp_path, 5_000), tmp_path / "l.jsonl"
     runner.invoke(app, ["grade", str(big), "--log", "--log-file", str(logf), "--assessor", "s"])

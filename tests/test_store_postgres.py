@@ -117,6 +117,7 @@ with open_store() as store:
 """
 
 
+@pytest.mark.slow
 def test_seq_is_contiguous_under_eight_writers_on_two_workstations(ward, tmp_path):
     writers, each = 8, 500
     procs = []
@@ -404,6 +405,7 @@ def test_a_bedside_save_is_kept_while_the_server_is_down_and_sent_once(pg_restar
 
 # --- the lock ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_busy_lock_is_said_after_a_second_and_given_up_after_the_timeout(ward, tmp_path,
                                                                           monkeypatch):
     from icans_cli.store.postgres import LOCK_KEY
@@ -564,6 +566,7 @@ def test_log_import_copies_each_record_once_and_names_what_it_skipped(ward, tmp_
 
 # --- streaming ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_whole_read_streams_with_flat_memory(ward):
     pad = "x" * 4000
     n = 6000

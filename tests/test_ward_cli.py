@@ -189,6 +189,7 @@ def test_a_bedside_save_with_the_server_down_is_kept_and_sent_once_by_the_next_c
     assert len(run("log", "show", "-f", "jsonl", url=url).stdout.splitlines()) == 1
 
 
+@pytest.mark.slow
 @POSIX
 def test_server_stopped_mid_batch_says_which_rows_reached_it_and_a_rerun_logs_the_rest_once(
         restartable_ward, tmp_path):
@@ -232,6 +233,7 @@ def test_server_stopped_mid_batch_says_which_rows_reached_it_and_a_rerun_logs_th
     assert run("log", "verify", url=url).exit_code == 0
 
 
+@pytest.mark.slow
 @POSIX
 def test_the_bedside_save_in_a_real_terminal_survives_the_server_stopping(restartable_ward,
                                                                         tmp_path):

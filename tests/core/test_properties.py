@@ -4,6 +4,8 @@ The exhaustive sweep compares the core against an oracle written here from the A
 independently of icans_cli.core.grading's band functions.
 """
 
+import pytest
+
 import itertools
 import time
 
@@ -77,6 +79,7 @@ def _findings(path, score, cons, seiz, motor, icp, sedated):
     return Findings(age_years=7, capd_score=score, **kw)
 
 
+@pytest.mark.slow
 def test_exhaustive_every_combination_matches_the_astct_table_and_invariants():
     start = time.perf_counter()
     grades = {}
