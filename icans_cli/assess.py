@@ -306,16 +306,25 @@ def _run(*, patient, assessor, protocol, store, save, as_json, amends, allow_id,
 
     from icans_cli.term import err, out
 
+    from contextlib import nullcontext
+
+    from icans_cli.term import paging
+
     con_out = err() if as_json else out()
     con_err = err()
+
+    def details() -> None:  # long: through a pager on a terminal (stdout only)
+        with nullcontext() if as_json else paging():
+            con_out.print(summary.details())
+
     con_out.print(summary.bedside(con_out.width))
     if full:
-        con_out.print(summary.details())
+        details()
     if not save:
         if not full:  # the details stay one key away, as under the save prompt
             while iv.keypress("--no-save: nothing will be saved.",
                               [("q", "done"), ("d", "details")], "q") == "d":
-                con_out.print(summary.details())
+                details()
                 con_out.print(summary.bedside(con_out.width))
         con_err.print(Text("--no-save: nothing was saved.", style="bold"))
         return
@@ -335,7 +344,7 @@ def _run(*, patient, assessor, protocol, store, save, as_json, amends, allow_id,
         if choice != "d":
             break
         seen_details = True
-        con_out.print(summary.details())
+        details()
         con_out.print(summary.bedside(con_out.width))
     if choice != "y":
         con_err.print(Text("Not saved.", style="bold"))
@@ -602,7 +611,10 @@ def run_show(*, what: str | None, store, full: bool) -> None:
         con.print(warning)
     con.print(summary.bedside(con.width, max(12, 24 - above)))
     if full:
-        con.print(summary.details())
+        from icans_cli.term import paging
+
+        with paging():
+            con.print(summary.details())
     for n in notes:
         err().print(f"Note: {n}.", markup=False, highlight=False)
 

@@ -61,6 +61,7 @@ LOG_FILE_OPTION = typer.Option(None, "--log-file", help="Log file to use instead
                                "$ICANS_DATA_DIR or the platform data directory.")
 PROTOCOL_OPTION = typer.Option("asco-2021", "--protocol", "-p", envvar="ICANS_PROTOCOL",
                                metavar="NAME|FILE",
+                               autocompletion=lambda incomplete: _complete_protocols(incomplete),
                                help="Management protocol: asco-2021, cartox-2018, or a protocol "
                                     "file (icans protocol check FILE). Default: "
                                     "$ICANS_PROTOCOL, else asco-2021.")
@@ -406,7 +407,7 @@ def log_show(
 @app.command("history", short_help="One patient's assessments, trend, falls and rises.")
 @_pipe_safe
 def history(
-    patient: str = typer.Argument(..., help="The patient's pseudonym.",
+    patient: str = typer.Argument(..., metavar="PATIENT", help="The patient's pseudonym.",
                                   autocompletion=lambda incomplete: _complete_patients(
                                       incomplete)),
     fmt: Optional[str] = TABLE_FORMAT_OPTION,
@@ -423,9 +424,15 @@ def history(
     from icans_cli import views
     from icans_cli.store.chain import utc_now
 
+    from contextlib import nullcontext
+
+    from icans_cli.term import paging
+
     fmt = _pick_format(fmt, FORMATS_LOG)
     with _opened(log_file, must_exist=True) as s:
-        if not views.history(s, patient, fmt, utc_now(), _problems(), warn):
+        with paging() if fmt == "table" else nullcontext():
+            found = views.history(s, patient, fmt, utc_now(), _problems(), warn)
+        if not found:
             fail("no assessments of that patient in the log", ExitStatus.ERROR)
 
 
@@ -584,6 +591,9 @@ def grade(
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Write here instead of standard output."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      autocompletion=lambda incomplete: [
+                                          f for f in ("csv", "jsonl", "json", "table")
+                                          if f.startswith(incomplete)],
                                       help="csv (default when not a terminal), jsonl, json, "
                                            "or table (default on a terminal)."),
     protocol: str = PROTOCOL_OPTION,
@@ -968,7 +978,10 @@ def practice(
         raise typer.Exit(ExitStatus.INTERRUPTED)
     from icans_cli.term import out
 
-    render_summary(summary, out())
+    from icans_cli.term import paging
+
+    with paging():
+        render_summary(summary, out())
     if save:
         from icans_cli import log
         from icans_cli.practice.quiz import save as save_session
@@ -982,9 +995,22 @@ def practice(
         con.print(f"Saved to {path} (see icans practice --history).")
 
 
+def _complete_topics(incomplete: str) -> list[str]:
+    from icans_cli.explain import TOPICS
+
+    return [t.key for t in TOPICS if t.key.startswith(incomplete.lower())]
+
+
+def _complete_protocols(incomplete: str) -> list[str]:
+    from icans_cli.protocols import BUILTIN
+
+    return [p for p in BUILTIN if p.startswith(incomplete)]
+
+
 @app.command("explain", short_help="The grading, the drugs and the biology, sourced.")
 def explain(
-    topic: Optional[str] = typer.Argument(None, help="A topic; none lists them."),
+    topic: Optional[str] = typer.Argument(None, metavar="[TOPIC]", help="A topic; none lists "
+                                          "them.", autocompletion=_complete_topics),
     csf_albumin: Optional[float] = typer.Option(None, "--csf-albumin", metavar="MG_L",
                                                 help="qalb: CSF albumin in mg/L."),
     serum_albumin: Optional[float] = typer.Option(None, "--serum-albumin", metavar="G_L",
@@ -1025,25 +1051,48 @@ def explain(
         except InvalidFinding as exc:
             fail(str(exc))
     from icans_cli.explain import render
-    from icans_cli.term import out
+    from icans_cli.term import out, paging
 
-    render(out(), tp, q, csf_albumin, serum_albumin, age)
+    with paging():
+        render(out(), tp, q, csf_albumin, serum_albumin, age)
+
+
+KNOWN_WORDS = frozenset(ORDER) | {"fhir", "list", "check", "show", "path",
+                                  # the arguments' own names (metavars)
+                                  "PATIENT", "RECORD_ID", "FILE", "FILE|-", "NAME|FILE",
+                                  "[PATIENT|RECORD_ID]", "TOPIC", "[TOPIC]"}
 
 
 def _sanitize(message: str) -> str:
     """A usage message without the values typed: they could be patient data (an id typed where
-    an option was expected, a pseudonym in a wrong place)."""
+    an option was expected, a pseudonym in a wrong place). Command and option names, which are
+    ours, are named back; the message is wrapped at the terminal's width between words."""
     import re
 
     message = re.sub(r"No such command '[^']*'\.?",
                      "No such command (what was typed is not shown: it could be patient data). "
-                     "Commands: assess, show, due, history, grade, export, log, protocol, "
-                     "practice, explain.", message)
+                     "Commands: " + ", ".join(n for n in ORDER if n in KNOWN_WORDS
+                                                and n not in ("verify", "head", "sync", "import",
+                                                              "path", "init", "status",
+                                                              "acknowledge-tail")) + ".",
+                     message)
     message = re.sub(r"unexpected extra argument(?:s|\(s\))? \([^)]*\)",
                      "unexpected extra argument(s) (not shown: they could be patient data)",
                      message)
-    return re.sub(r"'([^']*)'", lambda m: m.group(0) if m.group(1).startswith("-")
-                  or m.group(1).startswith("icans") else "the value given", message)
+    message = re.sub(r"'([^']*)'", lambda m: m.group(0) if m.group(1).startswith("-")
+                     or m.group(1).startswith("icans") or m.group(1) in KNOWN_WORDS
+                     else "(not shown)", message)
+    from icans_cli.term import is_terminal
+
+    if is_terminal(sys.stderr):
+        import shutil
+        import textwrap
+
+        width = max(40, shutil.get_terminal_size().columns - 1)
+        message = "\n".join(textwrap.fill(part, width=width, break_long_words=False,
+                                          break_on_hyphens=False)
+                             for part in message.split("\n"))
+    return message
 
 
 def main() -> None:

@@ -117,3 +117,86 @@ def data_out():
         return sys.stdout
     sys.stdout.flush()  # anything written as text before goes first
     return _Utf8(buffer)
+
+
+class _Captured:
+    """Standard output held back for the pager: still a terminal to rich (colours, width)."""
+
+    encoding = "utf-8"
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+def _pager_command() -> str | None:
+    import shutil
+
+    cmd = os.environ.get("PAGER")
+    if cmd is not None:
+        return cmd.strip() or None  # PAGER= (empty) turns paging off
+    if shutil.which("less"):
+        return "less -R -F -X"  # colours; quits by itself when it fits; leaves it on screen
+    return None
+
+
+def _rows() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().lines
+
+
+from contextlib import contextmanager  # noqa: E402
+
+
+@contextmanager
+def paging():
+    """Long output on a terminal goes through a pager ($PAGER, else less); output that fits
+    the screen, or output into a file or a pipe, is printed as it is."""
+    if not (is_terminal(sys.stdout) and is_terminal(sys.stdin)) \
+            or os.environ.get("TERM") in ("dumb", "emacs"):
+        yield
+        return
+    real = sys.stdout
+    held = _Captured(real.fileno())
+    sys.stdout = held  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout = real
+        _page(held.text())
+
+
+def _page(text: str) -> None:
+    cmd = _pager_command()
+    if cmd is None or text.count("\n") < _rows() - 1:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    import subprocess
+
+    env = dict(os.environ)
+    env.setdefault("LESS", "-R")  # a PAGER=less keeps the colours
+    sys.stdout.flush()
+    try:
+        subprocess.run(cmd, shell=True, input=text.encode("utf-8", "replace"), env=env,
+                       check=False)
+    except (OSError, KeyboardInterrupt):
+        sys.stdout.write(text)
+        sys.stdout.flush()
