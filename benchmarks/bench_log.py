@@ -8,7 +8,10 @@ Prints, in one run:
 - `verify` of the whole chain against the same scan (goal <= 3x);
 - `icans log show -f jsonl` over a 20,000-record log against a 2,000-record one: peak memory
   (goal <= 1.3x: the reader streams) and its time against `icans log verify` of the same log
-  (goal <= 2x), each in a fresh process writing into the benchmark's temporary directory.
+  (goal <= 2x), each in a fresh process writing into the benchmark's temporary directory;
+- issue 18: `history` and `export fhir` of ONE patient with 50,000 records against 5,000 (peak
+  memory, goal <= 1.3x), and `export fhir` of a 200 MB log against `log verify` of it (time,
+  goal <= 2x). `--only issue18` runs just these; `--big-mb` sets the size of the big log.
 Times are medians of repeated runs. This is a measurement, not a test: it never fails.
 """
 
@@ -113,7 +116,12 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--patients", type=int, default=1_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", choices=["issue18"], default=None)
+    ap.add_argument("--big-mb", type=float, default=200)
     args = ap.parse_args()
+    if args.only == "issue18":
+        issue18(args)
+        return
     template = bodies()[5]
     with tempfile.TemporaryDirectory() as d:
         small, large = Path(d) / "small.jsonl", Path(d) / "large.jsonl"
@@ -179,6 +187,52 @@ def main() -> None:
     print(f"{'time: show vs verify, 20k-record log':44} {s_show*1000:8.1f}ms "
           f"{s_ver*1000:8.1f}ms {s_show/s_ver:6.2f}x {2.0:5.1f}x "
           f"{'ok' if s_show / s_ver <= 2.0 else 'OVER'}")
+
+    print()
+    issue18(args)
+
+
+def issue18(args) -> None:
+    """One patient's 50k records against 5k (memory), and export against verify on a big log."""
+    with tempfile.TemporaryDirectory() as d:
+        five, fifty = Path(d) / "p5k.jsonl", Path(d) / "p50k.jsonl"
+        build(five, 5_000, 1)  # every record the same patient: PT-00000
+        build(fifty, 50_000, 1)
+        sink = Path(d) / "out.txt"
+        print("one patient, fresh processes, peak RSS (medians of maxima)")
+        print(f"{'measure':44} {'50k':>10} {'5k':>10} {'ratio':>7} {'goal':>7}")
+        for name, cmd in (("history PT -f jsonl", ["history", "PT-00000", "-f", "jsonl"]),
+                          ("history PT -f table", ["history", "PT-00000", "-f", "table"]),
+                          ("export fhir --patient PT", ["export", "fhir", "--patient",
+                                                        "PT-00000"])):
+            big, small = [], []
+            for _ in range(max(2, args.repeat // 2)):
+                big.append(run_icans(sink, *cmd, "--log-file", str(fifty))[1])
+                small.append(run_icans(sink, *cmd, "--log-file", str(five))[1])
+            b, s_ = statistics.median(big), statistics.median(small)
+            print(f"{name:44} {b/1024:8.1f}MB {s_/1024:8.1f}MB {b/s_:6.2f}x {1.3:5.1f}x "
+                  f"{'ok' if b / s_ <= 1.3 else 'OVER'}")
+        big_log = Path(d) / "big.jsonl"
+        per = len(log.encode_record(dict(bodies()[5], seq=1, prev_sha256="0" * 64,
+                                          id="0" * 32, patient_id="PT-00000",
+                                          recorded_at=T0.isoformat(),
+                                          assessed_at=T0.isoformat()))) + 1
+        n = int(args.big_mb * 1e6 / per)
+        build(big_log, n, 1_000)
+        mb = big_log.stat().st_size / 1e6
+        t_exp, t_ver, rss_exp = [], [], []
+        for _ in range(max(2, args.repeat // 2)):  # interleaved
+            t, m = run_icans(sink, "export", "fhir", "--log-file", str(big_log), "-o",
+                             str(Path(d) / "bundle.json"))
+            t_exp.append(t)
+            rss_exp.append(m)
+            t_ver.append(run_icans(sink, "log", "verify", "--log-file", str(big_log))[0])
+        e, v = statistics.median(t_exp), statistics.median(t_ver)
+        print()
+        print(f"a {mb:.0f} MB log ({n:,} records), fresh processes, medians")
+        print(f"{'export fhir -o FILE vs log verify':44} {e:8.2f}s  {v:8.2f}s  {e/v:6.2f}x "
+              f"{2.0:5.1f}x {'ok' if e / v <= 2.0 else 'OVER'}")
+        print(f"{'export fhir peak RSS':44} {statistics.median(rss_exp)/1024:8.1f}MB")
 
 
 if __name__ == "__main__":

@@ -717,8 +717,14 @@ def _table(rows: list[RowOutcome]) -> None:
             continue
         score = score_words(r.score_path, r.ice_score if r.score_path == "ice" else
                             r.capd_score)
-        g = str(r.grade) if r.grade is not None else f"at least {r.grade_at_least}"
+        from icans_cli.render import NOT_ASSESSABLE_STYLE
+
+        if r.grade is not None:
+            g = Text(str(r.grade), GRADE_STYLE[r.effective_grade])
+        else:  # never a bare number that reads as a grade: "at least 0" read as all clear
+            g = Text(f"≥{r.grade_at_least}, unknown" if r.grade_at_least else "unknown",
+                     NOT_ASSESSABLE_STYLE)
         t.add_row(str(o.row), Text(plain(_clean(o.patient_id or ""))), score,
-                  Text(g, GRADE_STYLE[r.effective_grade]), r.status.replace("_", " "),
+                  g, r.status.replace("_", " "),
                   ", ".join(r.drivers) or "-")
     out().print(t)

@@ -819,7 +819,8 @@ def export_fhir(
         try:
             summary = exporting.export_fhir(s, out.fh, p, patient=patient, since=cutoff,
                                             after_seq=after_seq, transaction=transaction,
-                                            patient_system=patient_system)
+                                            patient_system=patient_system,
+                                            left_out=lambda m: warn(f"left out: {m}"))
             out.commit()
         except BrokenPipeError:
             out.abort()

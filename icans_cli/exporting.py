@@ -58,40 +58,35 @@ def _chooser(patient: str | None, since: datetime | None, after_seq: int | None
     return chosen
 
 
-def _candidates(store: Store, patient: str | None, after_seq: int | None) -> Iterator[Any]:
-    """The entries to choose from: a database reads the patient's rows by index; the file is
-    read once, whole (its patient filter would read it twice)."""
-    if store.kind == "file":
-        return store.entries()
-    return store.entries(patient, after_seq)
+_CORRECTION = b'"amends":"'  # a record naming the one it corrects (others hold null)
 
 
 def plan(store: Store, *, patient: str | None = None, since: datetime | None = None,
          after_seq: int | None = None, allow_broken: bool = False) -> Plan:
-    """The first pass: the chain over the whole log, the corrections of the selection, and
-    what a broken log leaves out. Raises Refused before anything is written."""
+    """The first pass: the chain over the whole log (each line hashed and linked; only the
+    corrections parsed), the corrections of the selection, and what a broken log leaves out.
+    Raises Refused before anything is written."""
+    from icans_cli.store.chain import check_chain
+
     p = Plan()
     chosen = _chooser(patient, since, after_seq)
 
     def problem(pr: Any) -> None:
         p.problems += 1
+        if pr.kind == "altered":
+            p.altered_lines.add(pr.line)
         if len(p.left_out) < 20:
             p.left_out.append(f"line {pr.line}: {pr.message}")
 
-    last = None
-    for e in store.entries(on_problem=problem):
-        if e.record is None or e.seq is None:
-            continue
-        if e.verdict != ALTERED:
-            last = e
-        if not chosen(e):
-            continue
-        if e.verdict == ALTERED:
-            p.altered_lines.add(e.line)
-        elif e.record.get("amends"):
+    acks = store.acknowledged() if hasattr(store, "acknowledged") else frozenset()
+    for e in check_chain(store.lines(), problem, acks,
+                         want=lambda data: _CORRECTION in data, report_skipped=True):
+        if e.record is not None and e.verdict != ALTERED and chosen(e) \
+                and e.record.get("amends"):
             p.corrections.append(e.record)
-    if p.problems == 0 and last is not None:
-        p.log_head = f"{last.seq}:{last.sha256}"
+    if p.problems == 0:
+        head = store.head()
+        p.log_head = str(head) if head is not None else None
     if p.problems and not allow_broken:
         raise Refused(
             f"the log fails its chain ({p.problems} problem{'s' if p.problems != 1 else ''}; "
@@ -101,9 +96,50 @@ def plan(store: Store, *, patient: str | None = None, since: datetime | None = N
     return p
 
 
+def _records(store: Store, p: Plan, patient: str | None, after_seq: int | None,
+             chosen: Callable[[Any], bool], left_out: Callable[[str], None]
+             ) -> Iterator[dict[str, Any]]:
+    """The second pass: the selected intact records, in log order. The chain was checked by
+    the first pass: here a file's lines are only parsed (a database reads its rows by index);
+    a line the first pass did not parse that is not a record after all is left out, named."""
+    from icans_cli.store.chain import parse
+
+    if store.kind != "file":
+        for e in store.entries(patient, after_seq):
+            if e.record is not None and e.verdict != ALTERED and chosen(e):
+                yield e.record
+        return
+
+    class _E:  # what chosen() reads of an entry
+        __slots__ = ("record", "seq")
+
+    one = _E()
+    needles = None
+    if patient is not None:  # a patient's lines found by their bytes, as Store.entries does
+        import json
+
+        needles = [b'"patient_id":' + json.dumps(i, ensure_ascii=False).encode()
+                   for i in store.spellings(patient)]
+    for raw in store.lines():
+        if not raw.complete or raw.pos in p.altered_lines or not raw.data.strip():
+            continue
+        if needles is not None and not any(n in raw.data for n in needles):
+            continue
+        rec = parse(raw.data)
+        if rec is None:
+            if raw.data.strip(b"\x00").strip():
+                left_out(f"line {raw.pos}: not a valid record; left out")
+            continue
+        seq = rec.get("seq")
+        one.record, one.seq = rec, seq if isinstance(seq, int) else None
+        if chosen(one):
+            yield rec
+
+
 def export_fhir(store: Store, out: TextIO, p: Plan, *, patient: str | None = None,
                 since: datetime | None = None, after_seq: int | None = None,
-                transaction: bool = False, patient_system: str | None = None):
+                transaction: bool = False, patient_system: str | None = None,
+                left_out: Callable[[str], None] = lambda _: None):
     """The second pass: write the Bundle; returns fhir.ExportSummary."""
     from icans_cli import fhir
 
@@ -114,8 +150,7 @@ def export_fhir(store: Store, out: TextIO, p: Plan, *, patient: str | None = Non
         calls["n"] += 1
         if calls["n"] == 1:  # the writer's first pass reads only the corrections
             return iter(p.corrections)
-        return (e.record for e in _candidates(store, patient, after_seq)
-                if e.verdict != ALTERED and e.line not in p.altered_lines and chosen(e))
+        return _records(store, p, patient, after_seq, chosen, left_out)
 
     return fhir.write_bundle(records, out, transaction=transaction,
                              patient_system=patient_system, log_head=p.log_head)

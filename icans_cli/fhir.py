@@ -112,11 +112,14 @@ class ExportSummary:
 
 # --- ids, references, entries ---------------------------------------------------------------------
 
+_NS_BYTES = _NS.bytes
+
+
 def _uuid5(name: str) -> str:
     """str(uuid.uuid5(_NS, name)), without building UUID objects (two per record entry)."""
     from hashlib import sha1  # here: loading OpenSSL costs milliseconds at import
 
-    h = bytearray(sha1(_NS.bytes + name.encode("utf-8")).digest()[:16])
+    h = bytearray(sha1(_NS_BYTES + name.encode("utf-8")).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5 (RFC 4122 4.3)
     h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
     x = h.hex()
@@ -567,7 +570,8 @@ def write_bundle(records: Callable[[], Iterable[dict[str, Any]]], out: TextIO, *
     """
     style = _Style(transaction, patient_system or PSEUDONYM)
     summary = ExportSummary()
-    encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder for every entry
+    # one encoder for every entry; no circular check (the entries are trees built here)
+    encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
     head = encode(_bundle_head(transaction, log_head, now))
     out.write(head[:-1] + ', "entry": [\n')  # the head object, still open
     sep = ""

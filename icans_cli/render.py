@@ -192,6 +192,11 @@ def headline(result: IcansResult, rec: Recommendation, ctx: Context) -> Panel:
 
 
 def _crs_words(rec: Recommendation) -> str:
+    if rec.crs_readings:  # positive pressure for a reason not given: two readings
+        airway, hypoxia = rec.crs_readings[0], rec.crs_readings[-1]
+        return f"CRS grade {airway} or {hypoxia} (why ventilated?)"
+    if rec.crs_grade is None and rec.crs not in ("unknown", "no", "controlled"):
+        return "CRS not known"
     return {"unknown": "CRS not known", "no": "no CRS",
             "controlled": "CRS controlled after treatment"}.get(
         rec.crs, f"CRS grade {rec.crs_grade}")
@@ -670,4 +675,5 @@ def sparkline(values: list[int | None], low: int, high: int) -> str:
 def record_grade_text(res: dict[str, Any]) -> str:
     if res.get("status") == "graded":
         return str(res.get("icans_grade"))
-    return f"at least {res.get('grade_at_least')} (not assessable)"
+    floor = res.get("grade_at_least")
+    return f"≥{floor}, not assessable" if floor else "not assessable (grade unknown)"

@@ -237,41 +237,54 @@ class _Row:
     flags: list[str]
 
 
-def in_time_order(store: Store, patient: str,
+def in_time_order(store: Store, patient: str, superseded: dict[str, str],
                   on_problem: Callable[[Problem], None] | None = None
                   ) -> tuple[Iterator[Entry], dict[str, Any]]:
-    """One patient's assessments in time assessed order, streamed: a first pass (made now)
-    learns the order (a time and a number per record) and what there is (ids, altered), the
-    second holds back only the records that came out of order."""
+    """One patient's assessments in time assessed order, streamed with memory flat however
+    long the history: a first pass (made now) counts them and finds the records that came out
+    of order (entered late, or corrections keeping the original time): only those are held,
+    read by a second pass, and merged into the third, which streams the rest as they come."""
     from icans_cli.history import _time
 
-    order, ids, altered = [], [], 0
+    def key(e: Entry) -> tuple[datetime, str, int]:
+        rec = e.record or {}
+        return (_time(rec.get("assessed_at")), str(rec.get("recorded_at", "")), e.line)
+
+    top = None
+    late: dict[int, tuple[datetime, str, int]] = {}
+    seen = {"records": 0, "current": 0, "corrected": 0, "altered": 0}
     for e in store.assessments(patient):
-        order.append((_time(e.record.get("assessed_at")),  # type: ignore[union-attr]
-                      str(e.record.get("recorded_at", "")), e.line))  # type: ignore[union-attr]
+        seen["records"] += 1
         if e.verdict == ALTERED:
-            altered += 1
+            seen["altered"] += 1
+        elif str((e.record or {}).get("id")) in superseded:
+            seen["corrected"] += 1
         else:
-            ids.append(str(e.record.get("id")))  # type: ignore[union-attr]
-    order.sort()
-    rank = {line: i for i, (_, _, line) in enumerate(order)}
-    del order
+            seen["current"] += 1
+        k = key(e)
+        if top is not None and k < top:
+            late[e.line] = k
+        else:
+            top = k
 
-    def second() -> Iterator[Entry]:
-        waiting: list[tuple[int, int, Entry]] = []
-        nxt = 0
+    def merged() -> Iterator[Entry]:
+        held: list[tuple[tuple[datetime, str, int], Entry]] = []
+        if late:
+            held = sorted((late[e.line], e) for e in store.assessments(patient)
+                          if e.line in late)
+        i = 0
         for e in store.assessments(patient, on_problem=on_problem):
-            r = rank.get(e.line)
-            if r is None:
+            if e.line in late:
                 continue
-            heapq.heappush(waiting, (r, e.line, e))
-            while waiting and waiting[0][0] == nxt:
-                yield heapq.heappop(waiting)[2]
-                nxt += 1
-        while waiting:
-            yield heapq.heappop(waiting)[2]
+            k = key(e)
+            while i < len(held) and held[i][0] < k:
+                yield held[i][1]
+                i += 1
+            yield e
+        for _, e in held[i:]:
+            yield e
 
-    return second(), {"records": len(rank), "intact_ids": ids, "altered": altered}
+    return merged(), seen
 
 
 def history_rows(store: Store, patient: str, now: datetime,
@@ -282,14 +295,10 @@ def history_rows(store: Store, patient: str, now: datetime,
     from icans_cli.history import _time, entry_from, worsening
 
     superseded = supersessions(store, patient)
-    ordered, seen = in_time_order(store, patient, on_problem)
-    corrected = sum(1 for i in seen["intact_ids"] if i in superseded)
+    ordered, seen = in_time_order(store, patient, superseded, on_problem)
     summary: dict[str, Any] = {"current": 0, "corrected": 0, "altered": 0,
                                "trend": {"ice": deque(maxlen=60), "capd": deque(maxlen=60)},
-                               "first": {}, "flags": [], "last": None,
-                               "expect": {"current": len(seen["intact_ids"]) - corrected,
-                                          "corrected": corrected,
-                                          "altered": seen["altered"]}}
+                               "first": {}, "flags": [], "last": None, "expect": seen}
 
     def rows() -> Iterator[_Row]:
         prev = None

@@ -27,8 +27,9 @@ class Keys:
 
 
 def spawn(tmp_path, logf, *args, rows=24):
+    # PAGER=cat: the details (d) go through the pager on a terminal; cat shows them at once
     env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color", COLUMNS="80",
-               LINES=str(rows), ICANS_DATA_DIR=str(tmp_path))
+               LINES=str(rows), ICANS_DATA_DIR=str(tmp_path), PAGER="cat")
     env.pop("NO_COLOR", None)
     return pexpect.spawn(sys.executable, ["-m", "icans_cli", "assess", "--assessor", "nurse-b",
                                           "--log-file", str(logf), *args],

@@ -198,7 +198,8 @@ def test_no_word_is_broken_at_the_edge_of_an_80_column_screen(tmp_path):
         child.expect(pexpect.EOF)
         child.close()
         lines = child.before.decode().replace("\r", "").split("\n")
-        assert all(len(line) <= 80 for line in lines), lines
+        # a line longer than the screen is one unbreakable word (a long path) on its own
+        assert all(len(line) <= 80 or len(line.split()) == 1 for line in lines), lines
         text = " ".join(lines)
         for word in ("record", "explain", "assessments.jsonl", "intact"):
             if word in " ".join(child.before.decode().split()):

@@ -677,3 +677,19 @@ def test_any_interleaving_of_appends_and_damage_verify_names_exactly_the_damaged
     seqs = [e.seq for e in open_store(logf).entries() if e.record is not None]
     assert seqs == list(range(1, len(seqs) + 1))
     assert all(e.verdict == OK for e in open_store(logf).entries() if e.record is not None)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hours=st.lists(st.integers(0, 30), min_size=1, max_size=12))
+def test_history_is_in_time_assessed_order_whatever_order_the_records_were_saved_in(
+        tmp_path, hours):
+    """Late entries and corrections (which keep the original time) come out of order in the
+    log; history streams them into time order, holding only those."""
+    logf = tmp_path / f"o{abs(hash(tuple(hours)))}.jsonl"
+    for h in hours:
+        log.append(logf, body("PT-1", ice=10 - h % 11, hours=h))
+    r = cli("history", "PT-1", "--log-file", str(logf), "-f", "jsonl")
+    got = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [g["seq"] for g in got] == [
+        seq for _, seq in sorted((h, i + 1) for i, h in enumerate(hours))]

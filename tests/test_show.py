@@ -226,7 +226,7 @@ def test_grade_4_methylprednisolone_is_not_doubled_by_an_unknown_crs():
     assert "START: methylprednisolone 1,000 mg/day" in text
     assert "adds steroids" not in text
     assert "NO lumbar puncture (raised ICP)" in text
-    assert "Lower ICP: hyperventilation, mannitol or hypertonic saline." in text
+    assert "Lower ICP: hyperventilation, mannitol or hypertonic saline (targets: neurocritical care)." in text
 
 
 def test_grade_2_with_unknown_crs_says_crs_3_4_adds_steroids():

@@ -192,11 +192,11 @@ class Findings:
 
             _check_int("capd_baseline", self.capd_baseline, 0, CAPD_MAX)
         if (score is None and score_expected(self.consciousness, self.sedated)
-                and not self.grade_4_without_score):
+                and self.grade_without_score is None):
             raise InvalidFinding(
                 f"{path}_score",
                 f"no {path.upper()} score: one is needed unless the patient is unarousable or "
-                "sedated, or another domain is grade 4",
+                "sedated, or another domain is grade 3 or 4 (the score cannot change that)",
                 "0-10 (or the five ICE items)" if path == "ice" else "0-32 (or the eight items)",
             )
 
@@ -211,6 +211,20 @@ class Findings:
         epilepticus may have no ICE taken and still be graded."""
         return (SEIZURE[self.seizure][0] == 4 or MOTOR[self.motor][0] == 4
                 or any(ICP_EDEMA[v][0] == 4 for v in self.icp_edema))
+
+    @property
+    def grade_without_score(self) -> int | None:
+        """The grade when a missing score cannot change it, else None. In an arousable patient
+        the ICE or CAPD domain grades at most 3 (its grade 4 is "unable to perform: the patient
+        is unarousable", which consciousness already says), so a grade-3 finding of another
+        domain (a seizure that resolved, awakening only to touch, focal edema) decides the
+        grade as surely as a grade-4 one: the most severe domain (ASTCT 2019)."""
+        others = [SEIZURE[self.seizure][0], MOTOR[self.motor][0],
+                  *(ICP_EDEMA[v][0] for v in self.icp_edema)]
+        if not self.sedated:
+            others.append(CONSCIOUSNESS[self.consciousness][0])
+        top = max(others)
+        return top if top >= 3 else None
 
     @property
     def score_path_reason(self) -> str:
@@ -303,9 +317,10 @@ def grade_icans(f: Findings) -> IcansResult:
     elif f.consciousness == "unarousable":
         domains.append(DomainResult(path, "not performed",
                                     "not performed: the patient is unarousable", 4))
-    elif score is None:  # allowed only when another domain is grade 4 (validated)
-        domains.append(DomainResult(path, "not recorded", "not recorded: the grade is 4 from "
-                                    "another domain whatever the score", None))
+    elif score is None:  # allowed only when another domain decides the grade (validated)
+        domains.append(DomainResult(path, "not recorded", "not recorded: the grade is "
+                                    f"{f.grade_without_score} from another domain whatever "
+                                    "the score", None))
     else:
         if path == "ice":
             g = ice_domain_grade(score)

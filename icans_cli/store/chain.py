@@ -216,14 +216,17 @@ def _claimed_prev(line: bytes) -> str | None:
 
 def check_chain(lines: Iterable[RawLine], on_problem: Callable[[Problem], None] | None = None,
                 acknowledged: set[str] | frozenset[str] = frozenset(),
-                want: Callable[[bytes], bool] | None = None) -> Iterator[Entry]:
+                want: Callable[[bytes], bool] | None = None,
+                report_skipped: bool = False) -> Iterator[Entry]:
     """Every line as an Entry with its verdict, in order, one record behind the stream (a
     broken link flags the record before it too).
 
     `want`: only the lines it accepts are parsed and given (a patient's, found by their
     bytes); the others are hashed and their link read from their bytes, so each given record's
     verdict is exactly what a full read gives. A line that is not a record's shape is always
-    read (and named)."""
+    read (and named). `report_skipped`: a line not wanted that fails the chain (its own hash,
+    or its link) is named through `on_problem` too, without being parsed (a whole-log check
+    at the cost of hashing)."""
     def report(p: Problem) -> None:
         if on_problem is not None:
             on_problem(p)
@@ -234,25 +237,38 @@ def check_chain(lines: Iterable[RawLine], on_problem: Callable[[Problem], None] 
     # broken by that edit alone, so the next record is judged by its own hash (as the last
     # record of a log is), and its successor's link vouches for it.
     prev_edited = False
+    prev_skipped: tuple[int, str] | None = None  # the line before: a skipped intact record
     for raw in lines:
         h = hashlib.sha256(raw.data).hexdigest()
         edited_before, prev_edited = prev_edited, False
+        skipped_before, prev_skipped = prev_skipped, None
         if (want is not None and raw.complete and not want(raw.data)
                 and record_shape(raw.data)):
             # not wanted: only its link to the record before it matters
             linked = raw.prev if raw.prev is not None else prev_hash
-            if (pending is not None and pending.record is not None and pending.verdict == OK
-                    and pending.sha256 == linked and _claimed_prev(raw.data) != linked):
+            edited = not content_ok(raw.data)
+            broken = not edited and not edited_before and _claimed_prev(raw.data) != linked
+            if broken and (pending is not None and pending.record is not None
+                           and pending.verdict == OK and pending.sha256 == linked):
                 pending = Entry(pending.line, pending.seq, pending.record, ALTERED,
                                 pending.sha256, "the record after it does not follow it",
                                 pending.data)
                 report(Problem(pending.line, "altered", "ALTERED: fails the chain (the record "
                                "after it does not follow it); flagged", pending.sha256))
+            elif broken and report_skipped and skipped_before is not None:
+                report(Problem(skipped_before[0], "altered", "ALTERED: fails the chain (the "
+                               "record after it does not follow it); flagged",
+                               skipped_before[1]))
+            if report_skipped and (edited or broken):
+                report(Problem(raw.pos, "altered", "ALTERED: fails the chain (" + (
+                    "its content does not match its own hash" if edited else
+                    "it does not follow the record before it") + "); flagged", h))
             if pending is not None:
                 yield pending
                 pending = None
             prev_hash = h
-            prev_edited = not content_ok(raw.data)
+            prev_edited = edited
+            prev_skipped = None if (edited or broken) else (raw.pos, h)
             continue
         if not raw.complete or (raw.data.strip() and not raw.data.strip(b"\x00").strip()):
             verdict = ACKNOWLEDGED if h in acknowledged else TORN
@@ -280,6 +296,10 @@ def check_chain(lines: Iterable[RawLine], on_problem: Callable[[Problem], None] 
                     prev_edited = True
                 elif rec.get("prev_sha256") != linked and not edited_before:
                     verdict, note = ALTERED, "it does not follow the record before it"
+                    if report_skipped and skipped_before is not None:
+                        report(Problem(skipped_before[0], "altered", "ALTERED: fails the "
+                                       "chain (the record after it does not follow it); "
+                                       "flagged", skipped_before[1]))
                     if pending is not None and pending.record is not None \
                             and pending.verdict == OK:
                         pending = Entry(pending.line, pending.seq, pending.record, ALTERED,

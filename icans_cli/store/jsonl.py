@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator
 from icans_cli.store import LockTimeout, Store, StoreError, lock_timeout
 from icans_cli.store.chain import (
     HASH_KEY, SCHEMA_VERSION, TAIL_ACK, Head, Problem, RawLine, Verified, check_chain,
-    encode_record, parse, record_shape, utc_now, verify_lines,
+    content_ok, encode_record, parse, record_shape, utc_now, verify_lines,
 )
 
 LOG_FILENAME = "assessments.jsonl"
@@ -365,6 +365,31 @@ class JsonlStore(Store):
         if nl >= 0:
             return RawLine(n, data[:nl], True, None, offset)
         return RawLine(n, data, False, None, offset)
+
+    def head(self) -> Head | None:
+        """The last record's head, read from the end of the file (no whole read); when the
+        last line is not an intact record, the whole chain decides (Store.head)."""
+        if not _check_regular(self.path):
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError:
+            return super().head()
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                return None
+            if _pread(fd, 1, size - 1) == b"\n":
+                start, end = _line_before(fd, size - 1)
+                if end - start <= _MAX_RECORD:
+                    line = _pread(fd, end - start, start)
+                    rec = parse(line) if content_ok(line) else None
+                    if rec is not None and isinstance(rec.get("seq"), int) \
+                            and not rec.get("kind"):
+                        return Head(rec["seq"], hashlib.sha256(line).hexdigest())
+        finally:
+            os.close(fd)
+        return super().head()
 
     def acknowledged(self) -> set[str]:
         """The fragments acknowledgement records name (a cheap byte scan)."""

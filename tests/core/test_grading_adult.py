@@ -263,10 +263,29 @@ def test_a_grade_4_domain_grades_4_without_an_ice_score(kw):
 @pytest.mark.parametrize("kw", [dict(seizure="self_limited"),
                                 dict(icp_edema=frozenset({"focal_edema"})),
                                 dict(consciousness="tactile")])
-def test_without_a_grade_4_domain_a_missing_ice_score_is_refused(kw):
+def test_a_grade_3_finding_without_an_ice_score_is_grade_3(kw):
+    """In an arousable patient ICE grades at most 3 (its grade 4 is "unarousable, unable to
+    perform", which consciousness says), so a grade-3 domain decides the grade whatever the
+    score: the most severe domain (ASTCT 2019). A post-ictal patient who cannot do the ICE is
+    graded, not refused."""
+    r = grade_icans(Findings(**kw))
+    assert r.status == "graded" and r.grade == 3
+    assert r.domain("ice").grade is None and r.domain("ice").value == "not recorded"
+    assert "grade is 3 from another domain" in r.domain("ice").description
+
+
+@pytest.mark.parametrize("kw", [dict(consciousness="voice"), dict(consciousness="spontaneous"),
+                                dict()])
+def test_without_a_grade_3_or_4_domain_a_missing_ice_score_is_refused(kw):
+    """Below grade 3 elsewhere, the ICE could still raise the grade: it is needed."""
     with pytest.raises(InvalidFinding) as exc:
         Findings(**kw)
     assert exc.value.field == "ice_score"
+
+
+def test_a_grade_3_finding_without_a_capd_score_is_grade_3_for_a_child():
+    r = grade_icans(Findings(age_years=6, seizure="self_limited"))
+    assert r.grade == 3 and r.domain("capd").value == "not recorded"
 
 
 def test_a_child_in_status_epilepticus_grades_4_without_a_capd_score():

@@ -34,7 +34,7 @@ def oracle(path, score, consciousness, seizure, motor, icp, sedated):
     elif consciousness == "unarousable":
         table[path] = 4  # "0 (unarousable, unable to perform)"
     elif score is None:
-        table[path] = None  # not recorded: allowed only beside another grade-4 domain
+        table[path] = None  # not recorded: allowed only beside another grade-3 or 4 domain
     elif path == "ice":
         table[path] = {10: 0, 9: 1, 8: 1, 7: 1, 6: 2, 5: 2, 4: 2, 3: 2, 2: 3, 1: 3, 0: 3}[score]
     else:
@@ -90,10 +90,12 @@ def test_exhaustive_every_combination_matches_the_astct_table_and_invariants():
         # read as a normal child).
         contradiction = cons == "unarousable" and score is not None and not (
             path == "ice" and score == 0)
-        grade_4_elsewhere = seiz == "prolonged" or motor == "focal_weakness" or bool(
-            icp - {"focal_edema"})
+        # an arousable patient's score grades at most 3: a grade-3 or 4 finding elsewhere
+        # decides the grade without it
+        grade_3_elsewhere = seiz != "none" or motor == "focal_weakness" or bool(icp) or (
+            cons == "tactile")
         missing = score is None and cons != "unarousable" and not sedated \
-            and not grade_4_elsewhere
+            and not grade_3_elsewhere
         try:
             f = _findings(*key)
         except InvalidFinding:
