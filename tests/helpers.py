@@ -1,5 +1,9 @@
 """Shared builders for tests."""
 
+import sys
+
+import pytest
+
 from datetime import datetime, timedelta, timezone
 
 from icans_cli.core.grading import Findings, grade_icans
@@ -19,3 +23,9 @@ def body(patient="PT-001", ice=10, hours=0.0, crs=None, product=None, amends=Non
         assessed_at=T0 + timedelta(hours=hours), findings=f, result=r, recommendation=rec,
         crs_grade=crs, product=product, amends=amends,
     )
+
+
+# Tests of POSIX-only behaviour (signals such as SIGHUP and SIGKILL, fork, FIFOs, file-size
+# limits, pseudo-terminals, file modes): skipped on Windows, saying why; the rest is portable.
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32",
+                                reason="POSIX only: signals, fork, FIFOs, rlimits, pty or modes")

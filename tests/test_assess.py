@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from icans_cli import log
 from icans_cli.cli import app
+from tests.helpers import POSIX_ONLY  # noqa: E402
 
 ENTER, DOWN, CTRL_C, CTRL_D = "\r", "\x1b[B", "\x03", "\x04"
 runner = CliRunner()
@@ -399,6 +400,7 @@ def test_output_without_terminal_has_no_escape_codes(logf):
     assert "\x1b[" not in r.stdout and "\x1b[" not in r.stderr
 
 
+@POSIX_ONLY
 def test_log_file_mode_0600(logf):
     import stat
 

@@ -1,12 +1,18 @@
-import pytest
 """End-to-end interviews in a real pseudo-terminal (pexpect), as a clinician would type them:
 a first assessment, then a routine unchanged reassessment whose keystrokes are counted, with
 the details one keypress away at the save prompt; Enter pressed through an interview saves
 nothing; a key that is not an answer says so on the screen."""
 
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32",
+                                reason="a POSIX pseudo-terminal (pexpect.spawn)")
+
+
 import json
 import os
-import sys
 
 import pexpect
 

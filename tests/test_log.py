@@ -13,11 +13,14 @@ import pytest
 from icans_cli import log
 from tests.helpers import body
 
+from tests.helpers import POSIX_ONLY  # noqa: E402
+
 
 def lines(path):
     return path.read_bytes().split(b"\n")
 
 
+@POSIX_ONLY
 def test_append_creates_file_mode_0600_even_under_umask_000(tmp_path):
     path = tmp_path / "sub" / "log.jsonl"
     old = os.umask(0)
@@ -28,6 +31,7 @@ def test_append_creates_file_mode_0600_even_under_umask_000(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@POSIX_ONLY
 def test_existing_world_readable_log_is_tightened_to_0600(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"")
@@ -108,6 +112,7 @@ def _writer(path, n, k):
         log.append(path, body(patient=f"P{k}", ice=i % 11))
 
 
+@POSIX_ONLY
 @pytest.mark.slow
 def test_8_processes_x_200_appends_give_1600_intact_records(tmp_path):
     path = tmp_path / "log.jsonl"
@@ -137,6 +142,7 @@ os.kill(os.getpid(), signal.SIGKILL)           # ...and the writer dies mid-appe
 """
 
 
+@POSIX_ONLY
 def test_writer_killed_mid_append_leaves_complete_records_and_reports_torn_tail(tmp_path):
     path = tmp_path / "log.jsonl"
     for i in range(3):
@@ -162,6 +168,7 @@ def test_writer_killed_mid_append_leaves_complete_records_and_reports_torn_tail(
     assert [p.line for p in vproblems] == [4]  # the fragment stays visible, nothing after it
 
 
+@POSIX_ONLY
 @pytest.mark.slow
 def test_sigkill_during_a_stream_of_appends_never_loses_complete_records(tmp_path):
     path = tmp_path / "log.jsonl"

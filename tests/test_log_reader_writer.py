@@ -316,7 +316,8 @@ def test_a_busy_lock_is_said_with_its_holder_and_given_up_after_the_timeout_exit
 
 @pytest.mark.slow
 @POSIX
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT,
+                                 getattr(signal, "SIGHUP", signal.SIGTERM)])
 def test_a_writer_waiting_for_the_lock_honours_the_signal_and_appends_nothing(tmp_path, sig):
     logf = tmp_path / "l.jsonl"
     log.append(logf, body("PT-0"))

@@ -1,6 +1,8 @@
-import pytest
 """One advice for one patient, whatever the path (spec section 4): batch advice never depends on
 the rows before it, and equals the advice the interview builds from the same findings."""
+
+import pytest
+
 
 import csv
 import io

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import resource
 import signal
 import stat
 import subprocess
@@ -23,6 +22,8 @@ from typer.testing import CliRunner
 from icans_cli import log
 from icans_cli.cli import app
 from tests.helpers import body
+
+from tests.helpers import POSIX_ONLY  # noqa: E402
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,7 @@ def test_log_file_equal_to_the_input_is_refused(small):
     assert small.read_text() == before
 
 
+@POSIX_ONLY
 def test_o_onto_a_fifo_writes_into_it_and_never_renames_over_it(tmp_path, small):
     fifo = tmp_path / "device"
     os.mkfifo(fifo)
@@ -114,12 +116,15 @@ def test_closed_stdout_is_a_message_not_an_internal_error(small):
 
 # --- the temporary file never outlives a failure ------------------------------------------------
 
+@POSIX_ONLY
 def test_file_size_limit_during_o_leaves_no_temporary_file_and_says_so(tmp_path):
     big = tmp_path / "big.csv"
     big.write_text("patient_id,ice_score\n" + "".join(f"PT-{i},8\n" for i in range(50_000)))
     out = tmp_path / "out.csv"
 
     def limit():
+        import resource
+
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
     r = subprocess.run([sys.executable, "-m", "icans_cli", "grade", str(big), "-f", "csv",
@@ -157,7 +162,8 @@ def test_disk_full_during_o_leaves_no_temporary_file(tmp_path, small, monkeypatc
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@POSIX_ONLY
+@pytest.mark.parametrize("sig", [signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)])
 def test_sigterm_and_sighup_during_o_leave_no_temporary_file(tmp_path, sig):
     out = tmp_path / "out.csv"
     p = subprocess.Popen([sys.executable, "-m", "icans_cli", "grade", "-", "-f", "csv", "-o",
@@ -485,6 +491,7 @@ def test_an_endless_line_is_refused_with_a_clear_error_not_filled_into_memory(tm
     assert r.exit_code == 2 and "longer than 1,000,000 characters" in r.stderr
 
 
+@POSIX_ONLY
 @pytest.mark.parametrize("args", [["log", "verify"], ["log", "show", "-f", "jsonl"],
                                   ["history", "PT-1", "-f", "jsonl"], ["log", "head"]])
 def test_a_fifo_as_the_log_is_refused_and_never_hangs(tmp_path, args):
@@ -511,6 +518,7 @@ def test_a_header_with_no_data_rows_is_zero_rows_exit_0_header_alone(tmp_path):
     assert runner.invoke(app, ["grade", str(f), "-f", "json"]).stdout == "[]\n"
 
 
+@POSIX_ONLY
 def test_permissive_modes_on_the_log_and_its_directory_are_warned(tmp_path):
     path = tmp_path / "data" / "l.jsonl"
     log.append(path, body())
@@ -642,6 +650,7 @@ def test_control_characters_in_data_pass_through_into_a_file(tmp_path):
     assert "\x1b]0;pwn\x07" in out.read_text(encoding="utf-8")  # data stays data
 
 
+@POSIX_ONLY
 @pytest.mark.parametrize("args", [["grade", "IN", "--log", "-f", "jsonl"], ["history", "PT-1"],
                                   ["due"], ["show", "ID"], ["export", "fhir"], ["log", "head"],
                                   ["log", "show"], ["log", "verify"]])
