@@ -196,7 +196,7 @@ def test_server_stopped_mid_batch_says_which_rows_reached_it_and_a_rerun_logs_th
     server, url = restartable_ward
     rows = ["patient_id,assessed_at,ice_score"]
     rows += [f"PT-{i:04d},2026-11-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z,{i % 11}"
-             for i in range(3000)]
+             for i in range(5000)]
     csv = tmp_path / "big.csv"
     csv.write_text("\n".join(rows) + "\n")
     env = dict(os.environ, ICANS_DATABASE_URL=url, ICANS_DATA_DIR=str(tmp_path / "d"))
@@ -229,7 +229,7 @@ def test_server_stopped_mid_batch_says_which_rows_reached_it_and_a_rerun_logs_th
     assert f"{appended:,} already in the log skipped" in r.stderr
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT dedup) FROM icans.assessments"
-                            ).fetchone() == (3000, 3000)
+                            ).fetchone() == (5000, 5000)
     assert run("log", "verify", url=url).exit_code == 0
 
 
@@ -258,9 +258,11 @@ def test_the_bedside_save_in_a_real_terminal_survives_the_server_stopping(restar
         child.close()
     assert child.exitstatus == 0
     server.start()
+    r = run("log", "sync", url=url, data=tmp_path / "d")
+    assert r.exit_code == 0 and "1 assessment sent" in r.stdout, r.output
     r = run("history", "PT-9", "-f", "jsonl", url=url, data=tmp_path / "d")
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 1, r.output
-    assert "now saved to the log" in r.stderr
+    assert run("log", "verify", url=url).exit_code == 0
 
 
 def test_help_and_the_first_prompt_import_nothing_of_psycopg(tmp_path):
