@@ -152,7 +152,8 @@ def _pager_command() -> str | None:
     if cmd is not None:
         return cmd.strip() or None  # PAGER= (empty) turns paging off
     if shutil.which("less"):
-        return "less -R -F -X"  # colours; quits by itself when it fits; leaves it on screen
+        # colours; quits by itself when it fits; leaves it on screen; says how to go back
+        return "less -R -F -X '-Ps-- more\\: space   back\\: q --'"
     return None
 
 
