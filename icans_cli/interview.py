@@ -961,7 +961,11 @@ def ask_tocilizumab_at(previous: str | None) -> str | None:
     from icans_cli.core.identifiers import parse_assessed_at
 
     def check(text: str) -> str | None:
-        if not text.strip():
+        t = text.strip().lower()
+        if not t:  # "none given" is a finding: it takes a key of its own, never Enter alone
+            return ("Enter alone is not an answer: the time (HH:MM), n if none was given, u if "
+                    "the time is not known.")
+        if t in ("n", "none", "no", "u", "unknown"):
             return None
         try:
             parse_assessed_at(text, datetime.now(timezone.utc), "tocilizumab",
@@ -977,8 +981,9 @@ def ask_tocilizumab_at(previous: str | None) -> str | None:
         except InvalidFinding:
             shown = ""
     answer = _text("Last tocilizumab for this CRS at", default=shown, check=check,
-                   instruction="(HH:MM; blank if none)").strip()
-    if not answer:
+                   instruction="(HH:MM or a date and time; n: none given; u: time not known)"
+                   ).strip()
+    if answer.lower() in ("n", "none", "no", "u", "unknown"):
         return None
     return parse_assessed_at(answer, datetime.now(timezone.utc), "tocilizumab",
                              TOCILIZUMAB_WINDOW_H).isoformat(timespec="seconds")

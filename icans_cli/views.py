@@ -395,8 +395,12 @@ def _history_table(patient: str, rows: Iterator[_Row],
         title += (f"; {plural(expect['altered'], 'record')} ALTERED: fails the chain (shown "
                   "flagged, not counted)")
     con.print(Text(title, style="bold red" if expect["altered"] else "bold"))
-    widths = (16, 8, 10, 9, 16, 16)
-    cols = ("assessed", "record", "assessor", "score", "grade", "drivers")
+    # At 80 columns the flags (a fall, a rise) matter more than the assessor and the drivers
+    # (both in icans show): narrow screens leave those out, never the flags.
+    wide = con.width >= 110
+    widths = (16, 8, 10, 9, 16, 16) if wide else (11, 8, 8, 14)
+    cols = (("assessed", "record", "assessor", "score", "grade", "drivers") if wide
+            else ("assessed", "record", "score", "grade"))
     shown = 0
 
     def block() -> Table:
@@ -424,10 +428,14 @@ def _history_table(patient: str, rows: Iterator[_Row],
             note = f"corrects {plain(rec['amends'])[:8]}" + ("; " + note if note else "")
         path = res.get("score_path")
         score = res.get("capd_score") if path == "capd" else res.get("ice_score")
-        t.add_row(r.when.astimezone().strftime("%Y-%m-%d %H:%M"), Text(plain(rec.get("id"))[:8]),
-                  Text(plain(rec.get("assessor", ""))), score_words(path, score), grade,
-                  ", ".join(res.get("drivers") or []) or "-",
-                  Text(note, style="bold red" if r.flags else "dim"), style=style)
+        cells = [r.when.astimezone().strftime("%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"),
+                 Text(plain(rec.get("id"))[:8])]
+        if wide:
+            cells.append(Text(plain(rec.get("assessor", ""))))
+        cells += [score_words(path, score), grade]
+        if wide:
+            cells.append(", ".join(res.get("drivers") or []) or "-")
+        t.add_row(*cells, Text(note, style="bold red" if r.flags else "dim"), style=style)
         shown += 1
         if shown % 500 == 0:
             con.print(t)
@@ -565,7 +573,8 @@ def due_table(rows: list[Any], now: datetime, days: float) -> None:
         else:  # a score missing on one side: the grade then
             trend_text = f"{score}; was {trend.split(' → ')[0]}"
         t.add_row(Text(plain(d.patient_id)),
-                  when.strftime("%H:%M" if when.date() == today else "%m-%d %H:%M"),
+                  when.strftime("%H:%M" if when.date() == today else
+                                "%a %H:%M" if (today - when.date()).days < 6 else "%m-%d %H:%M"),
                   trend_text, grade, due_text)
     out().print(t)
 

@@ -25,7 +25,7 @@ ICE_10 = "c" + "a" + ENTER  # tick the tasks: "a" marks all ten, Enter is done
 ICE_0_APHASIA = "t" + "0" + ENTER + "k"  # the total typed, then "global aphasia: keep"
 NOTHING_ELSE = "0" + "0" + "n" + "n"  # no seizure, no motor, no ICP/edema, nothing excluded
 CRS_0 = "k" + "0"  # "I know the grade", then the grade's own number
-CRS_2 = "k" + "2" + ENTER  # ... and no tocilizumab given yet (the time left blank)
+CRS_2 = "k" + "2" + "n" + ENTER  # ... and no tocilizumab given yet ("n": Enter alone is no answer)
 CRS_UNKNOWN = "u"
 ACCEPT = "a"
 SAVE = "y"
@@ -211,7 +211,7 @@ def test_crs_questions_exactly_6_l_min_is_low_flow(logf):
 def test_crs_questions_treated_without_hypotension_or_hypoxia_is_controlled(logf):
     tocilizumab_given = "m" + " " + ENTER  # mark them: Space marks the first (tocilizumab)
     crs_questions = "w" + "n" + tocilizumab_given + "n" + "n" \
-        + ENTER  # no hypotension, no oxygen; when: not known (blank)
+        + "u" + ENTER  # no hypotension, no oxygen; when: not known (u)
     keys = ADULT + ALERT + ICE_0_APHASIA + NOTHING_ELSE + crs_questions + ACCEPT + SAVE
     r = run(keys, "--patient", "PT-8b", "--age", "60", log_file=logf)
     assert r.exit_code == 0, r.output

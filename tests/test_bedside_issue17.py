@@ -71,8 +71,9 @@ def test_a_carried_forward_crs_asks_whether_tocilizumab_was_given_since_the_last
     first = ADULT + ALERT + ICE_10 + NOTHING_ELSE + CRS_2 + ACCEPT + SAVE
     r = interview(first, logf, "--patient", "PT-4", "--age", "50", "--weight", "80")
     assert r.exit_code == 0 and "Tocilizumab YES" in flat(r.stdout), r.stdout
-    given = (datetime.now() - timedelta(hours=2)).strftime("%H:%M")
-    again = SAME + NOT_SEDATED + ALERT + SAME + SAME + "y" + given + "\r" + ACCEPT + SAVE
+    at = datetime.now().astimezone() - timedelta(hours=2)
+    given, typed = at.strftime("%H:%M"), at.strftime("%Y-%m-%dT%H:%M")  # also past midnight
+    again = SAME + NOT_SEDATED + ALERT + SAME + SAME + "y" + typed + "\r" + ACCEPT + SAVE
     r = interview(again, logf, "--patient", "PT-4")
     assert r.exit_code == 0, r.output
     assert "Tocilizumab given since the last check" in r.output
@@ -80,6 +81,14 @@ def test_a_carried_forward_crs_asks_whether_tocilizumab_was_given_since_the_last
     assert f"GIVEN at {given}" in out and "Tocilizumab YES" not in out
     second = records(logf)[-1]
     assert second["findings"]["crs_detail"]["tocilizumab_at"]
+
+
+def test_the_last_tocilizumab_time_takes_n_for_none_and_enter_alone_answers_nothing(logf):
+    keys = ADULT + ALERT + ICE_10 + NOTHING_ELSE + "k2" + "\r"  # Enter alone: asked again
+    r = interview(keys, logf, "--patient", "PT-4b", "--age", "50", "--weight", "80")
+    assert r.exit_code == 130 and not logf.exists()
+    assert "Enter alone is not an answer: the time (HH:MM), n if none was given" in \
+        " ".join(r.output.split())
 
 
 # --- weight -------------------------------------------------------------------------------------
