@@ -7,7 +7,6 @@ import copy
 import sys
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import typer
@@ -502,7 +501,7 @@ def build_summary(case, patient_id: str, protocol, *, assessed_at: datetime,
     return Summary(result, rec, rationale(result, rec), ctx, rec.crs_grade)
 
 
-def pick_record(store, what: str | None) -> dict[str, Any]:
+def pick_record(store, what: str | None) -> tuple[dict[str, Any], "PatientLog | None"]:
     """What `icans show` shows: nothing given, the last assessment saved; a record id (its
     first characters); else a pseudonym (any spelling the log knows), that patient's latest
     current assessment."""
@@ -515,7 +514,7 @@ def pick_record(store, what: str | None) -> dict[str, Any]:
         if last.verdict == ALTERED:
             _fail("the last record fails the chain (ALTERED): what it says cannot be trusted; "
                   "icans log verify names the problem", ExitStatus.ERROR)
-        return last.record
+        return last.record, None
     needle = what.strip()
     is_record = RECORD_ID.fullmatch(needle.lower()) is not None and any(
         not (e.record or {}).get("kind") for e in store.find(needle.lower()))
@@ -524,7 +523,7 @@ def pick_record(store, what: str | None) -> dict[str, Any]:
         _fail("that is both a pseudonym in the log and the start of a record id: give more "
               "of the record id (icans log show lists them)")
     if is_record:
-        return find_record(store, needle)
+        return find_record(store, needle), None
     known = PatientLog(store, needle)
     if known.unreachable:
         _fail(known.unreachable, ExitStatus.ERROR)
@@ -534,7 +533,7 @@ def pick_record(store, what: str | None) -> dict[str, Any]:
                 "verify)" if known.altered else "")
         _fail(f"no record and no patient by that id in {store.where}{hint} (icans log show "
               "lists them)", ExitStatus.ERROR)
-    return latest
+    return latest, known  # the patient's log, read once: show uses it again
 
 
 def run_show(*, what: str | None, store, full: bool) -> None:
@@ -548,7 +547,7 @@ def run_show(*, what: str | None, store, full: bool) -> None:
     from icans_cli.store.chain import utc_now
     from icans_cli.term import err, out
 
-    rec = pick_record(store, what)
+    rec, known = pick_record(store, what)
     try:
         case = case_from_record(rec)
     except (InvalidFinding, TypeError, ValueError, AttributeError):
@@ -567,7 +566,8 @@ def run_show(*, what: str | None, store, full: bool) -> None:
     assert protocol is not None
     when = _time(rec.get("assessed_at"))
     pid = str(rec.get("patient_id") or "")
-    known = PatientLog(store, pid)
+    if known is None:
+        known = PatientLog(store, pid)
     rid = str(rec.get("id"))
     previous = known.last(before=when, exclude=rid)
     latest = known.last()

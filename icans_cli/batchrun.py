@@ -14,7 +14,6 @@ What it writes must be safe (spec section 8):
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -308,11 +307,9 @@ class _Output:
 
 
 def _write_error(exc: OSError, what: str) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk is full: {what} was not written"
-    if exc.errno == errno.EFBIG:
-        return f"a file-size limit was reached: {what} was not written"
-    return f"writing {what} failed ({exc.strerror or exc}): it was not written"
+    from icans_cli.views import guard_write
+
+    return str(guard_write(exc, what))
 
 
 def row_sha(cells: list[str] | str) -> str:

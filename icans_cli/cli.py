@@ -57,11 +57,20 @@ export_app = typer.Typer(help="Export logged assessments for other systems.",
                          no_args_is_help=True, rich_markup_mode=None, context_settings=HELP)
 app.add_typer(export_app, name="export", short_help="The log for other systems (FHIR R4).")
 
+def _complete(kind: str):
+    """Shell completion of an option's values (the module is imported only when completing)."""
+    def complete(incomplete: str) -> list[str]:
+        from icans_cli import completion
+
+        return getattr(completion, kind)(incomplete)
+    return complete
+
+
 LOG_FILE_OPTION = typer.Option(None, "--log-file", help="Log file to use instead of "
                                "$ICANS_DATA_DIR or the platform data directory.")
 PROTOCOL_OPTION = typer.Option("asco-2021", "--protocol", "-p", envvar="ICANS_PROTOCOL",
                                metavar="NAME|FILE",
-                               autocompletion=lambda incomplete: _complete_protocols(incomplete),
+                               autocompletion=_complete("protocols"),
                                help="Management protocol: asco-2021, cartox-2018, or a protocol "
                                     "file (icans protocol check FILE). Default: "
                                     "$ICANS_PROTOCOL, else asco-2021.")
@@ -127,17 +136,14 @@ def _log_path(log_file: Optional[Path]) -> Path:
 def _send_outbox(store) -> None:
     """Records kept on this workstation (a bedside save the log could not take) are sent
     first, each once, whichever command runs next."""
-    from icans_cli.render import plural
-    from icans_cli.store import kept, outbox_for
-
-    box = outbox_for(store)
-    if not any(True for _ in kept(box)):
+    sent, left, problems = store.sync()
+    if not (sent or left):
         return
-    sent, problems = store.send_outbox(box)
+    from icans_cli.render import plural
+
     if sent:
         warn(f"{plural(sent, 'assessment')} kept on this workstation "
              f"{'were' if sent != 1 else 'was'} now saved to the log ({store.where})")
-    left = sum(1 for _ in kept(box))
     if left:
         warn(f"{plural(left, 'assessment')} still kept on this workstation, not yet on the "
              f"log ({problems[0] if problems else 'will be sent by the next command'}); "
@@ -279,16 +285,12 @@ def log_sync(log_file: Optional[Path] = LOG_FILE_OPTION) -> None:
     Example: icans log sync
     """
     from icans_cli.render import plural
-    from icans_cli.store import kept, outbox_for
 
     with _opened(log_file, send=False) as s:
-        box = outbox_for(s)
-        waiting = sum(1 for _ in kept(box))
-        if not waiting:
+        sent, left, problems = s.sync()
+        if not (sent or left):
             typer.echo(f"Nothing kept on this workstation for {s.where}.")
             return
-        sent, problems = s.send_outbox(box)
-        left = sum(1 for _ in kept(box))
     typer.echo(f"{plural(sent, 'assessment')} sent to {s.where}"
                + (f"; {left} still kept on this workstation ({problems[0]})" if left else "."))
     if left:
@@ -369,11 +371,7 @@ def _since(value: Optional[str], option: str = "--since"):
         fail(str(exc))
 
 
-def _complete_format(incomplete: str):
-    return [f for f in FORMATS_LOG if f.startswith(incomplete)]
-
-
-TABLE_FORMAT_OPTION = typer.Option(None, "--format", "-f", autocompletion=_complete_format,
+TABLE_FORMAT_OPTION = typer.Option(None, "--format", "-f", autocompletion=_complete("formats"),
                                    help="table (default on a terminal), jsonl (default "
                                         "otherwise) or csv.")
 
@@ -408,8 +406,7 @@ def log_show(
 @_pipe_safe
 def history(
     patient: str = typer.Argument(..., metavar="PATIENT", help="The patient's pseudonym.",
-                                  autocompletion=lambda incomplete: _complete_patients(
-                                      incomplete)),
+                                  autocompletion=_complete("patients")),
     fmt: Optional[str] = TABLE_FORMAT_OPTION,
     log_file: Optional[Path] = LOG_FILE_OPTION,
 ) -> None:
@@ -434,33 +431,6 @@ def history(
             found = views.history(s, patient, fmt, utc_now(), _problems(), warn)
         if not found:
             fail("no assessments of that patient in the log", ExitStatus.ERROR)
-
-
-def _complete_patients(incomplete: str) -> list[str]:
-    """Shell completion: the pseudonyms in the log (read only when completing)."""
-    try:
-        from icans_cli.store import open_store
-
-        with open_store(None) as s:
-            seen: list[str] = []
-            for e in s.assessments():
-                pid = e.record.get("patient_id")
-                if isinstance(pid, str) and pid.startswith(incomplete) and pid not in seen:
-                    seen.append(pid)
-            return seen[-200:]
-    except Exception:  # noqa: BLE001 - completion never fails loudly
-        return []
-
-
-def _complete_records(incomplete: str) -> list[str]:
-    try:
-        from icans_cli.store import open_store
-
-        with open_store(None) as s:
-            ids = [str(e.record.get("id"))[:8] for e in s.assessments()]
-        return [i for i in ids[-200:] if i.startswith(incomplete)]
-    except Exception:  # noqa: BLE001
-        return []
 
 
 # --- assess -------------------------------------------------------------------------------------
@@ -521,9 +491,7 @@ def show(
                                          help="A pseudonym (the patient's latest assessment), "
                                               "or a record id or its first characters; none: "
                                               "the last assessment saved.",
-                                         autocompletion=lambda incomplete: (
-                                             _complete_patients(incomplete)
-                                             + _complete_records(incomplete))),
+                                         autocompletion=_complete("patients_and_records")),
     full: bool = typer.Option(False, "--full", help="Also print the details: all advice, "
                               "where guidelines disagree, why, sources."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
@@ -591,9 +559,7 @@ def grade(
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Write here instead of standard output."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      autocompletion=lambda incomplete: [
-                                          f for f in ("csv", "jsonl", "json", "table")
-                                          if f.startswith(incomplete)],
+                                      autocompletion=_complete("grade_formats"),
                                       help="csv (default when not a terminal), jsonl, json, "
                                            "or table (default on a terminal)."),
     protocol: str = PROTOCOL_OPTION,
@@ -701,23 +667,14 @@ def db_status() -> None:
     Example: icans db status
     """
     from icans_cli.dbcmd import db_status as status
+    from icans_cli.dbcmd import status_lines
     from icans_cli.store import outbox_for
     from icans_cli.store.postgres import PostgresStore
 
     url = _database_url()
     s = status(url, outbox_for(PostgresStore(url)))
-    rows = [("ward log", s["where"]), ("reachable", "yes" if s["reachable"] else "NO"),
-            ("server", s.get("server_version") or "-"),
-            ("schema version", s.get("schema_version") if s.get("schema_version") is not None
-             else "-"),
-            ("records", f"{s['rows']:,}" if s.get("rows") is not None else "-"),
-            ("head", s.get("head") or "-"),
-            ("append-only triggers", {True: "on", False: "OFF (icans db init turns them on)",
-                                      None: "-"}[s.get("append_only")]),
-            ("kept on this workstation", f"{s['outbox']} (icans log sync sends them)"
-             if s["outbox"] else "0")]
-    for name, value in rows:
-        typer.echo(f"{name + ':':<26}{value}")
+    for line in status_lines(s):
+        typer.echo(line)
     if s.get("error"):
         echo_wrapped(f"Error: {s['error']}", err=True)
         raise typer.Exit(ExitStatus.ERROR)
@@ -756,7 +713,7 @@ def due(
 @_pipe_safe
 def export_fhir(
     patient: Optional[str] = typer.Option(None, "--patient", help="Only this pseudonym.",
-                                          autocompletion=_complete_patients),
+                                          autocompletion=_complete("patients")),
     since: Optional[str] = typer.Option(None, "--since", help="Only records RECORDED (saved) "
                                         "at or after this ISO date-time, or within a span: "
                                         "24h, 7d; a correction saved today of yesterday's "
@@ -794,7 +751,6 @@ def export_fhir(
       icans export fhir --transaction --after-seq 1200 -o batch.json
     """
     from icans_cli import exporting
-    from icans_cli.batchrun import _Output, _write_error, check_paths
     from icans_cli.render import plural
 
     cutoff = _since(since)
@@ -804,34 +760,13 @@ def export_fhir(
         except ValueError as exc:
             fail(str(exc))
     with _opened(log_file, must_exist=True) as s:
-        if output is not None and s.kind == "file":
-            check_paths("-", output, Path(s.where), False)
         try:
-            p = exporting.plan(s, patient=patient, since=cutoff, after_seq=after_seq,
-                               allow_broken=allow_broken)
+            summary, p = exporting.run(s, output, patient=patient, since=cutoff,
+                                       after_seq=after_seq, allow_broken=allow_broken,
+                                       transaction=transaction, patient_system=patient_system,
+                                       left_out=lambda m: warn(f"left out: {m}"))
         except exporting.Refused as exc:
             fail(str(exc), ExitStatus.ERROR)
-        for line in p.left_out:
-            warn(f"left out: {line}")
-        if p.problems > len(p.left_out):
-            warn(f"left out: ... and {p.problems - len(p.left_out)} more (icans log verify)")
-        out = _Output(output, raw_stdout=True)
-        try:
-            summary = exporting.export_fhir(s, out.fh, p, patient=patient, since=cutoff,
-                                            after_seq=after_seq, transaction=transaction,
-                                            patient_system=patient_system,
-                                            left_out=lambda m: warn(f"left out: {m}"))
-            out.commit()
-        except BrokenPipeError:
-            out.abort()
-            raise
-        except OSError as exc:
-            out.abort()
-            fail(_write_error(exc, f"the Bundle ({output or 'standard output'})"),
-                 ExitStatus.WRITE_FAILED)
-        except BaseException:
-            out.abort()
-            raise
     said = f"{plural(summary.assessments, 'assessment')} exported as a FHIR R4 " + \
         ("transaction" if transaction else "collection") + " Bundle" + \
         (f" to {output}" if output else "")
@@ -996,22 +931,10 @@ def practice(
         con.print(f"Saved to {path} (see icans practice --history).")
 
 
-def _complete_topics(incomplete: str) -> list[str]:
-    from icans_cli.explain import TOPICS
-
-    return [t.key for t in TOPICS if t.key.startswith(incomplete.lower())]
-
-
-def _complete_protocols(incomplete: str) -> list[str]:
-    from icans_cli.protocols import BUILTIN
-
-    return [p for p in BUILTIN if p.startswith(incomplete)]
-
-
 @app.command("explain", short_help="The grading, the drugs and the biology, sourced.")
 def explain(
     topic: Optional[str] = typer.Argument(None, metavar="[TOPIC]", help="A topic; none lists "
-                                          "them.", autocompletion=_complete_topics),
+                                          "them.", autocompletion=_complete("topics")),
     csf_albumin: Optional[float] = typer.Option(None, "--csf-albumin", metavar="MG_L",
                                                 help="qalb: CSF albumin in mg/L."),
     serum_albumin: Optional[float] = typer.Option(None, "--serum-albumin", metavar="G_L",

@@ -86,6 +86,21 @@ def db_status(url: str, outbox_dir: Path | str | None) -> dict[str, Any]:
     return status
 
 
+def status_lines(s: dict[str, Any]) -> list[str]:
+    """db_status as the lines `icans db status` prints."""
+    rows = [("ward log", s["where"]), ("reachable", "yes" if s["reachable"] else "NO"),
+            ("server", s.get("server_version") or "-"),
+            ("schema version", s.get("schema_version") if s.get("schema_version") is not None
+             else "-"),
+            ("records", f"{s['rows']:,}" if s.get("rows") is not None else "-"),
+            ("head", s.get("head") or "-"),
+            ("append-only triggers", {True: "on", False: "OFF (icans db init turns them on)",
+                                      None: "-"}[s.get("append_only")]),
+            ("kept on this workstation", f"{s['outbox']} (icans log sync sends them)"
+             if s["outbox"] else "0")]
+    return [f"{name + ':':<26}{value}" for name, value in rows]
+
+
 class Imported(tuple):
     """(imported, skipped) from log_import, with the detail: `already` (records the store
     holds already, by their id) and `skipped` (why each line was not copied)."""

@@ -114,16 +114,13 @@ def _records(store: Store, p: Plan, patient: str | None, after_seq: int | None,
         __slots__ = ("record", "seq")
 
     one = _E()
-    needles = None
-    if patient is not None:  # a patient's lines found by their bytes, as Store.entries does
-        import json
+    from icans_cli.store import holds_patient
 
-        needles = [b'"patient_id":' + json.dumps(i, ensure_ascii=False).encode()
-                   for i in store.spellings(patient)]
+    wanted = holds_patient(store.spellings(patient)) if patient is not None else None
     for raw in store.lines():
         if not raw.complete or raw.pos in p.altered_lines or not raw.data.strip():
             continue
-        if needles is not None and not any(n in raw.data for n in needles):
+        if wanted is not None and not wanted(raw.data):
             continue
         rec = parse(raw.data)
         if rec is None:
@@ -167,3 +164,41 @@ def check_patient_system(value: str) -> str:
                          "urn:oid:1.2.3... (R4 Identifier.system)")
     return value
 
+
+def run(store: Store, output: Any, *, patient: str | None = None,
+        since: datetime | None = None, after_seq: int | None = None,
+        allow_broken: bool = False, transaction: bool = False,
+        patient_system: str | None = None,
+        left_out: Callable[[str], None] = lambda _: None) -> tuple[Any, Plan]:
+    """The whole export: the first pass (Refused before anything is written), then the Bundle
+    into `output` (a temporary file renamed when complete) or standard output. Raises
+    views.OutputFailed when it cannot be written whole; returns (the summary, the plan)."""
+    from pathlib import Path
+
+    from icans_cli.batchrun import _Output, check_paths
+    from icans_cli.views import guard_write
+
+    if output is not None and store.kind == "file":
+        check_paths("-", output, Path(store.where), False)
+    p = plan(store, patient=patient, since=since, after_seq=after_seq,
+             allow_broken=allow_broken)
+    for line in p.left_out:
+        left_out(line)
+    if p.problems > len(p.left_out):
+        left_out(f"... and {p.problems - len(p.left_out)} more (icans log verify)")
+    out = _Output(output, raw_stdout=True)
+    try:
+        summary = export_fhir(store, out.fh, p, patient=patient, since=since,
+                              after_seq=after_seq, transaction=transaction,
+                              patient_system=patient_system, left_out=left_out)
+        out.commit()
+    except BrokenPipeError:
+        out.abort()
+        raise
+    except OSError as exc:
+        out.abort()
+        raise guard_write(exc, f"the Bundle ({output or 'standard output'})") from None
+    except BaseException:
+        out.abort()
+        raise
+    return summary, p

@@ -682,7 +682,6 @@ def ask_age(a: Answers) -> None:
 def ask_weight(a: Answers) -> None:
     """kg, or pounds with "lb" (converted and said); a weight outside the usual range for the
     age (a growth chart's) is confirmed with its own key; a refused value is cleared."""
-    from icans_cli.core.growth import implausible
 
     child = a.age is not None and a.age < 18
     shown = "" if a.weight is None else f"{a.weight:g}"

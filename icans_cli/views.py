@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import heapq
 import json
 from collections import deque
 from dataclasses import dataclass
@@ -175,9 +174,36 @@ def _raw_jsonl(rows: Iterable[tuple[Entry, str | None]]) -> None:
         raise guard_write(exc) from None
 
 
+def _print_blocks(con: Any, columns: Iterable[tuple[str, int]], last: str,
+                  rows: Iterable[tuple[list[Any], str | None]], every: int = 500) -> int:
+    """A table printed in blocks of `every` rows with fixed column widths and the header once,
+    so a long log streams; `last` takes the rest of the width. Returns the rows printed."""
+    from rich.table import Table
+
+    columns = list(columns)
+    shown = 0
+
+    def block() -> Table:
+        t = Table(show_header=not shown, box=None, pad_edge=False, padding=(0, 1))
+        for c, w in columns:
+            t.add_column(c, width=w, overflow="fold")
+        t.add_column(last, ratio=1)
+        return t
+
+    t = block()
+    for cells, style in rows:
+        t.add_row(*cells, style=style)
+        shown += 1
+        if shown % every == 0:
+            con.print(t)
+            t = block()
+    if t.row_count or not shown:
+        con.print(t)
+    return shown
+
+
 def _stream_table(rows: Iterable[tuple[Entry, str | None]], where: str) -> None:
     """A table printed in blocks with fixed column widths, so a long log streams."""
-    from rich.table import Table
     from rich.text import Text
 
     from icans_cli.history import _time, score_words
@@ -188,39 +214,27 @@ def _stream_table(rows: Iterable[tuple[Entry, str | None]], where: str) -> None:
     spare = max(0, con.width - 80)
     widths = (8, 16, 14 + spare * 2 // 3, 10 + spare // 3, 11, 12)
     cols = ("record", "assessed", "patient", "assessor", "score", "grade")
-    shown = 0
-
-    def block() -> Table:
-        t = Table(show_header=not shown, box=None, pad_edge=False, padding=(0, 1))
-        for c, w in zip(cols, widths):
-            t.add_column(c, width=w, overflow="fold")
-        t.add_column("note", ratio=1)
-        return t
-
-    t = block()
     altered = 0
-    for e, sup in rows:
-        f = flat(e.record or {}, sup)
-        if e.verdict == ALTERED:
-            note, style = ALTERED_NOTE, "bold red"
-            altered += 1
-        else:
-            note = (f"superseded by {plain(sup)[:8]}" if sup else
-                    (f"corrects {plain(f['amends'])[:8]}" if f["amends"] else ""))
-            style = "dim strike" if sup else None
-        t.add_row(Text(plain(f["id"])[:8]),
-                  _time(f["assessed_at"]).astimezone().strftime("%Y-%m-%d %H:%M"),
-                  Text(plain(f["patient_id"])), Text(plain(f["assessor"])),
-                  score_words(f["score_path"], f["ice_score"] if f["score_path"] != "capd"
-                              else f["capd_score"]),
-                  record_grade_text((e.record or {}).get("result") or {}), Text(note),
-                  style=style)
-        shown += 1
-        if shown % 500 == 0:
-            con.print(t)
-            t = block()
-    if t.row_count or not shown:
-        con.print(t)
+
+    def cells() -> Iterator[tuple[list[Any], str | None]]:
+        nonlocal altered
+        for e, sup in rows:
+            f = flat(e.record or {}, sup)
+            if e.verdict == ALTERED:
+                note, style = ALTERED_NOTE, "bold red"
+                altered += 1
+            else:
+                note = (f"superseded by {plain(sup)[:8]}" if sup else
+                        (f"corrects {plain(f['amends'])[:8]}" if f["amends"] else ""))
+                style = "dim strike" if sup else None
+            yield [Text(plain(f["id"])[:8]),
+                   _time(f["assessed_at"]).astimezone().strftime("%Y-%m-%d %H:%M"),
+                   Text(plain(f["patient_id"])), Text(plain(f["assessor"])),
+                   score_words(f["score_path"], f["ice_score"] if f["score_path"] != "capd"
+                               else f["capd_score"]),
+                   record_grade_text((e.record or {}).get("result") or {}), Text(note)], style
+
+    shown = _print_blocks(con, zip(cols, widths), "note", cells())
     tail = f"{plural(shown, 'assessment')} · {plain(where)}"
     if altered:
         tail += f" · {plural(altered, 'record')} ALTERED (icans log verify)"
@@ -378,7 +392,6 @@ def history(store: Store, patient: str, fmt: str, now: datetime,
 
 def _history_table(patient: str, rows: Iterator[_Row],
                    summary: Callable[[], dict[str, Any]]) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     from icans_cli.history import score_words
@@ -401,47 +414,35 @@ def _history_table(patient: str, rows: Iterator[_Row],
     widths = (16, 8, 10, 9, 16, 16) if wide else (11, 8, 8, 14)
     cols = (("assessed", "record", "assessor", "score", "grade", "drivers") if wide
             else ("assessed", "record", "score", "grade"))
-    shown = 0
 
-    def block() -> Table:
-        t = Table(show_header=not shown, box=None, pad_edge=False, padding=(0, 1))
-        for c, w in zip(cols, widths):
-            t.add_column(c, width=w, overflow="fold")
-        t.add_column("flags", ratio=1)
-        return t
+    def cells() -> Iterator[tuple[list[Any], str | None]]:
+        for r in rows:
+            e = r.entry
+            rec = e.record or {}
+            res = rec.get("result") or {}
+            status = res.get("status")
+            g = res.get("icans_grade") if status == "graded" else res.get("grade_at_least")
+            grade = Text(record_grade_text(res), style=GRADE_STYLE.get(g, "")
+                         if status == "graded" else "bold black on yellow")
+            note, style = "; ".join(r.flags), None
+            if e.verdict == ALTERED:
+                note, style = ALTERED_NOTE, "bold red"
+            elif r.superseded_by:
+                note, style = f"SUPERSEDED by {plain(r.superseded_by)[:8]}", "dim strike"
+            elif rec.get("amends"):
+                note = f"corrects {plain(rec['amends'])[:8]}" + ("; " + note if note else "")
+            path = res.get("score_path")
+            score = res.get("capd_score") if path == "capd" else res.get("ice_score")
+            row = [r.when.astimezone().strftime("%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"),
+                   Text(plain(rec.get("id"))[:8])]
+            if wide:
+                row.append(Text(plain(rec.get("assessor", ""))))
+            row += [score_words(path, score), grade]
+            if wide:
+                row.append(", ".join(res.get("drivers") or []) or "-")
+            yield [*row, Text(note, style="bold red" if r.flags else "dim")], style
 
-    t = block()
-    for r in rows:
-        e = r.entry
-        rec = e.record or {}
-        res = rec.get("result") or {}
-        status = res.get("status")
-        g = res.get("icans_grade") if status == "graded" else res.get("grade_at_least")
-        grade = Text(record_grade_text(res), style=GRADE_STYLE.get(g, "")
-                     if status == "graded" else "bold black on yellow")
-        note, style = "; ".join(r.flags), None
-        if e.verdict == ALTERED:
-            note, style = ALTERED_NOTE, "bold red"
-        elif r.superseded_by:
-            note, style = f"SUPERSEDED by {plain(r.superseded_by)[:8]}", "dim strike"
-        elif rec.get("amends"):
-            note = f"corrects {plain(rec['amends'])[:8]}" + ("; " + note if note else "")
-        path = res.get("score_path")
-        score = res.get("capd_score") if path == "capd" else res.get("ice_score")
-        cells = [r.when.astimezone().strftime("%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"),
-                 Text(plain(rec.get("id"))[:8])]
-        if wide:
-            cells.append(Text(plain(rec.get("assessor", ""))))
-        cells += [score_words(path, score), grade]
-        if wide:
-            cells.append(", ".join(res.get("drivers") or []) or "-")
-        t.add_row(*cells, Text(note, style="bold red" if r.flags else "dim"), style=style)
-        shown += 1
-        if shown % 500 == 0:
-            con.print(t)
-            t = block()
-    if t.row_count:
-        con.print(t)
+    _print_blocks(con, zip(cols, widths), "flags", cells())
     s = summary()
     for name, low, high in (("ice", 0, 10), ("capd", 0, 32)):
         vals = list(s["trend"][name])

@@ -44,6 +44,36 @@ from icans_cli.store.chain import (  # noqa: F401 - the seam's vocabulary
 _PATIENT = re.compile(rb'"patient_id":"((?:[^"\\]|\\.)*)"')
 
 
+def holds_patient(ids: Iterable[str]) -> Callable[[bytes], bool]:
+    """Whether a record's line names one of these spellings, found by its bytes (the canonical
+    JSON of `"patient_id":"..."`), without parsing it."""
+    needles = [b'"patient_id":' + json.dumps(i, ensure_ascii=False).encode() for i in ids]
+    return lambda data: any(n in data for n in needles)
+
+
+def spellings_in(lines: Iterable[bytes], typed: str, most: int | None = None) -> list[str]:
+    """The spellings of a pseudonym among records' lines, in the order they first appear,
+    read from each line's bytes (a record's canonical JSON) without parsing it; `most`: stop
+    once that many are found."""
+    from icans_cli.core.identifiers import patient_key
+
+    want, found, seen = patient_key(typed), [], set()
+    for data in lines:
+        m = _PATIENT.search(data)
+        if m is None or m.group(1) in seen:
+            continue
+        seen.add(m.group(1))
+        try:
+            pid = json.loads(b'"' + m.group(1) + b'"')
+        except ValueError:
+            continue
+        if isinstance(pid, str) and patient_key(pid) == want:
+            found.append(pid)
+            if most is not None and len(found) >= most:
+                break
+    return found
+
+
 class StoreError(Exception):
     """A problem with the store. Messages never carry a patient identifier."""
 
@@ -145,13 +175,7 @@ class Store:
         ids = self.spellings(patient) if patient is not None else None
         if ids is not None and not ids:
             return
-        want = None
-        if ids is not None:
-            needles = [b'"patient_id":' + json.dumps(i, ensure_ascii=False).encode()
-                       for i in ids]
-
-            def want(data: bytes) -> bool:
-                return any(n in data for n in needles)
+        want = holds_patient(ids) if ids is not None else None
         for entry in check_chain(self.lines(ids, after_seq), on_problem, want=want):
             if after_seq is not None and (entry.seq is None or entry.seq <= after_seq):
                 continue
@@ -177,21 +201,7 @@ class Store:
         """Every spelling of the pseudonym in the store (matched case- and
         separator-insensitively): ["PT-0042"] for "pt 0042". Read from the lines' bytes (a
         record's canonical JSON), without parsing them."""
-        from icans_cli.core.identifiers import patient_key
-
-        want, found, seen = patient_key(typed), [], set()
-        for raw in self.lines():
-            m = _PATIENT.search(raw.data)
-            if m is None or m.group(1) in seen:
-                continue
-            seen.add(m.group(1))
-            try:
-                pid = json.loads(b'"' + m.group(1) + b'"')
-            except ValueError:
-                continue
-            if isinstance(pid, str) and patient_key(pid) == want:
-                found.append(pid)
-        return found
+        return spellings_in((raw.data for raw in self.lines()), typed)
 
     def known_spelling(self, typed: str) -> str | None:
         """The spelling the store knows a pseudonym by (the typed one when it is known as
@@ -248,6 +258,15 @@ class Store:
         except (LockTimeout, Unavailable) as exc:
             keep(outbox, record)
             return Saved(record, False, str(exc))
+
+    def sync(self) -> tuple[int, int, list[str]]:
+        """Send what this workstation keeps for this store (its outbox), each once: (sent,
+        still kept, problems). Reads nothing of the store when nothing is kept."""
+        box = outbox_for(self)
+        if not any(True for _ in kept(box)):
+            return 0, 0, []
+        sent, problems = self.send_outbox(box)
+        return sent, sum(1 for _ in kept(box)), problems
 
     def send_outbox(self, outbox: Path) -> tuple[int, list[str]]:
         """Append what the outbox keeps, each once; (how many were sent, problems)."""

@@ -44,7 +44,6 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -560,10 +559,8 @@ class PostgresStore(Store):
         """The base class's answer (each spelling as the bytes of its first record give it,
         in the order of first appearance), reading only the rows whose patient_id column
         matches: the distinct values come from the index."""
-        import json
-
         from icans_cli.core.identifiers import patient_key
-        from icans_cli.store import _PATIENT
+        from icans_cli.store import spellings_in
 
         want = patient_key(typed)
         with self._errors("read it"):
@@ -573,23 +570,10 @@ class PostgresStore(Store):
         candidates = [pid for (pid,) in distinct if patient_key(pid) == want]
         if not candidates:
             return []
-        found: list[str] = []
-        seen: set[bytes] = set()
-        for (record,) in self._rows("SELECT record FROM icans.assessments WHERE patient_id "
-                                    "= ANY(%s) ORDER BY seq", (candidates,)):
-            m = _PATIENT.search(record.encode("utf-8"))
-            if m is None or m.group(1) in seen:
-                continue
-            seen.add(m.group(1))
-            try:
-                pid = json.loads(b'"' + m.group(1) + b'"')
-            except ValueError:
-                continue
-            if isinstance(pid, str) and patient_key(pid) == want:
-                found.append(pid)
-                if len(found) == len(candidates):
-                    break
-        return found
+        rows = self._rows("SELECT record FROM icans.assessments WHERE patient_id = ANY(%s) "
+                          "ORDER BY seq", (candidates,))
+        return spellings_in((record.encode("utf-8") for (record,) in rows), typed,
+                            most=len(candidates))
 
     def find(self, prefix: str) -> list[Entry]:
         if not prefix:
