@@ -43,6 +43,8 @@ def _chooser(patient: str | None, since: datetime | None, after_seq: int | None
     from icans_cli.history import _time
 
     key = patient_key(patient) if patient is not None else None
+    if key is None and since is None and after_seq is None:  # every assessment
+        return lambda e: e.record is not None and not e.record.get("kind")
 
     def chosen(e: Any) -> bool:
         rec = e.record
@@ -118,7 +120,8 @@ def _records(store: Store, p: Plan, patient: str | None, after_seq: int | None,
 
     wanted = holds_patient(store.spellings(patient)) if patient is not None else None
     for raw in store.lines():
-        if not raw.complete or raw.pos in p.altered_lines or not raw.data.strip():
+        if not raw.complete or raw.pos in p.altered_lines or not raw.data or \
+                raw.data.isspace():
             continue
         if wanted is not None and not wanted(raw.data):
             continue

@@ -31,12 +31,18 @@ seen, never the records or the entries.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Iterator, TextIO
+try:  # CPython's own SHA-1: for the 60 bytes of a uuid5 name, half the time of OpenSSL's
+    from _sha1 import sha1
+except ImportError:  # a Python built without it
+    from hashlib import sha1
+from json.encoder import encode_basestring as _encode_str  # as ensure_ascii=False writes
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, TextIO
 
 from icans_cli import __version__
 
@@ -115,15 +121,21 @@ class ExportSummary:
 _NS_BYTES = _NS.bytes
 
 
-def _uuid5(name: str) -> str:
-    """str(uuid.uuid5(_NS, name)), without building UUID objects (two per record entry)."""
-    from hashlib import sha1  # here: loading OpenSSL costs milliseconds at import
+# RFC 4122 4.3: the variant bits 10 over the high bits of byte 8 (its first hex digit)
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
-    h = bytearray(sha1(_NS_BYTES + name.encode("utf-8")).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5 (RFC 4122 4.3)
-    h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+def _uuid5(name: str) -> str:
+    """str(uuid.uuid5(_NS, name))."""
+    return _uuid5_of(_NS_BYTES + name.encode("utf-8"))
+
+
+def _uuid5_of(data: bytes) -> str:
+    """The uuid5 of the namespace and name bytes in `data`, from the SHA-1's hex digits (no
+    UUID objects: three per record): the version digit 5 in place of digit 12, the variant
+    in digit 16."""
+    x = sha1(data).hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 def _id(key: str, kind: str) -> str:
@@ -139,11 +151,16 @@ def _patient_id(system: str, value: str) -> str:
 class _Style:
     """How entries and references are written: collection or transaction."""
 
-    __slots__ = ("transaction", "patient_system")
+    __slots__ = ("transaction", "patient_system", "templates", "encode")
 
-    def __init__(self, transaction: bool, patient_system: str) -> None:
+    def __init__(self, transaction: bool, patient_system: str, streamed: bool = False) -> None:
         self.transaction = transaction
         self.patient_system = patient_system
+        # one encoder for every entry; no circular check (the entries are trees built here)
+        self.encode = json.JSONEncoder(ensure_ascii=False, check_circular=False,
+                                       separators=(",", ":")).encode  # compact: no blanks
+        # streamed: an assessment's entries are written from a template of its shape (below)
+        self.templates: dict[Any, _Template] | None = {} if streamed else None
 
     def ref(self, resource_type: str, rid: str) -> str:
         # Transaction: "Type/id", relative to the server base (references.html#literal). The
@@ -165,14 +182,17 @@ class _Style:
             e["request"] = {"method": "PUT", "url": f"{resource['resourceType']}/{rid}"}
         return e
 
-    def subject(self, rec: dict[str, Any]) -> dict[str, Any]:
-        pid = str(rec.get("patient_id", ""))
+    def subject_value(self, pid: str) -> str:
+        """What varies in the subject: the Patient entry's id, or the pseudonym."""
+        return _patient_id(self.patient_system, pid) if self.transaction else pid
+
+    def subject(self, value: str) -> dict[str, Any]:
         if self.transaction:
             # R4 http.html#trules: references to an entry's fullUrl are rewritten to the id the
             # server gives (here: the Patient's conditional create, see _patient_entry)
-            return {"reference": f"urn:uuid:{_patient_id(self.patient_system, pid)}"}
+            return {"reference": f"urn:uuid:{value}"}
         # R4 references.html#logical: a logical reference by identifier (valid in any Bundle)
-        return {"identifier": {"system": self.patient_system, "value": pid}}
+        return {"identifier": {"system": self.patient_system, "value": value}}
 
 
 def _search_token(system: str, value: str) -> str:
@@ -198,8 +218,22 @@ def _patient_entry(pid: str, system: str) -> dict[str, Any]:
                         "ifNoneExist": f"identifier={_search_token(system, pid)}"}}
 
 
+_LOGGED_TIME = re.compile(  # ASCII digits only (\d would take any script's)
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}").fullmatch
+
+
 def _time(value: Any) -> str:
     """A FHIR dateTime (with a time zone; seconds and zone make it an instant too)."""
+    if type(value) is str and _LOGGED_TIME(value) and not value.endswith("-00:00"):
+        # the form the log writes, seconds and an offset, is already the one written here:
+        # only checked to be a real date and time (no general parser)
+        try:
+            t = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if 2000 <= t.year <= 2100:
+                return value
     from icans_cli.core.errors import InvalidFinding
     from icans_cli.core.identifiers import parse_time
 
@@ -218,7 +252,7 @@ def _identifier(rid: str, kind: str) -> list[dict[str, Any]]:
 def _score_quantity(score: int) -> dict[str, Any]:
     # R4 datatypes.html#Quantity (qty-3: a code needs a system); UCUM {score} is an annotation
     # of the unity 1 (UCUM 2.1.4): a dimensionless score
-    return {"value": int(score), "unit": "score", "system": UCUM, "code": "{score}"}
+    return {"value": score, "unit": "score", "system": UCUM, "code": "{score}"}
 
 
 @lru_cache(maxsize=None)
@@ -242,75 +276,125 @@ def _not_taken_text(path: str) -> str:
 # not say which: amended is true of both. QuestionnaireResponse has no "corrected"
 # (codesystem-questionnaire-answers-status.html), so amended keeps a correction's resources in
 # step.
-def _assessment(rec: dict[str, Any], root: str, style: _Style
-                ) -> list[tuple[str, dict[str, Any]]]:
-    """The resources of one logged assessment as (kind, resource), with the ids of ``root``."""
-    rid = str(rec.get("id"))
+
+class _Shape(NamedTuple):
+    """What decides the structure of an assessment's resources; the values that vary from
+    record to record (ids, times, answers, names) are the facts' values beside it."""
+
+    path: str  # "ice" | "capd"
+    items: int  # item answers recorded (0: none)
+    score: bool  # a total was taken
+    weight: bool  # a weight was recorded
+    grade: int | None  # the grade, when graded
+    floor: int  # not assessable: the grade it is at least (0: unknown)
+    note: bool  # the grade's drivers are named
+    performer: bool  # an assessor is named
+    amended: bool  # a correction
+
+
+def _facts(rec: dict[str, Any], root: str, style: _Style) -> tuple[_Shape, dict[str, Any]]:
+    """A logged assessment read once: the shape of its resources and the values that fill
+    them, every value converted here (the builder below converts nothing)."""
     res = rec.get("result") or {}
     f = rec.get("findings") or {}
-    amended = bool(rec.get("amends"))
-    when = _time(rec.get("assessed_at"))
     path = "capd" if res.get("score_path") == "capd" else "ice"
+    # lists, not tuple(generator): that leaves a resized tuple in CPython's free list per
+    # record, up to 2,000 of them, which a memory measurement reads as growth
+    items: list[int] = []
+    if path == "ice" and f.get("ice_items"):
+        items = [int(f["ice_items"][key]) for key, _ in ICE_ITEMS]
+    elif path == "capd" and f.get("capd_items"):
+        items = [int(points) for _, points in zip(_capd_texts(), f["capd_items"])]
+    score = res.get("capd_score") if path == "capd" else res.get("ice_score")
+    weight = f.get("weight_kg")
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0
+            and math.isfinite(weight)):
+        weight = None  # a weight is a positive finite number (never written as Infinity)
+    graded = res.get("status") == "graded"
+    drivers = res.get("drivers") or []
     assessor = str(rec.get("assessor") or "").strip()
+    shape = _Shape(path, len(items), score is not None, weight is not None,
+                   int(res.get("icans_grade") or 0) if graded else None,
+                   0 if graded else int(res.get("grade_at_least") or 0),
+                   bool(drivers), bool(assessor), bool(rec.get("amends")))
+    ids = _NS_BYTES + root.encode("utf-8") + b"/"  # the resource ids: _id(root, kind)
+    v: dict[str, Any] = {"rid": str(rec.get("id")), "when": _time(rec.get("assessed_at")),
+                         "subject": style.subject_value(str(rec.get("patient_id", ""))),
+                         "qr": _uuid5_of(ids + b"QuestionnaireResponse"),
+                         "grade": _uuid5_of(ids + b"grade")}
+    if assessor:
+        v["assessor"] = assessor
+    if drivers:
+        v["note"] = "Driven by: " + ", ".join(drivers)
+    for i, answer in enumerate(items):
+        v[f"i{i}"] = answer
+    if score is not None:
+        v["score"], v["score_id"] = int(score), _uuid5_of(ids + b"score")
+    if weight is not None:
+        v["weight"], v["weight_id"] = weight, _uuid5_of(ids + b"weight")
+    return shape, v
+
+
+def _build(s: _Shape, v: Mapping[str, Any], style: _Style
+           ) -> list[tuple[str, dict[str, Any]]]:
+    """The resources of one logged assessment as (kind, resource): the structure from the
+    shape, every value from ``v`` as it is."""
+    when, rid = v["when"], v["rid"]
     # R4 observation-definitions.html#Observation.performer: Reference(Practitioner|...);
     # display-only is valid in R4 (no ref-2 until R5)
-    performer = {"performer": [{"display": assessor}]} if assessor else {}
-    subject = style.subject(rec)
+    performer = {"performer": [{"display": v["assessor"]}]} if s.performer else {}
+    subject = style.subject(v["subject"])
     out: list[tuple[str, dict[str, Any]]] = []
 
-    items: list[dict[str, Any]] = []
-    if path == "ice" and f.get("ice_items"):
-        for key, text in ICE_ITEMS:
-            items.append({"linkId": key, "text": text,
-                          "answer": [{"valueInteger": int(f["ice_items"][key])}]})
-    elif path == "capd" and f.get("capd_items"):
-        for text, (i, points) in zip(_capd_texts(), enumerate(f["capd_items"], 1)):
-            items.append({"linkId": f"capd-{i}", "text": text,
-                          "answer": [{"valueInteger": int(points)}]})
-    score = res.get("capd_score") if path == "capd" else res.get("ice_score")
-    if score is not None:
-        items.append({"linkId": f"{path}-total", "text": f"{path.upper()} total",
-                      "answer": [{"valueInteger": int(score)}]})
+    if s.path == "ice":
+        questions = [(key, text) for key, text in ICE_ITEMS]
+    else:
+        questions = [(f"capd-{i}", text) for i, text in enumerate(_capd_texts(), 1)]
+    items = [{"linkId": key, "text": text, "answer": [{"valueInteger": v[f"i{i}"]}]}
+             for i, (key, text) in enumerate(questions[:s.items])]
+    if s.score:
+        items.append({"linkId": f"{s.path}-total", "text": f"{s.path.upper()} total",
+                      "answer": [{"valueInteger": v["score"]}]})
     if not items:
-        items.append({"linkId": "not-taken", "text": _not_taken_text(path),
+        items.append({"linkId": "not-taken", "text": _not_taken_text(s.path),
                       "answer": [{"valueBoolean": True}]})
     qr: dict[str, Any] = {
-        "resourceType": "QuestionnaireResponse", "id": _id(root, "QuestionnaireResponse"),
+        "resourceType": "QuestionnaireResponse", "id": v["qr"],
         "identifier": _identifier(rid, "qr")[0],  # 0..1 in R4
         # R4 questionnaireresponse-definitions.html#QuestionnaireResponse.questionnaire:
         # canonical(Questionnaire), "url|version"; canonicals are not rewritten (http.html#trules)
-        "questionnaire": QUESTIONNAIRE[path],
+        "questionnaire": QUESTIONNAIRE[s.path],
         # R4 QuestionnaireResponse.status (required binding): completed | amended
-        "status": "amended" if amended else "completed",
+        "status": "amended" if s.amended else "completed",
         "subject": subject, "authored": when}
-    if assessor:
-        qr["author"] = {"display": assessor}
+    if s.performer:
+        qr["author"] = {"display": v["assessor"]}
     qr["item"] = items
     out.append(("QuestionnaireResponse", qr))
-    qr_ref = style.ref("QuestionnaireResponse", qr["id"])
-    obs_status = "amended" if amended else "final"  # R4 Observation.status: see above
+    qr_ref = style.ref("QuestionnaireResponse", v["qr"])
+    obs_status = "amended" if s.amended else "final"  # R4 Observation.status: see above
 
     derived = [{"reference": qr_ref}]
-    if score is not None:
-        obs = {"resourceType": "Observation", "id": _id(root, "score"),
+    if s.score:
+        obs = {"resourceType": "Observation", "id": v["score_id"],
                "identifier": _identifier(rid, "score"), "status": obs_status,
                "category": [{"coding": [{"system": OBS_CATEGORY, "code": "survey",
                                          "display": "Survey"}]}],
-               "code": {"coding": [{"system": CODES, "code": f"{path}-score",
-                                    "display": f"{path.upper()} total"}],
-                        "text": "ICE score (0-10)" if path == "ice" else "CAPD total (0-32)"},
+               "code": {"coding": [{"system": CODES, "code": f"{s.path}-score",
+                                    "display": f"{s.path.upper()} total"}],
+                        "text": "ICE score (0-10)" if s.path == "ice" else "CAPD total (0-32)"},
                "subject": subject, "effectiveDateTime": when, **performer,
-               "valueQuantity": _score_quantity(score), "derivedFrom": [{"reference": qr_ref}]}
+               "valueQuantity": _score_quantity(v["score"]),
+               "derivedFrom": [{"reference": qr_ref}]}
         out.append(("score", obs))
-        derived.append({"reference": style.ref("Observation", obs["id"])})
+        derived.append({"reference": style.ref("Observation", v["score_id"])})
 
-    out.append(("grade", _grade_observation(rec, res, root, when, obs_status, subject, performer,
+    out.append(("grade", _grade_observation(s, v, when, obs_status, subject, performer,
                                             derived)))
 
-    weight = f.get("weight_kg")
-    if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0:
+    if s.weight:
         out.append(("weight", {
-            "resourceType": "Observation", "id": _id(root, "weight"),
+            "resourceType": "Observation", "id": v["weight_id"],
             "identifier": _identifier(rid, "weight"), "status": obs_status,
             # R4 observation-vitalsigns.html: a body weight is a vital sign: category
             # vital-signs, LOINC 29463-7, a UCUM quantity (kg)
@@ -319,23 +403,30 @@ def _assessment(rec: dict[str, Any], root: str, style: _Style
             "code": {"coding": [{"system": LOINC, "code": BODY_WEIGHT[0],
                                  "display": BODY_WEIGHT[1]}], "text": "Body weight"},
             "subject": subject, "effectiveDateTime": when, **performer,
-            "valueQuantity": {"value": weight, "unit": "kg", "system": UCUM, "code": "kg"}}))
+            "valueQuantity": {"value": v["weight"], "unit": "kg", "system": UCUM,
+                              "code": "kg"}}))
     return out
 
 
-def _grade_observation(rec: dict[str, Any], res: dict[str, Any], root: str, when: str,
-                       status: str, subject: dict[str, Any], performer: dict[str, Any],
+def _assessment(rec: dict[str, Any], root: str, style: _Style
+                ) -> list[tuple[str, dict[str, Any]]]:
+    """The resources of one logged assessment as (kind, resource), with the ids of ``root``."""
+    shape, v = _facts(rec, root, style)
+    return _build(shape, v, style)
+
+
+def _grade_observation(s: _Shape, v: Mapping[str, Any], when: str, status: str,
+                       subject: dict[str, Any], performer: dict[str, Any],
                        derived: list[dict[str, str]]) -> dict[str, Any]:
-    graded = res.get("status") == "graded"
-    if graded:
-        g = int(res.get("icans_grade") or 0)
+    if s.grade is not None:
+        g = s.grade
         coding = [{"system": CODES, "code": f"grade-{g}", "display": f"ICANS grade {g}"}]
         if g in ICD_BY_GRADE:
             code, display = ICD_BY_GRADE[g]
             coding.append({"system": ICD10CM, "code": code, "display": display})
         text = f"ICANS grade {g} (ASTCT 2019)"
     else:
-        floor = int(res.get("grade_at_least") or 0)
+        floor = s.floor
         coding = [{"system": CODES, "code": "not-assessable",
                    "display": "ICANS not assessable (another cause)"}]
         if floor >= 1:
@@ -344,8 +435,8 @@ def _grade_observation(rec: dict[str, Any], res: dict[str, Any], root: str, when
         text = (f"ICANS not assessable: at least grade {floor}" if floor
                 else "ICANS not assessable: grade unknown")
     obs: dict[str, Any] = {
-        "resourceType": "Observation", "id": _id(root, "grade"),
-        "identifier": _identifier(str(rec.get("id")), "grade"), "status": status,
+        "resourceType": "Observation", "id": v["grade"],
+        "identifier": _identifier(v["rid"], "grade"), "status": status,
         "category": [{"coding": [{"system": OBS_CATEGORY, "code": "exam", "display": "Exam"}]}],
         "code": {"coding": [{"system": CODES, "code": "icans-grade",
                              "display": "ICANS grade (ASTCT 2019)"}],
@@ -354,17 +445,82 @@ def _grade_observation(rec: dict[str, Any], res: dict[str, Any], root: str, when
         "valueCodeableConcept": {"coding": coding, "text": text},
         "derivedFrom": derived,
     }
-    drivers = res.get("drivers") or []
-    if drivers:
-        obs["note"] = [{"text": "Driven by: " + ", ".join(drivers)}]
+    if s.note:
+        obs["note"] = [{"text": v["note"]}]
     return obs
 
 
+# --- templates: the entries of an assessment written as text -------------------------------------
+# Most of an assessment's entries is the same for every record of one shape (codes, systems,
+# displays, the structure). The streamed Bundle builds each shape's entries once from the
+# builder above, with a marker in place of each value, encodes them, and keeps the text as a
+# %-template; a record then costs its values' encoding and one formatting, not a tree's. The
+# dict path (``bundle``, corrections, withdrawn resources) and the text path share the builder;
+# a test holds them equal.
+
+# the values _facts gives as numbers (a finite int or float); every other value is a string
+_NUMBERS = frozenset({"score", "weight", *(f"i{i}" for i in range(8))})  # i: item answers
+
+
+class _Marks(dict):  # type: ignore[type-arg]
+    """The values of a template: a marker for any name."""
+
+    def __missing__(self, name: str) -> str:
+        return f"\x01{name}\x02"
+
+
+# a marker as a whole JSON value, or inside a string (as JSON encodes \x01 and \x02)
+_MARK = re.compile(r'"\\u0001(\w+)\\u0002"|\\u0001(\w+)\\u0002')
+
+
+class _Template:
+    """The entries of one shape as text, an entry per line: a function of the values, made
+    once per shape, the static text its constants and each value encoded once."""
+
+    __slots__ = ("fill", "entries")
+
+    def __init__(self, texts: list[str]) -> None:
+        split = _MARK.split(",\n".join(texts))  # static, whole name, inner name, static, ...
+        names = sorted({whole or inner for whole, inner in zip(split[1::3], split[2::3])})
+        assert all(name.isidentifier() for name in names)  # the builder's own names
+        code = ["def fill(v):"]
+        for name in names:
+            # a number as json writes a finite int or float (its repr); a string as JSON
+            # encodes it (ensure_ascii=False), without its quotes: they are static text
+            code.append(f"    x_{name} = " + (f"repr(v[{name!r}])" if name in _NUMBERS
+                                               else f"_encode_str(v[{name!r}])[1:-1]"))
+        statics, values = [split[0]], []  # static text, and the value after each piece
+        for whole, inner, static in zip(split[1::3], split[2::3], split[3::3]):
+            quote = '"' if whole and whole not in _NUMBERS else ""
+            statics[-1] += quote
+            values.append(f"x_{whole or inner}")
+            statics.append(quote + static)
+        parts = [repr(statics[0])]
+        for value, static in zip(values, statics[1:]):
+            parts += [value, repr(static)]
+        code.append(f"    return ''.join(({', '.join(parts)}))")
+        scope: dict[str, Any] = {"_encode_str": _encode_str}
+        exec(compile("\n".join(code), "<fhir template>", "exec"), scope)  # noqa: S102
+        self.fill: Callable[[Mapping[str, Any]], str] = scope["fill"]
+        self.entries = len(texts)
+
+
 def _record_entries(rec: dict[str, Any], style: _Style, root: str, replaced_in_bundle: bool,
-                    withdrawn: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries of one record. ``withdrawn``: resources (by kind) an earlier version of the
-    assessment had and this one has not; they are sent again as entered-in-error."""
-    kinds = _assessment(rec, root, style)
+                    withdrawn: dict[str, dict[str, Any]]) -> tuple[int, list[Any]]:
+    """The entries of one record, and how many: as dicts, or (a streamed Bundle) as one text
+    of an entry per line, from the template of the record's shape. ``withdrawn``: resources
+    (by kind) an earlier version of the assessment had and this one has not; they are sent
+    again as entered-in-error."""
+    shape, v = _facts(rec, root, style)
+    if style.templates is not None and not withdrawn and not shape.amended:
+        template = style.templates.get(shape)
+        if template is None:
+            template = _Template([style.encode(style.entry(r))
+                                  for _, r in _build(shape, _Marks(), style)])
+            if len(style.templates) < 1024:  # bounded: shapes are few, a log's oddities not
+                style.templates[shape] = template
+        return template.entries, [template.fill(v)]
+    kinds = _build(shape, v, style)
     resources = [r for _, r in kinds]
     have = {k for k, _ in kinds}
     for kind, old in withdrawn.items():
@@ -379,7 +535,7 @@ def _record_entries(rec: dict[str, Any], style: _Style, root: str, replaced_in_b
     if old_id:
         entries.append(style.entry(_provenance(rec, str(old_id), resources, style,
                                                replaced_in_bundle)))
-    return entries
+    return len(entries), entries
 
 
 def _provenance(rec: dict[str, Any], old: str, targets: list[dict[str, Any]], style: _Style,
@@ -409,7 +565,7 @@ def record_entries(rec: dict[str, Any], replaced_in_bundle: bool = False, *,
     A correction names the record it corrects by identifier, and by reference too when
     ``replaced_in_bundle`` (a collection that holds that record)."""
     style = _Style(transaction, patient_system or PSEUDONYM)
-    return _record_entries(rec, style, root or str(rec.get("id")), replaced_in_bundle, {})
+    return _record_entries(rec, style, root or str(rec.get("id")), replaced_in_bundle, {})[1]
 
 
 # --- the definitions: Questionnaires and the CodeSystem -------------------------------------------
@@ -511,8 +667,9 @@ def _bundle_head(transaction: bool, log_head: str | None, now: datetime | None
 
 
 def _entries(records: Callable[[], Iterable[dict[str, Any]]], summary: ExportSummary,
-             style: _Style) -> Iterator[dict[str, Any]]:
-    """Every entry of the Bundle, one at a time, counted into ``summary``."""
+             style: _Style) -> Iterator[Any]:
+    """Every entry of the Bundle, one at a time (a dict; or text, an entry per line, of the
+    entries of one assessment from a template), counted into ``summary``."""
     fixes = _Corrections.of(records())  # pass 1
     patients: set[str] = set()  # transaction: one Patient entry per patient (bdl-7, #trules)
     shown: set[str] = set()  # collection: the corrected records already written
@@ -540,15 +697,14 @@ def _entries(records: Callable[[], Iterable[dict[str, Any]]], summary: ExportSum
                 patients.add(pid)
                 summary.entries += 1
                 yield _patient_entry(pid, style.patient_system)
-            entries = _record_entries(rec, style, root, False, withdrawn.pop(root, {}))
+            n, entries = _record_entries(rec, style, root, False, withdrawn.pop(root, {}))
         else:
-            entries = _record_entries(rec, style, rid, str(rec.get("amends")) in shown, {})
+            n, entries = _record_entries(rec, style, rid, str(rec.get("amends")) in shown, {})
             if rid in fixes.named:
                 shown.add(rid)
         summary.assessments += 1
-        for e in entries:
-            summary.entries += 1
-            yield e
+        summary.entries += n
+        yield from entries
     # the definitions last (a collection's first entry stays the first QuestionnaireResponse);
     # they also keep "entry" from being an empty array, which FHIR JSON does not allow
     # (R4 json.html)
@@ -568,15 +724,14 @@ def write_bundle(records: Callable[[], Iterable[dict[str, Any]]], out: TextIO, *
     patient identifiers (default ``PSEUDONYM``). ``log_head``: "SEQ:HASH" of the log, stated in
     Bundle.meta.tag. Raises ValueError on a malformed ``log_head`` (before writing anything).
     """
-    style = _Style(transaction, patient_system or PSEUDONYM)
+    style = _Style(transaction, patient_system or PSEUDONYM, streamed=True)
     summary = ExportSummary()
-    # one encoder for every entry; no circular check (the entries are trees built here)
-    encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+    encode = style.encode
     head = encode(_bundle_head(transaction, log_head, now))
     out.write(head[:-1] + ', "entry": [\n')  # the head object, still open
     sep = ""
-    for entry in _entries(records, summary, style):
-        out.write(sep + encode(entry))
+    for entry in _entries(records, summary, style):  # text (from a template) or a dict
+        out.write(sep + (entry if type(entry) is str else encode(entry)))
         sep = ",\n"
     out.write("\n]}\n")
     return summary

@@ -139,3 +139,38 @@ def test_patients_and_record_ids_complete_from_the_log(tmp_path):
         r = subprocess.run(ICANS_SCRIPT[:1], env=env, capture_output=True, text=True,
                            timeout=60)
         assert expected in r.stdout.split(), (words, r.stdout)
+
+
+# --- a large output: written in large blocks, handed to the disk as it goes -----------------------
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise is POSIX-only")
+def test_o_file_is_handed_to_the_disk_as_it_is_written_and_the_bundle_is_whole(tmp_path,
+                                                                              monkeypatch):
+    from icans_cli import batchrun
+
+    path = tmp_path / "l.jsonl"
+    for i in range(40):
+        log.append(path, body(f"PT-{i % 3}", ice=i % 11, hours=i))
+    plain = export(path).stdout  # standard output: no temporary file
+    advised = []
+    real = os.posix_fadvise
+
+    def fadvise(fd, offset, length, advice):
+        advised.append((offset, length, advice))
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(batchrun._TempFile, "STEP", 4096)
+    monkeypatch.setattr(batchrun.os, "posix_fadvise", fadvise)
+    out = tmp_path / "bundle.json"
+    r = export(path, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    text = out.read_text(encoding="utf-8")
+    drop = {"timestamp"}  # the only value that differs between two exports
+    assert {k: v for k, v in json.loads(text).items() if k not in drop} == \
+        {k: v for k, v in json.loads(plain).items() if k not in drop}
+    # the ranges handed on follow each other from the start, each at least a step long
+    assert advised and advised[0][0] == 0
+    assert all(a[0] + a[1] == b[0] for a, b in zip(advised, advised[1:]))
+    assert all(length >= 4096 and advice == os.POSIX_FADV_DONTNEED
+               for _, length, advice in advised)
+    assert advised[-1][0] + advised[-1][1] <= len(text.encode("utf-8"))

@@ -506,3 +506,77 @@ def test_write_bundle_memory_stays_flat_with_the_number_of_records(transaction):
     large, summary = _peak(2_000, transaction)
     assert summary.assessments == 2_000 - (10 if transaction else 0)
     assert large <= 1.3 * small, (small, large)
+
+
+# --- the streamed text and the dicts are one Bundle ------------------------------------------------
+# The streamed Bundle writes an assessment's entries from a template of its shape (the builder's
+# entries encoded once with markers); bundle() builds every entry as a dict. For any records,
+# both must be the same Bundle, entry for entry, and the text must keep an entry per line.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# text with what JSON and the templates must escape or leave alone: quotes, backslashes, the
+# markers' own control characters, %, braces, line separators, non-ASCII
+_TEXT = st.text(alphabet=st.sampled_from(list('ab"\\%{}\x01\x02\n\u2028é日 /|$,')), max_size=12)
+_TIMES = st.sampled_from(["2026-11-27T08:00:00+00:00", "2026-11-27T08:00:00Z",
+                          "2026-11-27T09:30:00.123456+01:00", "2031-02-03T04:05:06-05:30",
+                          "2026-W48-5T08:00:00+00:00", "2026-11-27T08:00"])
+
+
+@st.composite
+def _record(draw, i):
+    path = draw(st.sampled_from(["ice", "capd"]))
+    graded = draw(st.booleans())
+    ice_items = draw(st.none() | st.fixed_dictionaries(
+        {k: st.integers(0, 4) for k, _ in fhir.ICE_ITEMS}))
+    capd_items = draw(st.none() | st.lists(st.integers(0, 4), min_size=8, max_size=8))
+    return {
+        "id": draw(st.sampled_from([f"rec-{i}", f"r\"{i}%s{{}}", f"日-{i}\\"])),
+        "seq": i + 1, "recorded_at": "2026-11-27T08:00:00+00:00",
+        "assessed_at": draw(_TIMES), "patient_id": draw(_TEXT), "source": "batch",
+        "assessor": draw(st.none() | _TEXT),
+        "findings": {"ice_items": ice_items, "capd_items": capd_items,
+                     "weight_kg": draw(st.none() | st.sampled_from(
+                         [70, 70.5, 0, -3, 12.25, 1e-3, True, 1e308]))},
+        "result": {"status": "graded" if graded else "not_assessable",
+                   "icans_grade": draw(st.integers(0, 4)) if graded else None,
+                   "grade_at_least": draw(st.none() | st.integers(0, 4)),
+                   "drivers": draw(st.lists(_TEXT, max_size=3)),
+                   "ice_score": draw(st.none() | st.integers(0, 10)),
+                   "capd_score": draw(st.none() | st.integers(0, 32)),
+                   "score_path": path},
+        "amends": None}
+
+
+@st.composite
+def _records(draw):
+    recs = [draw(_record(i)) for i in range(draw(st.integers(1, 6)))]
+    for i in range(1, len(recs)):  # some records correct the one before them
+        if draw(st.booleans()) and draw(st.booleans()):
+            recs[i]["amends"] = recs[i - 1]["id"]
+    ids = [r["id"] for r in recs]
+    if len(set(ids)) != len(ids):  # ids are unique in a log
+        for i, r in enumerate(recs):
+            r["id"] = f"rec-{i}"
+        for i in range(1, len(recs)):
+            if recs[i]["amends"]:
+                recs[i]["amends"] = f"rec-{i - 1}"
+    return recs
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recs=_records(), transaction=st.booleans(),
+       system=st.sampled_from([None, HOSPITAL, "urn:oid:1.2.3"]))
+def test_streamed_text_and_dicts_are_the_same_bundle_for_any_records(recs, transaction, system):
+    out = io.StringIO()
+    summary = fhir.write_bundle(lambda: iter(recs), out, transaction=transaction,
+                                patient_system=system, now=NOW)
+    text = out.getvalue()
+    streamed = json.loads(text)
+    assert streamed == fhir.bundle(iter(recs), NOW, transaction=transaction,
+                                   patient_system=system)
+    # an entry per line (a string's newline is escaped; U+2028 may stay raw in JSON), and the
+    # summary counts what was written
+    assert text.count("\n") == len(streamed["entry"]) + 2 == summary.entries + 2
+    assert "Infinity" not in text and "NaN" not in text

@@ -694,3 +694,17 @@ def test_history_is_in_time_assessed_order_whatever_order_the_records_were_saved
     got = [json.loads(x) for x in r.stdout.splitlines()]
     assert [g["seq"] for g in got] == [
         seq for _, seq in sorted((h, i + 1) for i, h in enumerate(hours))]
+
+
+def test_an_acknowledgement_across_a_read_block_boundary_is_found(tmp_path):
+    # the acknowledgement scan searches the file's bytes in 1 MB blocks before reading lines
+    from icans_cli.store.jsonl import JsonlStore
+
+    needle = b'"tail_acknowledgement"'
+    block = 1 << 20
+    for start in range(block - len(needle) - 1, block + 2):
+        path = tmp_path / f"l{start}.jsonl"
+        path.write_bytes(b"x" * start + needle + b"y" * 10)
+        assert JsonlStore(path)._holds(needle), start
+    path.write_bytes(b"x" * (2 * block))
+    assert not JsonlStore(path)._holds(needle)

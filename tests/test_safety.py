@@ -140,21 +140,14 @@ def test_disk_full_during_o_leaves_no_temporary_file(tmp_path, small, monkeypatc
 
     import icans_cli.batchrun as br
 
-    real_open = br.io.open
+    real_write = br._TempFile.write
 
-    def full_disk(*a, **kw):
-        fh = real_open(*a, **kw)
-        real_write = fh.write
+    def full_disk(self, b):  # the temporary file's bytes, as the buffer hands them on
+        if self.tell() + len(b) > 100:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, b)
 
-        def write(text):
-            if fh.tell() > 100:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real_write(text)
-
-        fh.write = write
-        return fh
-
-    monkeypatch.setattr(br.io, "open", full_disk)
+    monkeypatch.setattr(br._TempFile, "write", full_disk)
     out = tmp_path / "out.csv"
     r = runner.invoke(app, ["grade", str(small), "-f", "csv", "-o", str(out)])
     assert r.exit_code == 3 and "the disk is full" in r.stderr

@@ -392,10 +392,34 @@ class JsonlStore(Store):
         return super().head()
 
     def acknowledged(self) -> set[str]:
-        """The fragments acknowledgement records name (a cheap byte scan)."""
+        """The fragments acknowledgement records name: a byte search of the file in large
+        blocks, and the lines read only when it holds an acknowledgement at all."""
         from icans_cli.store.chain import acknowledged_fragments
 
+        if not self._holds(b'"' + TAIL_ACK.encode() + b'"'):
+            return set()
         return acknowledged_fragments(self.lines())
+
+    def _holds(self, needle: bytes) -> bool:
+        """Whether the file's bytes hold `needle` (blocks overlap by its length, so one cut
+        by a block's end is found)."""
+        if not _check_regular(self.path):
+            return False
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot read the log {self.path}: {exc.strerror}") from None
+        with fh:
+            carry = b""
+            while True:
+                block = fh.read(1 << 20)
+                if not block:
+                    return False
+                if needle in carry + block[:len(needle)] or needle in block:
+                    return True
+                carry = block[-len(needle):]
 
     def entries(self, patient: str | None = None, after_seq: int | None = None,
                 on_problem: Callable[[Problem], None] | None = None):  # type: ignore[override]
