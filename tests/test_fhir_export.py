@@ -508,7 +508,7 @@ def test_write_bundle_memory_stays_flat_with_the_number_of_records(transaction):
     assert large <= 1.3 * small, (small, large)
 
 
-# --- the streamed text and the dicts are one Bundle ------------------------------------------------
+# --- the streamed text and the dicts are one Bundle ----------------------------------------------
 # The streamed Bundle writes an assessment's entries from a template of its shape (the builder's
 # entries encoded once with markers); bundle() builds every entry as a dict. For any records,
 # both must be the same Bundle, entry for entry, and the text must keep an entry per line.
