@@ -37,14 +37,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
-try:  # CPython's own SHA-1: for the 60 bytes of a uuid5 name, half the time of OpenSSL's
-    from _sha1 import sha1
-except ImportError:  # a Python built without it
-    from hashlib import sha1
 from json.encoder import encode_basestring as _encode_str  # as ensure_ascii=False writes
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, TextIO
 
 from icans_cli import __version__
+
+try:  # CPython's own SHA-1: for the 60 bytes of a uuid5 name, half the time of OpenSSL's
+    from _sha1 import sha1
+except ImportError:  # a Python built without it
+    from hashlib import sha1
 
 # --- systems and canonical URLs -------------------------------------------------------------------
 # Every local system and canonical is an http(s) URL under one base (R4 codesystem-definitions.html
