@@ -162,6 +162,7 @@ CHANGES = [("ICE 10 → ICE 3, grade 0 → 2 since 2026-11-28 08:00 (24.0 h ago)
            ("CAPD 6, grade 1 2.0 h ago → not assessable now (at least grade 3)", False)]
 
 
+@pytest.mark.slow  # a matrix of 2,240 screens: the whole suite runs it, the second Python not
 @pytest.mark.parametrize("age", [None, 6, 15, 50])
 @pytest.mark.parametrize("crs", [None, 0, 2, 3, 4])
 @pytest.mark.parametrize("case", range(len(WORST)))
