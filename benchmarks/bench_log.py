@@ -102,10 +102,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_icans(out: Path, *args: str) -> tuple[float, int]:
-    """(seconds, peak RSS in KB) of one icans command in a fresh process, output to `out`."""
+    """(seconds, peak RSS in KB) of one icans command in a fresh process, output to `out`;
+    compiled modules cached in the run's folder (as an install has them), never the project."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(out.parent / "pycache")
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", COMMAND, str(out), *args], cwd=ROOT,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t
     last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "0"
     return elapsed, int(last) if last.isdigit() else 0
