@@ -220,7 +220,7 @@ def _patient_entry(pid: str, system: str) -> dict[str, Any]:
 
 
 _LOGGED_TIME = re.compile(  # ASCII digits only (\d would take any script's)
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}").fullmatch
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-5][0-9]").fullmatch
 
 
 def _time(value: Any) -> str:
@@ -309,8 +309,8 @@ def _facts(rec: dict[str, Any], root: str, style: _Style) -> tuple[_Shape, dict[
     score = res.get("capd_score") if path == "capd" else res.get("ice_score")
     weight = f.get("weight_kg")
     if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0
-            and math.isfinite(weight)):
-        weight = None  # a weight is a positive finite number (never written as Infinity)
+            and (isinstance(weight, int) or math.isfinite(weight))):
+        weight = None  # a positive number, never Infinity (an int of any size is finite)
     graded = res.get("status") == "graded"
     drivers = res.get("drivers") or []
     assessor = str(rec.get("assessor") or "").strip()
@@ -455,7 +455,8 @@ def _grade_observation(s: _Shape, v: Mapping[str, Any], when: str, status: str,
 # Most of an assessment's entries is the same for every record of one shape (codes, systems,
 # displays, the structure). The streamed Bundle builds each shape's entries once from the
 # builder above, with a marker in place of each value, encodes them, and keeps the text as a
-# %-template; a record then costs its values' encoding and one formatting, not a tree's. The
+# function joining static text and values; a record then costs its values' encoding and one
+# join, not a tree's. The
 # dict path (``bundle``, corrections, withdrawn resources) and the text path share the builder;
 # a test holds them equal.
 

@@ -521,7 +521,8 @@ from hypothesis import strategies as st  # noqa: E402
 _TEXT = st.text(alphabet=st.sampled_from(list('ab"\\%{}\x01\x02\n\u2028é日 /|$,')), max_size=12)
 _TIMES = st.sampled_from(["2026-11-27T08:00:00+00:00", "2026-11-27T08:00:00Z",
                           "2026-11-27T09:30:00.123456+01:00", "2031-02-03T04:05:06-05:30",
-                          "2026-W48-5T08:00:00+00:00", "2026-11-27T08:00"])
+                          "2026-W48-5T08:00:00+00:00", "2026-11-27T08:00",
+                          "2026-11-27T08:00:00+00:60", "2026-11-27T08:00:00-00:00"])
 
 
 @st.composite
@@ -538,7 +539,7 @@ def _record(draw, i):
         "assessor": draw(st.none() | _TEXT),
         "findings": {"ice_items": ice_items, "capd_items": capd_items,
                      "weight_kg": draw(st.none() | st.sampled_from(
-                         [70, 70.5, 0, -3, 12.25, 1e-3, True, 1e308]))},
+                         [70, 70.5, 0, -3, 12.25, 1e-3, True, 1e308, 10 ** 400]))},
         "result": {"status": "graded" if graded else "not_assessable",
                    "icans_grade": draw(st.integers(0, 4)) if graded else None,
                    "grade_at_least": draw(st.none() | st.integers(0, 4)),
@@ -574,9 +575,40 @@ def test_streamed_text_and_dicts_are_the_same_bundle_for_any_records(recs, trans
                                 patient_system=system, now=NOW)
     text = out.getvalue()
     streamed = json.loads(text)
-    assert streamed == fhir.bundle(iter(recs), NOW, transaction=transaction,
-                                   patient_system=system)
+    as_dicts = fhir.bundle(iter(recs), NOW, transaction=transaction, patient_system=system)
+    assert streamed == as_dicts
+    # and the same text, character for character (parsed JSON would take 1 for 1.0 or True)
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    assert text.split("\n")[1:-2] == [compact(e) + "," for e in as_dicts["entry"][:-1]] + \
+        [compact(as_dicts["entry"][-1])]
     # an entry per line (a string's newline is escaped; U+2028 may stay raw in JSON), and the
     # summary counts what was written
     assert text.count("\n") == len(streamed["entry"]) + 2 == summary.entries + 2
     assert "Infinity" not in text and "NaN" not in text
+
+
+@pytest.mark.parametrize("value", [
+    "2026-11-27T08:00:00+00:00", "2026-11-27T08:00:00-05:30", "2026-11-27T23:59:59+14:00",
+    "2026-11-27T08:00:00+00:60",  # minutes past 59 roll into the hour: +01:00
+    "2026-11-27T08:00:00-00:00",  # written +00:00
+    "2026-11-27T08:00:00Z", "2026-11-27T08:00:00.5+00:00", "2100-12-31T23:59:59+00:00"])
+def test_a_logged_time_is_written_as_the_general_parser_writes_it(value):
+    # the fast path for the form the log writes gives what the general parser gives
+    from icans_cli.core.identifiers import parse_time
+
+    assert fhir._time(value) == parse_time(value).isoformat(timespec="seconds")
+
+
+def test_a_weight_of_any_size_is_exported_and_one_that_is_not_finite_is_not():
+    from tests.helpers import body as make_body
+
+    def weights(w):
+        rec = make_body(ice=7)
+        rec.update(id="r1", seq=1, findings={**rec["findings"], "weight_kg": w})
+        b = fhir.bundle([rec], NOW)
+        return [e["resource"]["valueQuantity"]["value"] for e in b["entry"]
+                if e["resource"].get("code", {}).get("text") == "Body weight"]
+
+    assert weights(10 ** 400) == [10 ** 400]  # a JSON integer; float() of it overflows
+    assert weights(70.5) == [70.5]
+    assert weights(float("inf")) == [] and weights(float("nan")) == []
