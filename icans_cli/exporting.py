@@ -34,6 +34,10 @@ class Plan:
     altered_lines: set[int] = field(default_factory=set)
     problems: int = 0
     log_head: str | None = None
+    # what the check read: the second pass exports nothing after it (a record appended while
+    # the export runs is for the next export, never exported unchecked)
+    last_line: int | None = None
+    upto_seq: int | None = None  # the head's seq, when the log is intact
 
 
 def _chooser(patient: str | None, since: datetime | None, after_seq: int | None
@@ -81,14 +85,20 @@ def plan(store: Store, *, patient: str | None = None, since: datetime | None = N
             p.left_out.append(f"line {pr.line}: {pr.message}")
 
     acks = store.acknowledged() if hasattr(store, "acknowledged") else frozenset()
-    for e in check_chain(store.lines(), problem, acks,
+    head = store.head()  # taken first: the check reads it and anything appended after it
+
+    def read() -> Iterator[Any]:
+        for raw in store.lines():
+            p.last_line = raw.pos
+            yield raw
+
+    for e in check_chain(read(), problem, acks,
                          want=lambda data: _CORRECTION in data, report_skipped=True):
         if e.record is not None and e.verdict != ALTERED and chosen(e) \
                 and e.record.get("amends"):
             p.corrections.append(e.record)
-    if p.problems == 0:
-        head = store.head()
-        p.log_head = str(head) if head is not None else None
+    if p.problems == 0 and head is not None:
+        p.log_head, p.upto_seq = str(head), head.seq
     if p.problems and not allow_broken:
         raise Refused(
             f"the log fails its chain ({p.problems} problem{'s' if p.problems != 1 else ''}; "
@@ -106,8 +116,11 @@ def _records(store: Store, p: Plan, patient: str | None, after_seq: int | None,
     a line the first pass did not parse that is not a record after all is left out, named."""
     from icans_cli.store.chain import parse
 
+    upto = p.upto_seq
     if store.kind != "file":
         for e in store.entries(patient, after_seq):
+            if upto is not None and e.seq is not None and e.seq > upto:
+                return  # appended after the check (a database gives seq order)
             if e.record is not None and e.verdict != ALTERED and chosen(e):
                 yield e.record
         return
@@ -120,6 +133,8 @@ def _records(store: Store, p: Plan, patient: str | None, after_seq: int | None,
 
     wanted = holds_patient(store.spellings(patient)) if patient is not None else None
     for raw in store.lines():
+        if p.last_line is not None and raw.pos > p.last_line:
+            return  # appended after the check
         if not raw.complete or raw.pos in p.altered_lines or not raw.data or \
                 raw.data.isspace():
             continue
@@ -132,6 +147,8 @@ def _records(store: Store, p: Plan, patient: str | None, after_seq: int | None,
             continue
         seq = rec.get("seq")
         one.record, one.seq = rec, seq if isinstance(seq, int) else None
+        if upto is not None and one.seq is not None and one.seq > upto:
+            return  # past the head the check vouched for
         if chosen(one):
             yield rec
 

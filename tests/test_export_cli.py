@@ -174,3 +174,92 @@ def test_o_file_is_handed_to_the_disk_as_it_is_written_and_the_bundle_is_whole(t
     assert all(length >= 4096 and advice == os.POSIX_FADV_DONTNEED
                for _, length, advice in advised)
     assert advised[-1][0] + advised[-1][1] <= len(text.encode("utf-8"))
+
+
+# --- -o FILE and standard output; what the check read is what is exported ------------------------
+
+def _bundle(text):
+    b = json.loads(text)
+    b.pop("timestamp")
+    return b
+
+
+def _edit_without_hash(path, n, change):
+    ls = path.read_bytes().split(b"\n")
+    rec = json.loads(ls[n - 1])
+    old = rec.pop("sha256")
+    change(rec)
+    from icans_cli.store.chain import encode_record
+
+    ls[n - 1] = encode_record(rec)[:-66] + old.encode() + b'"}'
+    path.write_bytes(b"\n".join(ls))
+
+
+@pytest.mark.parametrize("args", [[], ["--transaction"], ["--after-seq", "1"],
+                                  ["--since", "2000-01-01T00:00:00+00:00"],
+                                  ["--transaction", "--patient-system", "urn:oid:1.2.3"]])
+def test_o_file_and_standard_output_give_the_same_bundle(logf, tmp_path, args):
+    out = tmp_path / "b.json"
+    r = export(logf, *args, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    s = export(logf, *args)
+    assert s.exit_code == 0, s.output
+    assert _bundle(out.read_text(encoding="utf-8")) == _bundle(s.stdout)
+    assert r.stderr.replace(f" to {out}", "") == s.stderr
+
+
+def test_o_file_refuses_a_log_whose_last_record_was_edited_and_keeps_the_old_file(logf,
+                                                                                 tmp_path):
+    out = tmp_path / "b.json"
+    out.write_text("the export of yesterday\n", encoding="utf-8")
+
+    def grade_0(rec):
+        rec["result"]["icans_grade"] = 0
+
+    _edit_without_hash(logf, 3, grade_0)  # the last record: no record after it to vouch
+    r = export(logf, "-o", str(out))
+    assert r.exit_code == 1 and "fails its chain" in r.stderr and "line 3" in r.stderr
+    assert out.read_text(encoding="utf-8") == "the export of yesterday\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "l.jsonl"]
+
+
+def test_o_file_refuses_a_torn_tail_until_it_is_acknowledged(logf, tmp_path):
+    out = tmp_path / "b.json"
+    with open(logf, "ab") as fh:
+        fh.write(b'{"assessed_at":"2026-11-2')  # a write cut short
+    r = export(logf, "-o", str(out))
+    assert r.exit_code == 1 and "torn" in r.stderr and not out.exists()
+    log.append(logf, body("PT-3", ice=9, hours=3))  # starts on a new line
+    assert runner.invoke(app, ["log", "acknowledge-tail", "--log-file", str(logf)]).exit_code \
+        == 0
+    r = export(logf, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert "4 assessments exported" in r.stderr and "--after-seq 4" in r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--transaction"]])
+def test_a_record_appended_while_the_export_runs_is_left_for_the_next_export(logf, tmp_path,
+                                                                            monkeypatch, args):
+    # appended after the chain check read the log: never exported unchecked; the Bundle's
+    # log head is the last record it holds, and the next export resumes after it
+    from icans_cli import exporting
+
+    real_plan = exporting.plan
+
+    def plan_then_an_append(*a, **kw):
+        p = real_plan(*a, **kw)
+        log.append(logf, body("PT-9", ice=1, hours=9))  # seq 4, while the export runs
+        return p
+
+    monkeypatch.setattr(exporting, "plan", plan_then_an_append)
+    out = tmp_path / "b.json"
+    r = export(logf, *args, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert "--after-seq 3" in r.stderr
+    text = out.read_text(encoding="utf-8")
+    assert "PT-9" not in text
+    tags = {t["system"].rsplit("/", 1)[-1]: t["code"] for t in json.loads(text)["meta"]["tag"]}
+    assert tags["log-head"].startswith("3:")
+    monkeypatch.setattr(exporting, "plan", real_plan)
+    r = export(logf, *args, "--after-seq", "3")
+    assert "PT-9" in r.stdout and "--after-seq 4" in r.stderr
