@@ -33,26 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_log import bodies  # noqa: E402  (this folder: the same record bodies)
 from icans_cli.store.chain import encode_record  # noqa: E402
-
-
-def bodies():
-    """Eleven realistic record bodies (ICE 0-10), reused with varying patients and times."""
-    from icans_cli.core.grading import Findings, grade_icans
-    from icans_cli.core.protocol import recommend
-    from icans_cli.protocols import load
-    from icans_cli.records import assessment_record
-
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    out = []
-    for ice in range(11):
-        f = Findings(ice_score=ice, seizure="self_limited" if ice == 4 else "none")
-        r = grade_icans(f)
-        out.append(assessment_record(patient_id="X", assessor="nurse", source="batch",
-                                     assessed_at=t0, findings=f, result=r,
-                                     recommendation=recommend(load(), r, 0, "axi-cel"),
-                                     crs_grade=0, product="axi-cel"))
-    return out
 
 
 def build(url: str, path: Path, n: int, patients: int, now: datetime) -> None:

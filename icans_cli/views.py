@@ -91,30 +91,43 @@ def supersessions(store: Store, patient: str | None = None) -> dict[str, str]:
     return out
 
 
-def write_machine(fmt: str, rows: Iterable[tuple[Entry, str | None]]) -> None:
-    """JSON lines (the record as stored; a superseded or altered one with what is known of it
-    added) or CSV (spreadsheet-safe), streamed."""
+def _write_data(fmt: str, rows: Iterable[Any], columns: tuple[str, ...],
+                as_json: Callable[[Any], dict[str, Any]],
+                as_csv: Callable[[Any], dict[str, Any]]) -> None:
+    """Rows streamed to standard output as JSON lines or as CSV (the columns, each cell
+    spreadsheet-safe); output that cannot be written whole raises OutputFailed."""
     out = _out()
     try:
         if fmt == "jsonl":
-            for e, sup in rows:
-                rec = dict(e.record or {})
-                if sup is not None:
-                    rec["superseded_by"] = sup
-                if e.verdict == ALTERED:
-                    rec["verdict"] = "altered"
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            for row in rows:
+                out.write(json.dumps(as_json(row), ensure_ascii=False) + "\n")
         else:
             w = csv.writer(out, lineterminator="\r\n")
-            w.writerow(LOG_CSV_COLUMNS)
-            for e, sup in rows:
-                f = flat(e.record or {}, sup, e.verdict)
-                w.writerow([safe_cell(f[c]) for c in LOG_CSV_COLUMNS])
+            w.writerow(columns)
+            for row in rows:
+                f = as_csv(row)
+                w.writerow([safe_cell(f[c]) for c in columns])
         out.flush()
     except BrokenPipeError:
         raise
     except OSError as exc:
         raise guard_write(exc) from None
+
+
+def write_machine(fmt: str, rows: Iterable[tuple[Entry, str | None]]) -> None:
+    """JSON lines (the record as stored; a superseded or altered one with what is known of it
+    added) or CSV (spreadsheet-safe), streamed."""
+    def as_json(row: tuple[Entry, str | None]) -> dict[str, Any]:
+        e, sup = row
+        rec = dict(e.record or {})
+        if sup is not None:
+            rec["superseded_by"] = sup
+        if e.verdict == ALTERED:
+            rec["verdict"] = "altered"
+        return rec
+
+    _write_data(fmt, rows, LOG_CSV_COLUMNS, as_json,
+                lambda row: flat(row[0].record or {}, row[1], row[0].verdict))
 
 
 # --- log show -----------------------------------------------------------------------------------
@@ -506,22 +519,7 @@ def due(store: Store, now: datetime, days: float, fmt: str,
     if fmt == "table":
         due_table(rows, now, days)
         return
-    out = _out()
-    try:
-        if fmt == "jsonl":
-            for d in rows:
-                out.write(json.dumps(due_flat(d), ensure_ascii=False) + "\n")
-        else:
-            w = csv.writer(out, lineterminator="\r\n")
-            w.writerow(DUE_COLUMNS)
-            for d in rows:
-                r = due_flat(d)
-                w.writerow([safe_cell(r[c]) for c in DUE_COLUMNS])
-        out.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise guard_write(exc) from None
+    _write_data(fmt, rows, DUE_COLUMNS, due_flat, due_flat)
 
 
 def due_table(rows: list[Any], now: datetime, days: float) -> None:
