@@ -138,13 +138,17 @@ def _no_constants(name: str) -> Any:
 
 def parse(line: bytes) -> dict[str, Any] | None:
     """The record a line holds, or None when it is not one this tool can read: not JSON, any
-    depth of nesting (never a RecursionError), NaN or Infinity, a field of the wrong kind."""
+    depth of nesting (never a RecursionError), NaN or Infinity, a field of the wrong kind, an
+    object with neither a sequence number nor its own hash."""
     try:
         rec = json.loads(line, parse_constant=_no_constants)
     except (ValueError, RecursionError, UnicodeDecodeError):
         return None
     if not isinstance(rec, dict) or record_problem(rec) is not None:
         return None
+    if not isinstance(rec.get("seq"), int) and not record_shape(line):
+        return None  # neither numbered nor hashed: not a record (e.g. "{}": a torn write's "{"
+        # and a fragment after it), never counted as a record in the chain
     return rec
 
 
