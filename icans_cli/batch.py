@@ -9,6 +9,7 @@ so no row's answer depends on the rows before it.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
@@ -120,10 +121,11 @@ def _strip(value: str) -> str:
     return value.strip(BLANKS)
 
 
-def text_input(binary: IO[bytes]) -> io.TextIOWrapper:
-    """UTF-8 text (BOM dropped). Undecodable bytes become lone surrogates, never errors: a
-    clinical cell holding one is reported invalid; a passed-through cell is written back as the
-    same bytes."""
+def csv_input(binary: IO[bytes]) -> IO[bytes]:
+    """The input's bytes, checked to be UTF-8 (a UTF-16 file is refused) and past a BOM.
+    read_rows decodes them: undecodable bytes become lone surrogates, never errors; a clinical
+    cell holding one is reported invalid; a passed-through cell is written back as the same
+    bytes."""
     if not hasattr(binary, "peek"):
         binary = io.BufferedReader(binary)  # type: ignore[arg-type]
     head = binary.peek(4)[:4]  # type: ignore[attr-defined]
@@ -133,23 +135,47 @@ def text_input(binary: IO[bytes]) -> io.TextIOWrapper:
         raise UsageProblem("the input is UTF-16, not UTF-8: save it as CSV UTF-8 (in Excel: "
                            "Save As, CSV UTF-8)")
     if head[:3] == b"\xef\xbb\xbf":
-        binary.read(3)  # the BOM; plain "utf-8" then decodes in C ("utf-8-sig" does not)
-    return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+        binary.read(3)  # the BOM
+    return binary
 
 
-def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str,
-                                                                  str | None]]]:
+RUN = "run"  # the first item of a run of plain rows, from read_runs
+
+
+def read_rows(binary: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str,
+                                                                      str | None]]]:
     """(header as given, iterator of (row number, line number, cells | error message, raw)).
 
     `raw` is the line itself (without its line end) when it holds no quote, carriage return or
     over-long field: such a line is split on commas exactly as the csv module would, and an
     ordinary row can then be passed through untouched. Any other line goes through the csv
     module (which may read further lines for a quoted field with line breaks)."""
-    lines = _bounded_lines(text)
+    header, items = read_runs(binary)
+
+    def rows() -> Iterator[tuple[int, int, list[str] | str, str | None]]:
+        for item in items:
+            if item[0] is RUN:
+                _, n, ln, raws = item
+                for i, raw in enumerate(raws):
+                    yield n + i, ln + i, raw.split(","), raw
+            else:
+                yield item
+
+    return header, rows()
+
+
+def read_runs(binary: IO[bytes]) -> tuple[list[str], Iterator[tuple]]:
+    """read_rows, with plain rows in runs: the items are the rows of read_rows, except that a
+    block of consecutive plain lines (no quote, no carriage return but in "\r\n" line ends, no
+    blank line, no over-long field) comes as one item (RUN, its first row number, its first
+    line number, the lines without their ends), row and line numbers counting up by one. A
+    reader that works on many rows at once (the CSV fast path) takes them so; read_rows gives
+    them a row at a time."""
+    cursor = _Cursor(_line_blocks(binary))
     header: list[str] | None = None
     lineno = 0
     while header is None:
-        reader = csv.reader(itertools.chain(_first(lines), lines))
+        reader = csv.reader(cursor.lines())
         try:
             first = next(reader)
         except StopIteration:
@@ -172,11 +198,24 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
         # in its first row.
         raise UsageProblem(f"no patient_id column in the first row ({len(names)} columns); the "
                            "first row must be a header naming the columns, with patient_id")
-    limit = csv.field_size_limit()
+    return header, _items(cursor, lineno, csv.field_size_limit())
 
-    def rows() -> Iterator[tuple[int, int, list[str] | str, str | None]]:
-        n, ln = 0, lineno
-        for line in lines:
+
+def _items(cursor: "_Cursor", lineno: int, limit: int) -> Iterator[tuple]:
+    n, ln = 0, lineno
+    while True:
+        block = cursor.next_block()
+        if block is None:
+            return
+        lines, raws, _ = block
+        if raws is not None:  # plain lines: a run
+            if raws:
+                yield RUN, n + 1, ln + 1, raws
+                n += len(raws)
+                ln += len(raws)
+            continue
+        cursor.rest = it = iter(lines)
+        for line in it:
             ln += 1
             raw = line.rstrip("\r\n") if line.endswith("\n") else line
             if '"' not in raw and "\r" not in raw and len(raw) <= limit:
@@ -185,45 +224,122 @@ def read_rows(text: IO[str]) -> tuple[list[str], Iterator[tuple[int, int, list[s
                 n += 1
                 yield n, ln, raw.split(","), raw
                 continue
-            reader = csv.reader(itertools.chain((line,), lines))
+            # the csv module may read on: the rest of this block, then the blocks after it
+            reader = csv.reader(itertools.chain((line,), cursor.lines()))
             try:
                 cells = next(reader)
             except csv.Error as exc:
                 ln += reader.line_num - 1
                 n += 1
                 yield n, ln, f"the row cannot be read as CSV ({exc})", None
-                continue
             except StopIteration:
                 return
-            ln += reader.line_num - 1
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue
-            n += 1
-            yield n, ln, cells, None
+            else:
+                ln += reader.line_num - 1
+                if cells and not (len(cells) == 1 and not cells[0].strip()):
+                    n += 1
+                    yield n, ln, cells, None
+            if cursor.rest is not it:
+                break  # the row went on into a later block: go on where it stopped
+        else:
+            cursor.rest = None  # the block is read
 
-    return header, rows()
+
+class _Cursor:
+    """Where reading is in the blocks of _line_blocks: a block not yet read, or the rest of a
+    block (`rest`, an iterator over its lines) that a row read part of."""
+
+    def __init__(self, blocks: Iterator[tuple]) -> None:
+        self.blocks = blocks
+        self.rest: Iterator[str] | None = None
+
+    def lines(self) -> Iterator[str]:
+        """The lines from here on, with their ends (a csv reader reads as many as a row
+        takes); `rest` always holds the rest of the block it is in."""
+        while True:
+            if self.rest is None:
+                block = next(self.blocks, None)
+                if block is None:
+                    return
+                lines, raws, ending = block
+                self.rest = iter(lines if lines is not None else [r + ending for r in raws])
+            yield from self.rest
+            self.rest = None
+
+    def next_block(self) -> tuple | None:
+        if self.rest is not None:
+            lines, self.rest = list(self.rest), None
+            return lines, None, None
+        return next(self.blocks, None)
 
 
-def _bounded_lines(text: IO[str]) -> Iterator[str]:
-    """The lines of the input, none longer than MAX_LINE characters (a file of one endless
-    line, such as /dev/zero, is refused instead of filling memory)."""
-    n = 0
+_BLOCK = 1 << 16  # bytes asked of the input at a time (a pipe gives what it has)
+
+
+def _line_blocks(binary: IO[bytes]) -> Iterator[tuple[list[str] | None, list[str] | None,
+                                                      str | None]]:
+    """The lines of the input decoded as UTF-8 (undecodable bytes as lone surrogates), split
+    where a text file opened with newline="" splits them (at "\n", "\r\n" or a lone "\r"),
+    none longer than MAX_LINE characters (a file of one endless line, such as /dev/zero, is
+    refused instead of filling memory), in blocks: (lines with their ends, None, None), or for
+    a block of plain lines, all ending alike, (None, the lines without their ends, the end).
+    Read with read1, so rows from a pipe are graded as they arrive; split in C."""
+    decode = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode
+    read = getattr(binary, "read1", binary.read)
+    limit = csv.field_size_limit()
+    carry, n = "", 0
     while True:
-        line = text.readline(MAX_LINE + 1)
-        if not line:
+        data = read(_BLOCK)
+        final = not data
+        text = carry + decode(data, final) if carry else decode(data, final)
+        cut = text.rfind("\n") + 1
+        body, carry = text[:cut], text[cut:]
+        blocks: list[tuple] = []
+        if body:
+            blocks.append(_split_body(body, limit))
+        if carry and (final or "\r" in carry):
+            # lines a lone "\r" ends; the last piece waits for more (its "\n" may follow)
+            more = io.StringIO(carry, newline="").readlines()
+            carry = "" if final else more.pop()
+            if more:
+                blocks.append((more, None, None))
+        for lines, raws, ending in blocks:
+            count = len(lines if lines is not None else raws)
+            if len(text) > MAX_LINE:  # only then can a line be too long
+                sizes = [len(x) for x in lines] if lines is not None else \
+                    [len(x) + len(ending) for x in raws]
+                for i, size in enumerate(sizes):
+                    if size > MAX_LINE:
+                        raise UsageProblem(f"line {n + i + 1:,} is longer than {MAX_LINE:,} "
+                                           "characters: this is not a CSV export")
+            n += count
+        if len(carry) > MAX_LINE:
+            raise UsageProblem(f"line {n + 1:,} is longer than {MAX_LINE:,} characters: this "
+                               "is not a CSV export")
+        yield from blocks
+        if final:
             return
-        n += 1
-        if len(line) > MAX_LINE:
-            raise UsageProblem(f"line {n:,} is longer than {MAX_LINE:,} characters: this is not "
-                               "a CSV export")
-        yield line
 
 
-def _first(lines: Iterator[str]) -> Iterator[str]:
-    """The next line only (so a csv reader over chain(_first(it), it) starts where it is)."""
-    for line in lines:
-        yield line
-        return
+def _split_body(body: str, limit: int) -> tuple[list[str] | None, list[str] | None, str | None]:
+    """Whole lines (the text ends with "\n") as a block of _line_blocks."""
+    ending = None
+    if '"' not in body:
+        if "\r" not in body:
+            ending = "\n"
+        elif body.count("\r") == body.count("\r\n") == body.count("\n"):
+            ending = "\r\n"
+    if ending is not None:
+        raws = body.split(ending)
+        raws.pop()  # after the last line end
+        if not ("" in raws or any(map(str.isspace, raws))
+                or (len(body) > limit and max(map(len, raws)) > limit)):
+            return None, raws, ending
+    if "\r" not in body:
+        lines = [p + "\n" for p in body.split("\n")]
+        lines.pop()
+        return lines, None, None
+    return io.StringIO(body, newline="").readlines(), None, None
 
 
 # --- one row ------------------------------------------------------------------------------------
@@ -809,18 +925,57 @@ class RowParser:
         self.memo = Memo()
         self._pids: dict[str, bool] = {}
         self._times: dict[str, bool] = {}
+        self._times[""] = True  # no time given: nothing to check
+        self.keys, self.lookup = self._make_lookup()
 
-    def key(self, cells: list[str]) -> tuple:
-        """The canonical row's key: every cell the output can depend on, canonical."""
-        base = tuple(map(_getitem, self.tables, self.cells_at(cells)))
-        if self.age_at is not None and self.i_weight is not None and cells[self.i_weight]:
-            # a weight's plausibility reads the exact age: the age stays as given
-            base = base[:self.age_at] + (cells[self.i_age],) + base[self.age_at + 1:]
-        if self.get_items is None:
-            return base
-        raw = self.get_items(cells)
-        spread = self.spreads[raw]
-        return base, (raw if spread is None else spread)
+    def _make_lookup(self) -> tuple[Any, Any]:
+        """(keys, lookup): closures over the parser's tables (every row calls them)."""
+        tables, positions, spreads = self.tables, self.positions, self.spreads
+        age_at, i_age, i_weight, i_items = self.age_at, self.i_age, self.i_weight, self.i_items
+        weighed = age_at is not None and i_weight is not None
+        cache_get, pids_get, times_get = self.cache.get, self._pids.get, self._times.get
+        pid_ok, time_ok, canonical_row = self.pid_ok, self.time_ok, self.canonical_row
+        i_pid, i_at, n = self.i_pid, self.i_at, self.n
+
+        def keys(rows: list[list[str]], columns: list[tuple] | None = None) -> list[tuple]:
+            """The canonical row's key of each row (every row of the header's width): every
+            cell its output can depend on, canonical. Worked out a column at a time (the
+            columns of the rows may be given: list(zip(*rows)))."""
+            if columns is None:
+                columns = list(zip(*rows))
+            canon = [list(map(t.__getitem__, columns[i])) for t, i in zip(tables, positions)]
+            if weighed:
+                # a weight's plausibility reads the exact age: beside a weight the age stays
+                # as given
+                canon[age_at] = [a if w else c for a, c, w in zip(  # type: ignore[index]
+                    columns[i_age], canon[age_at], columns[i_weight])]  # type: ignore
+            base = list(zip(*canon)) if canon else [()] * len(rows)
+            if i_items is None:
+                return base
+            return list(zip(base, map(spreads.__getitem__, zip(*(columns[i] for i in i_items)))))
+
+        def lookup(cells: list[str], k: tuple | None = None) -> tuple[Any, Any]:
+            """(the remembered output or None, and when None: (the canonical row, its key) for
+            parse and remember; the key is None when the output must not be remembered). The
+            patient id and the time are checked on every row, by parse_row's rules. `k`: the
+            row's key, when keys() has given it already."""
+            if len(cells) != n:
+                return None, None
+            if k is None:
+                k = keys([cells])[0]
+            hit = cache_get(k)
+            if hit is None:
+                return None, (canonical_row(cells, k), k)
+            pid = cells[i_pid]
+            if not (pids_get(pid) or pid_ok(pid)):
+                return None, (canonical_row(cells, k), None)
+            if i_at is not None:
+                at = cells[i_at]
+                if not (times_get(at) or time_ok(at)):
+                    return None, (canonical_row(cells, k), None)
+            return hit, None
+
+        return keys, lookup
 
     def canonical_row(self, cells: list[str], key: tuple) -> list[str]:
         """The row the key stands for: the cells as given, with the key's canonical texts."""
@@ -836,29 +991,6 @@ class RowParser:
     def slow(self, cells: list[str], row: int, line: int) -> RowOutcome:
         return parse_row(self.names, cells, row, line, self.header, self.allow_id, self.now,
                          self.memo)
-
-    def lookup(self, cells: list[str]) -> tuple[Any, Any]:
-        """(the remembered output or None, and when None: (the canonical row, its key) for
-        parse and remember; the key is None when the output must not be remembered)."""
-        if len(cells) != self.n:
-            return None, None
-        key = self.key(cells)
-        hit = self.cache.get(key)
-        if hit is None:
-            return None, (self.canonical_row(cells, key), key)
-        pid = cells[self.i_pid]
-        ok = self._pids.get(pid)
-        if ok is None:
-            ok = self.pid_ok(pid)
-        if ok and self.i_at is not None:
-            at = cells[self.i_at]
-            if at:
-                ok = self._times.get(at)
-                if ok is None:
-                    ok = self.time_ok(at)
-        if not ok:
-            return None, (self.canonical_row(cells, key), None)
-        return hit, None
 
     def remember(self, how: Any, value: Any) -> None:
         """After the full path graded a valid canonical row, keep its output under its key."""
@@ -879,15 +1011,15 @@ class RowParser:
         return _number_text(canonical_age(float(age), self.landmarks))  # type: ignore[arg-type]
 
     @staticmethod
-    def _spread(raw: tuple) -> tuple | None:
+    def _spread(raw: tuple) -> tuple:
         """The ICE items as their total spread in one fixed way (the grade reads the total),
-        or None when a cell is blank or refused (the row is then keyed as given)."""
+        or as given when a cell is blank or refused."""
         if any(_BAD_CHAR.search(v) or len(v) > MAX_CELL for v in raw):
-            return None
+            return raw
         errors: list = []
         points = [parse_cell(c, v, errors) for c, v in zip(ICE_ITEM_COLUMNS, raw)]
         if errors or None in points:
-            return None
+            return raw
         left, out = sum(points), []  # type: ignore[arg-type]
         for spec in ICE_ITEMS:
             p = min(spec.max_points, left)

@@ -29,8 +29,8 @@ from typing import IO, Any, Iterator, Optional
 import typer
 
 from icans_cli.batch import (
-    CSV_READS, KNOWN_COLUMNS, OUTPUT_COLUMNS, Grader, RowOutcome, RowParser, UsageProblem,
-    _clean, csv_tail, jsonl_line, read_rows, text_input,
+    CSV_READS, KNOWN_COLUMNS, OUTPUT_COLUMNS, RUN, Grader, RowOutcome, RowParser,
+    UsageProblem, _clean, csv_input, csv_tail, jsonl_line, read_runs,
 )
 from icans_cli.csvsafe import safe_cell
 from icans_cli.exit import ExitStatus
@@ -377,7 +377,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     def release() -> None:
         if binary is sys.stdin.buffer:
             try:
-                source.detach()  # never close the caller's standard input
+                if source is not binary:  # a reader put around it: never close stdin
+                    source.detach()
             except (NameError, ValueError):
                 pass
         else:
@@ -385,8 +386,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
 
     where = "standard input" if file == "-" else file
     try:
-        source = text_input(binary)
-        header, rows = read_rows(source)
+        source = csv_input(binary)
+        header, items = read_runs(source)
     except UsageProblem as exc:
         release()
         _fail(f"{where}: {exc}")
@@ -402,7 +403,9 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     except BaseException:
         release()
         raise
-    counts = {"graded": 0, "not_assessable": 0, "invalid": 0}
+    from collections import Counter
+
+    counts = Counter({"graded": 0, "not_assessable": 0, "invalid": 0})
     first_invalid: RowOutcome | None = None
     progress = None
     if size and size >= PROGRESS_MIN_BYTES and is_terminal(sys.stderr) and file != "-":
@@ -424,17 +427,39 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     try:
         with _stop_on_signals():
             writer = None
+            # CSV goes out through one list of texts, written a few thousand rows at a time
+            buf: list[str] = []
             if fmt == "csv":
-                writer = csv.writer(out.fh, lineterminator="\r\n")
+                writer = csv.writer(_Appender(buf), lineterminator="\r\n")
                 writer.writerow([safe_cell(_clean(h)) for h in header] + tail_names)
             elif fmt == "json":
                 out.fh.write("[")
             n = 0
             parser = RowParser(header, names, allow_id, now, protocol, CSV_READS)
             fast_csv = fmt == "csv" and logger is None
-            write = out.fh.write
-            how = None
-            for row, line, cells, raw in rows:
+            lookup, put = parser.lookup, buf.append
+
+            def fill(how: tuple) -> tuple | None:
+                """The output of a key not remembered yet: its canonical row graded, and the
+                output remembered and returned when the row is valid; None when it is not
+                (the row is then graded on its own, and named with its number, by `one`)."""
+                outcome = parser.slow(how[0], 0, 0)
+                if outcome.errors:
+                    return None
+                grader.grade(outcome)
+                if outcome.status == "invalid":
+                    return None
+                tail = csv_tail(outcome)
+                tail[-1] = safe_cell(tail[-1])
+                value = _cached_output(outcome.status, tail, overlap)
+                parser.remember(how, value)
+                return value
+
+            def one(row: int, line: int, cells: list[str] | str, raw: str | None,
+                    key: tuple | None = None) -> None:
+                """One row, on its own (`key`: its key, when worked out already)."""
+                nonlocal n, first_invalid
+                how = None
                 if isinstance(cells, str):
                     outcome = RowOutcome(row, line, {})
                     outcome.errors.append({"column": "(row)", "message": cells})
@@ -442,28 +467,25 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 else:
                     raw_cells = cells
                     if fast_csv:
-                        hit, how = parser.lookup(cells)
+                        hit, how = lookup(cells, key)
+                        if hit is None and how is not None and how[1] is not None \
+                                and key is None:  # (with a key, the caller has tried fill)
+                            hit = fill(how)  # not remembered yet: remembered now
                         if hit is not None:  # this row, or its canonical row, was graded
-                            status, tail_text, tail, results = hit
+                            status, tail_text, tail, results, _ = hit
                             counts[status] += 1
-                            if raw is not None and not _dangerous(raw):
-                                merged = cells
-                                for i, v in results:  # result columns the input has
-                                    if cells[i] != v:
-                                        if merged is cells:
-                                            merged = list(cells)
-                                        merged[i] = v
-                                if merged is cells:  # the input line untouched, the results
-                                    write(raw + tail_text)
-                                else:  # a quote-free line: its cells need no quoting
-                                    write(",".join(merged) + tail_text)
-                            else:
+                            if raw is None or _dangerous(raw):
                                 writer.writerow(_merge(cells, tail, overlap,  # type: ignore[union-attr]
                                                        valid=True))
+                            elif not results:  # the input line untouched, the results
+                                put(raw + tail_text)
+                            else:  # result columns the input has, put in place
+                                merged = list(cells)  # a quote-free line: no quoting needed
+                                for i, v in results:
+                                    merged[i] = v
+                                put(",".join(merged) + tail_text)
                             n += 1
-                            if progress is not None and n % 2000 == 0:
-                                progress.update(binary.tell() if binary.seekable() else 0)
-                            continue
+                            return
                         # the output is computed from the canonical row: a function of its key
                         outcome = parser.slow(how[0] if how else cells, row, line)
                     else:
@@ -501,8 +523,32 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 else:
                     table_rows.append(outcome)
                 n += 1
-                if progress is not None and n % 2000 == 0:
-                    progress.update(binary.tell() if binary.seekable() else 0)
+
+            # a run of plain rows whose outputs are remembered goes out a column at a time
+            # (_FastRuns); any other row, one at a time (one)
+            runs = _FastRuns(parser, one, fill, buf, counts, sorted(overlap.values())) \
+                if fast_csv else None
+            flush_at = 2000
+            for item in items:
+                if item[0] is RUN:
+                    _, row0, line0, raws = item
+                    if runs is not None:
+                        n += runs(row0, line0, raws)
+                    else:
+                        for i, raw in enumerate(raws):
+                            one(row0 + i, line0 + i, raw.split(","), raw)
+                else:
+                    one(*item)
+                if n >= flush_at:
+                    flush_at = n + 2000
+                    if buf:
+                        out.fh.write("".join(buf))
+                        buf.clear()
+                    if progress is not None:
+                        progress.update(binary.tell() if binary.seekable() else 0)
+            if buf:
+                out.fh.write("".join(buf))
+                buf.clear()
             if fmt == "json":
                 out.fh.write("\n]\n" if n else "]\n")
             if fmt == "table":
@@ -565,14 +611,14 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
 
 
 def _cached_output(status: str, tail: list,
-                   overlap: dict[str, int]) -> tuple[str, str, list, tuple]:
+                   overlap: dict[str, int]) -> tuple[str, str, list, tuple, tuple]:
     """What a later row with the same key writes: (status, the result columns after the input
     line as CSV text, the result columns, the result columns the input has: (index, value),
-    written over the input's cells)."""
+    written over the input's cells, and those values alone, in the order of their columns)."""
     rest = [v for name, v in zip(OUTPUT_COLUMNS, tail) if name not in overlap]
-    results = tuple((overlap[name], "" if v is None else str(v))
-                    for name, v in zip(OUTPUT_COLUMNS, tail) if name in overlap)
-    return status, _csv_text(["", *rest]), tail, results
+    results = tuple(sorted((overlap[name], "" if v is None else str(v))
+                           for name, v in zip(OUTPUT_COLUMNS, tail) if name in overlap))
+    return status, _csv_text(["", *rest]), tail, results, tuple(v for _, v in results)
 
 
 _NEEDS_QUOTES = frozenset(',"\r\n')
@@ -624,6 +670,111 @@ def _dangerous(raw: str) -> bool:
     """Whether any cell of a quote-free line starts like a spreadsheet formula (cheap)."""
     return (raw[:1] in _DANGER or ",=" in raw or ",+" in raw or ",-" in raw or ",@" in raw
             or ",\t" in raw)
+
+
+class _FastRuns:
+    """A run of plain rows (read_runs), graded a column at a time: the keys of all its rows
+    at once (RowParser.keys, the one key rule), their remembered outputs, the patient id and
+    time checks; each row whose output is remembered and whose checks pass is written as
+    `one` writes it: its line, with the result columns the input has put in place, then the
+    other result columns. Any other row (not remembered yet, an id or time not yet checked, a
+    cell that starts like a formula) goes to `one`, in its place. Returns how many rows it
+    wrote itself."""
+
+    def __init__(self, parser: RowParser, one: Any, fill: Any, buf: list[str], counts: dict,
+                 overlap: list[int]) -> None:
+        import operator
+
+        self.fill, self.canonical_row = fill, parser.canonical_row
+        self.pid_ok, self.time_ok = parser.pid_ok, parser.time_ok
+        self.keys, self.cache_get = parser.keys, parser.cache.get
+        self.pids_get, self.times_get = parser._pids.get, parser._times.get
+        self.i_pid, self.i_at = parser.i_pid, parser.i_at
+        self.width, self.one, self.buf, self.put = parser.n, one, buf, buf.append
+        self.counts, self.overlap = counts, overlap
+        self.status_of, self.text_of = operator.itemgetter(0), operator.itemgetter(1)
+        self.values_of = operator.itemgetter(4)
+        # stands in for a row written on its own (its text is put in its place)
+        self.blank = ("", "", [], (), ("",) * len(overlap))
+
+    def __call__(self, row0: int, line0: int, raws: list[str]) -> int:
+        import operator
+
+        one, buf = self.one, self.buf
+        rows = [r.split(",") for r in raws]
+        if set(map(len, rows)) != {self.width}:  # a ragged row: each row on its own
+            for i, (cells, raw) in enumerate(zip(rows, raws)):
+                one(row0 + i, line0 + i, cells, raw)
+            return 0
+        columns = list(zip(*rows))
+        keys = self.keys(rows, columns)
+        hits = list(map(self.cache_get, keys))
+        pids = list(map(self.pids_get, columns[self.i_pid]))
+        times = list(map(self.times_get, columns[self.i_at])) if self.i_at is not None \
+            else pids
+        alone = [i for i, h in enumerate(hits) if h is None]
+        if None in pids or False in pids or None in times or False in times:
+            alone = sorted(set(alone).union(i for i, p, t in zip(range(len(rows)), pids, times)
+                                            if not p or not t))
+        if alone:  # a key not remembered yet, an id or a time not checked yet
+            alone = self._resolve(alone, rows, keys, hits)
+        if self._dangerous(raws):
+            alone = sorted(set(alone).union(i for i, r in enumerate(raws) if _dangerous(r)))
+        # the rows on their own first, in order, each one's text taken from where it wrote it
+        texts = []
+        for i in alone:
+            at = len(buf)
+            one(row0 + i, line0 + i, rows[i], raws[i], keys[i])
+            texts.append("".join(buf[at:]))
+            del buf[at:]
+            hits[i] = None
+        self.counts.update(map(self.status_of, filter(None, hits)))
+        for i in alone:
+            hits[i] = self.blank
+        if self.overlap:  # the result columns the input has, put in place
+            for j, i in enumerate(self.overlap):
+                columns[i] = tuple(map(operator.itemgetter(j), map(self.values_of, hits)))
+            lines = map(",".join, zip(*columns))  # quote-free lines: no quoting needed
+        else:
+            lines = iter(raws)
+        out = list(map(operator.add, lines, map(self.text_of, hits)))
+        for i, text in zip(alone, texts):
+            out[i] = text
+        self.put("".join(out))
+        return len(rows) - len(alone)
+
+    def _resolve(self, alone: list[int], rows: list[list[str]], keys: list[tuple],
+                 hits: list) -> list[int]:
+        """The rows of `alone` whose output is remembered now (graded by `fill`, or by a row
+        before them) and whose id and time pass the checks join the others; the rest (an
+        invalid row) stay to be graded on their own. Returns those."""
+        still = []
+        cache_get, fill, canonical_row = self.cache_get, self.fill, self.canonical_row
+        for i in alone:
+            cells, k = rows[i], keys[i]
+            hit = hits[i] or cache_get(k) or fill((canonical_row(cells, k), k))
+            if hit is not None and self.pid_ok(cells[self.i_pid]) and (
+                    self.i_at is None or self.time_ok(cells[self.i_at])):
+                hits[i] = hit
+            else:
+                still.append(i)
+        return still
+
+    _RARE = ("=", "@", "\t")
+
+    def _dangerous(self, raws: list[str]) -> bool:
+        """Whether any line of the run may have a cell that starts like a formula (a run of
+        lines joined: a cell starts after a comma or a line break)."""
+        text = "\n" + "\n".join(raws)
+        return any(c in text for c in self._RARE) or any(
+            c in text and (f",{c}" in text or f"\n{c}" in text) for c in "+-")
+
+
+class _Appender:
+    """What csv.writer writes into: a list of texts (written out by the run in blocks)."""
+
+    def __init__(self, parts: list[str]) -> None:
+        self.write = parts.append
 
 
 class _LogFailed(Exception):

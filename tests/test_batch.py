@@ -350,3 +350,144 @@ def test_csv_and_log_recommendation_matches_the_full_json_path_row_by_row(tmp_pa
         ids = {int(i): row["recommendation"] for i, row in enumerate(csv.DictReader(fh), 1)
                if row["status"] != "invalid"}
     assert ids == {k: v["id"] for k, v in full.items()}
+
+
+# --- reading lines in blocks ---------------------------------------------------------------------
+
+_LINE_BYTES = st.lists(st.sampled_from([b"a", b",", b"\r", b"\n", b"\r\n", b'"', b"\xc3\xa9",
+                                        b"\xc3", b"\xff", b"\x00", b"PT-1,8"]), max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=_LINE_BYTES, block=st.integers(1, 9))
+def test_lines_read_in_blocks_are_the_lines_readline_gives(parts, block):
+    """Block reading splits exactly where a text file opened with newline="" splits (lone
+    "\\r", "\\n", "\\r\\n", a "\\r\\n" or a UTF-8 character cut by a block edge), and decodes
+    undecodable bytes as the same lone surrogates."""
+    import icans_cli.batch as b
+
+    data = b"".join(parts)
+    want = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape",
+                            newline="").readlines()
+    old = b._BLOCK
+    b._BLOCK = block
+    try:
+        got = [line for lines, raws, end in b._line_blocks(io.BufferedReader(io.BytesIO(data)))
+               for line in (lines if lines is not None else [r + end for r in raws])]
+    finally:
+        b._BLOCK = old
+    assert got == want
+
+
+def test_an_endless_line_is_refused_naming_its_line(tmp_path):
+    f = tmp_path / "zeros"
+    f.write_bytes(b"patient_id,ice_score\r\nPT-1,8\r\n" + b"\0" * 1_200_000)
+    r = runner.invoke(app, ["grade", str(f), "-f", "csv"])
+    assert r.exit_code == 2 and "line 3 is longer than 1,000,000 characters" in r.stderr
+
+
+def test_a_line_of_exactly_the_limit_is_read(tmp_path):
+    f = tmp_path / "wide.csv"
+    notes = ",".join(["x" * 99_999] * 10)  # ten cells under the csv module's field limit
+    line = f"PT-1,8,{notes}\n"
+    line = line[:999_999] + "\n"
+    assert len(line) == 1_000_000
+    head = ",".join(["patient_id", "ice_score"] + [f"note{i}" for i in range(10)])
+    f.write_bytes(f"{head}\n{line}".encode())
+    r = runner.invoke(app, ["grade", str(f), "-f", "jsonl"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["icans_grade"] == 1
+
+
+def _rows_read_a_line_at_a_time(data: bytes) -> tuple[list, list]:
+    """The reader as it was before block reading (a line at a time through readline), kept
+    here as the reference the block reader must equal."""
+    import csv as _csv
+    import itertools
+
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape",
+                            newline="")
+    lines = iter(text.readline, "")
+    header = None
+    lineno = 0
+    while header is None:
+        reader = _csv.reader(lines)
+        try:
+            first = next(reader)
+        except (StopIteration, _csv.Error) as exc:
+            return type(exc).__name__, []
+        lineno += reader.line_num
+        if first and any(c.strip() for c in first):
+            header = first
+    limit = _csv.field_size_limit()
+    rows, n, ln = [], 0, lineno
+    for line in lines:
+        ln += 1
+        raw = line.rstrip("\r\n") if line.endswith("\n") else line
+        if '"' not in raw and "\r" not in raw and len(raw) <= limit:
+            if not raw or raw.isspace():
+                continue
+            n += 1
+            rows.append((n, ln, raw.split(","), raw))
+            continue
+        reader = _csv.reader(itertools.chain((line,), lines))
+        try:
+            cells = next(reader)
+        except _csv.Error as exc:
+            ln += reader.line_num - 1
+            n += 1
+            rows.append((n, ln, f"the row cannot be read as CSV ({exc})", None))
+            continue
+        except StopIteration:
+            break
+        ln += reader.line_num - 1
+        if not cells or (len(cells) == 1 and not cells[0].strip()):
+            continue
+        n += 1
+        rows.append((n, ln, cells, None))
+    return header, rows
+
+
+_CSV_BYTES = st.lists(st.sampled_from([b"a", b"7", b",", b"\r", b"\n", b"\r\n", b"\n\n", b'"',
+                                       b'""', b" ", b"\t", b"\xc3\xa9", b"\xff", b"\x00",
+                                       b"PT-1,8\n", b"PT-2,9\r\n", b'"x\ny"']), max_size=80)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=_CSV_BYTES, block=st.integers(1, 12))
+def test_rows_read_in_blocks_and_runs_are_the_rows_read_a_line_at_a_time(parts, block):
+    """Row numbers, line numbers, cells, the raw line and the CSV errors are those of the
+    line-at-a-time reader, for any bytes (quoted fields over block edges, blank lines, lone
+    carriage returns, "\\r\\n" cut by a block edge), whether taken a row at a time or in runs."""
+    import icans_cli.batch as b
+
+    data = b"patient_id,ice_score\n" + b"".join(parts)
+    want_header, want = _rows_read_a_line_at_a_time(data)
+    old = b._BLOCK
+    b._BLOCK = block
+    try:
+        header, rows = b.read_rows(io.BufferedReader(io.BytesIO(data)))
+        got = list(rows)
+        _, items = b.read_runs(io.BufferedReader(io.BytesIO(data)))
+        runs = []
+        for item in items:
+            if item[0] is b.RUN:
+                runs += [(item[1] + i, item[2] + i, r.split(","), r)
+                         for i, r in enumerate(item[3])]
+            else:
+                runs.append(item)
+    finally:
+        b._BLOCK = old
+    assert header == want_header
+    assert got == want
+    assert runs == want
+
+
+def test_a_plain_file_comes_in_runs_of_many_rows(tmp_path):
+    import icans_cli.batch as b
+
+    data = b"patient_id,ice_score\r\n" + b"".join(b"PT-%d,8\r\n" % i for i in range(50_000))
+    _, items = b.read_runs(io.BufferedReader(io.BytesIO(data)))
+    items = list(items)
+    assert sum(len(i[3]) for i in items if i[0] is b.RUN) >= 40_000  # all but the first block
+    assert sum(1 for i in items if i[0] is b.RUN) < 20

@@ -253,3 +253,102 @@ def test_every_age_reads_as_its_canonical_age_in_the_grade_and_the_advice():
                 assert (a.result.grade, a.result.score_path, a.result.drivers) == \
                     (b.result.grade, b.result.score_path, b.result.drivers)
                 assert a.id == b.id
+
+
+# --- the CSV fast path: runs of plain rows, a column at a time ------------------------------------
+
+RUN_COLUMNS = ["patient_id", "assessed_at", "ward", *COLUMNS[1:]]
+
+
+@st.composite
+def run_lines(draw):
+    """A row of RUN_COLUMNS as a plain line (no quotes), now and then a row that must be
+    graded on its own: a bad patient id, a time in the future, a cell that starts like a
+    formula, a ragged row, a blank line."""
+    r = draw(rows())
+    r["assessed_at"] = draw(st.sampled_from(["", "2026-11-29T08:00:00+00:00",
+                                             "2026-11-29T09:00:00Z", "2099-01-01T00:00:00Z",
+                                             "yesterday"]))
+    r["ward"] = draw(st.sampled_from(["7A", "", "=SUM(A1)", "-x", "@w", "+1", "ICU"]))
+    r["patient_id"] = draw(st.sampled_from([r["patient_id"], "PT-01", "", "John Smith",
+                                            "PT-\t1"]))
+    line = ",".join(r.get(c, "") for c in RUN_COLUMNS)
+    shape = draw(st.integers(0, 30))
+    if shape == 0:
+        return line + ",extra"
+    if shape == 1:
+        return ""
+    return line
+
+
+def _grade_text(text: str) -> list[list[str]]:
+    res = runner.invoke(app, ["grade", "-", "-f", "csv"], input=text.encode())
+    assert res.exit_code in (0, 1), res.output
+    return list(csv.reader(io.StringIO(res.stdout))), res.stderr
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(run_lines(), min_size=1, max_size=40), block=st.integers(40, 400))
+def test_rows_graded_in_runs_equal_rows_graded_one_at_a_time(lines, block):
+    """A file read in small blocks (so nearly every row is in a run, graded a column at a
+    time) gives, row for row, the output and the summary of the same rows each read through
+    the csv module and graded one at a time (every line quoted), and each valid row's result
+    columns equal the row computed with no cache at all."""
+    import icans_cli.batch as b
+
+    header = ",".join(RUN_COLUMNS)
+    plain = header + "\r\n" + "\r\n".join(lines) + "\r\n"
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL)
+    w.writerow(RUN_COLUMNS)
+    for line in lines:
+        if line:
+            w.writerow(line.split(","))
+    old = b._BLOCK
+    b._BLOCK = block
+    try:
+        in_runs, said = _grade_text(plain)
+    finally:
+        b._BLOCK = old
+    one_by_one, said_alone = _grade_text(buf.getvalue())
+    assert in_runs == one_by_one
+    assert said.splitlines()[0] == said_alone.splitlines()[0]  # the counts
+    given = [line.split(",") for line in lines if line]
+    assert len(in_runs) == len(given) + 1
+    for cells, out in zip(given, in_runs[1:]):
+        if len(cells) != len(RUN_COLUMNS) or out[-4] == "invalid":  # -4: status
+            continue
+        row = dict(zip(RUN_COLUMNS, cells))
+        want, n = direct_csv_tail(row)
+        assert out[-n:] == want, row
+
+
+def test_a_plain_file_is_graded_in_runs_and_equals_it_graded_row_by_row(monkeypatch):
+    import icans_cli.batch as b
+    import icans_cli.batchrun as br
+
+    written = []
+    call = br._FastRuns.__call__
+
+    def counted(self, row0, line0, raws):
+        done = call(self, row0, line0, raws)
+        written.append(done)
+        return done
+
+    monkeypatch.setattr(br._FastRuns, "__call__", counted)
+    monkeypatch.setattr(b, "_BLOCK", 300)
+    rows_ = [{"patient_id": f"PT-{i % 7:02d}", "assessed_at": "2026-11-29T08:00:00Z",
+              "ward": "7A", "age_years": str(40 + i % 3), "ice_score": str(i % 11),
+              "consciousness": ["", "voice"][i % 2], "crs_grade": str(i % 4),
+              "product": "axi-cel"} for i in range(300)]
+    lines = [",".join(r.get(c, "") for c in RUN_COLUMNS) for r in rows_]
+    plain = ",".join(RUN_COLUMNS) + "\n" + "\n".join(lines) + "\n"
+    in_runs, said = _grade_text(plain)
+    assert said.startswith("300 rows: 300 graded")
+    assert sum(written) > 250  # nearly every row written by a run
+    buf = io.StringIO()
+    csv.writer(buf, quoting=csv.QUOTE_ALL).writerows([RUN_COLUMNS] + [x.split(",") for x in lines])
+    monkeypatch.setattr(b, "_BLOCK", 1 << 16)
+    one_by_one, _ = _grade_text(buf.getvalue())
+    assert in_runs == one_by_one
