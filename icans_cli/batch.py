@@ -402,9 +402,11 @@ _SHAPE_PREFIX = "(row): the row has "
 
 def _earlier_shape_error(names: list[str], cells: list[str]) -> str | None:
     """The shape error an earlier run gave this row, when the input is that run's output."""
+    if "status" not in names or "errors" not in names:
+        return None
     try:
         status, errors = cells[names.index("status")], cells[names.index("errors")]
-    except (ValueError, IndexError):
+    except IndexError:
         return None
     if status == "invalid" and errors.startswith(_SHAPE_PREFIX) and "; " not in errors:
         return errors[len("(row): "):]
@@ -424,6 +426,7 @@ class Memo:
     Bounded, so memory stays flat over any file."""
 
     MAX = 4096
+    IDS_MAX = 8192  # patient ids and times: a ward's file has thousands of ids
 
     def __init__(self) -> None:
         self.cells: dict[tuple[str, str], tuple[Any, tuple]] = {}
@@ -474,7 +477,8 @@ def _pid_checked(memo: Memo | None, raw: str, allow_id: bool) -> tuple[str | Non
         except InvalidFinding as exc:
             hit = (None, exc.detail)
         if memo is not None:
-            memo.put(memo.pids, (raw, allow_id), hit)
+            if len(memo.pids) < memo.IDS_MAX:
+                memo.pids[(raw, allow_id)] = hit
     return hit
 
 
@@ -491,7 +495,8 @@ def _time_checked(memo: Memo | None, raw: str, now: datetime | None) -> tuple[An
         except InvalidFinding as exc:
             hit = (None, exc.detail)
         if memo is not None:
-            memo.put(memo.times, raw, hit)
+            if len(memo.times) < memo.IDS_MAX:
+                memo.times[raw] = hit
     return hit
 
 
@@ -534,9 +539,13 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
     values: dict[str, str] = {}
     parsed: dict[str, Any] = {}
     grammar: list = []
+    remembered = memo.cells if memo is not None else None
     for n, c in zip(names, cells):
         if n in _KNOWN:
-            text, value, refused, wrong = _cell(memo, n, c)
+            hit = remembered.get((n, c)) if remembered is not None else None
+            if hit is None:
+                hit = _cell(memo, n, c)
+            text, value, refused, wrong = hit
             if refused:
                 for col, message in refused:
                     _err(errors, col, message)
@@ -579,7 +588,7 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
                  "it with weight_confirmed=yes")
     crs, product = parsed.get("crs_grade"), parsed.get("product")
     out.crs_grade = crs
-    if any(c in parsed for c in CRS_FINDING_COLUMNS) and not errors:
+    if not parsed.keys().isdisjoint(CRS_FINDING_COLUMNS) and not errors:
         out.crs_findings, out.crs = crs_from_cells(parsed, crs, errors)
         if out.crs is not None:
             out.crs_grade = out.crs.grade

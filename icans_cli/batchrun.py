@@ -37,6 +37,7 @@ from icans_cli.exit import ExitStatus
 
 FORMATS = ("csv", "jsonl", "json", "table")
 PROGRESS_MIN_BYTES = 2_000_000
+_OUTPUTS_MAX = 8192  # distinct CSV outputs kept (many canonical rows share one)
 
 
 class Stopped(Exception):
@@ -438,6 +439,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             parser = RowParser(header, names, allow_id, now, protocol, CSV_READS)
             fast_csv = fmt == "csv" and logger is None
             lookup, put = parser.lookup, buf.append
+            outputs: dict[tuple, tuple] = {}
 
             def fill(how: tuple) -> tuple | None:
                 """The output of a key not remembered yet: its canonical row graded, and the
@@ -451,7 +453,14 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                     return None
                 tail = csv_tail(outcome)
                 tail[-1] = safe_cell(tail[-1])
-                value = _cached_output(outcome.status, tail, overlap)
+                # many keys share one output: it is made once (a pure function of its whole
+                # input, the status and the result columns) and shared
+                whole = (outcome.status, *tail)
+                value = outputs.get(whole)
+                if value is None:
+                    value = _cached_output(outcome.status, tail, overlap)
+                    if len(outputs) < _OUTPUTS_MAX:
+                        outputs[whole] = value
                 parser.remember(how, value)
                 return value
 
@@ -505,9 +514,6 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                         cells_out = [safe_cell(_clean(c)) for c in raw_cells]
                     else:
                         cells_out = raw_cells
-                        if fast_csv and how is not None:
-                            parser.remember(how, _cached_output(outcome.status, tail,
-                                                                overlap))
                     writer.writerow(_merge(cells_out, tail, overlap,  # type: ignore[union-attr]
                                            valid=valid))
                 elif fmt in ("jsonl", "json"):

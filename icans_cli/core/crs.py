@@ -245,11 +245,16 @@ class CrsState:
     def of(cls, result: CrsResult | None, grade: int | None = None) -> "CrsState":
         """From a CRS graded from its findings, else from a grade as given (None: unknown)."""
         if result is None:
-            return cls(grade)
+            known = _GIVEN.get(grade) if type(grade) is int or grade is None else None
+            return known if known is not None and cls is CrsState else cls(grade)
         if result.readings is not None:
             airway, hypoxia = result.readings
             return cls(None, readings=(cls.of(airway), cls.of(hypoxia)))
         return cls(result.grade, result.controlled, bool(result.disagreement))
+
+
+# A grade as given, the state made once (a frozen value: one is as good as another).
+_GIVEN: dict[int | None, CrsState] = {g: CrsState(g) for g in (None, 0, 1, 2, 3, 4)}
 
 
 TOCILIZUMAB_REPEAT_H = 8  # ASCO 2021: tocilizumab may be repeated every 8 h if no improvement
