@@ -4,9 +4,12 @@
 Prints, in one run:
 - the time of `icans grade FILE --format csv` on N realistic rows against a bare
   csv.reader -> csv.writer passthrough of the same file, as a ratio (the issue's ceiling:
-  2.7x); with --baseline REV (a git revision, e.g. a03fb28), the same for that revision's code,
-  measured in the same run, paired with it (passthrough, baseline, current, then again);
-- the peak memory (max RSS) of `icans grade` at 10,000 and 1,000,000 rows (goal: within 1.3x).
+  2.7x), and the same with --jobs 1 (one process; the default grades the second half of a
+  large plain file in a second process when the machine has two processors); with --baseline
+  REV (a git revision, e.g. a03fb28), the same for that revision's code, measured in the same
+  run, paired with it (passthrough, baseline, current, current --jobs 1, then again);
+- the peak memory (max RSS, the higher of the two processes) of `icans grade` at 10,000 and
+  1,000,000 rows (goal: within 1.3x), with and without --jobs 1.
 Each measurement runs in its own fresh process; times are medians. A measurement, not a test.
 """
 
@@ -78,14 +81,18 @@ GRADE = """
 import resource, sys
 from icans_cli.cli import app
 try:
-    app(["grade", sys.argv[1], "--format", "csv", "-o", sys.argv[2]])
+    app(["grade", sys.argv[1], "--format", "csv", "-o", sys.argv[2], *sys.argv[3:]])
 except SystemExit:
     pass
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+# the peak of this process and of the second process (--jobs 2), whichever is higher
+print(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), file=sys.stderr)
 """
+BASELINE_GRADE = GRADE.replace(", *sys.argv[3:]", "")  # a revision without --jobs
 
 
-def run(code: str, src: Path, dst: Path, path: Path | None = None) -> tuple[float, int]:
+def run(code: str, src: Path, dst: Path, path: Path | None = None,
+        extra: tuple[str, ...] = ()) -> tuple[float, int]:
     import os
 
     # compiled modules cached as an installed package has them (pip writes them), in the
@@ -95,7 +102,7 @@ def run(code: str, src: Path, dst: Path, path: Path | None = None) -> tuple[floa
     if path is not None:  # another revision's package, first on the path
         env["PYTHONPATH"] = str(path)
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, str(src), str(dst)],
+    p = subprocess.run([sys.executable, "-c", code, str(src), str(dst), *extra],
                        cwd=path or ROOT, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t
     last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "0"
@@ -125,20 +132,22 @@ def main() -> None:
             base = checkout(args.baseline, Path(d) / "baseline")
         generate(src, args.rows)
         mb = src.stat().st_size / 1e6
-        t_pass, t_grade, t_base = [], [], []
+        t_pass, t_grade, t_base, t_one = [], [], [], []
         run(GRADE, src, dst)  # compile once (cached in the run's folder), as an install has
         if base is not None:
-            run(GRADE, src, dst, base)
+            run(BASELINE_GRADE, src, dst, base)
         for _ in range(args.repeat):  # interleaved, fresh process each
             t_pass.append(run(PASSTHROUGH, src, dst)[0])
             if base is not None:
-                t_base.append(run(GRADE, src, dst, base)[0])
+                t_base.append(run(BASELINE_GRADE, src, dst, base)[0])
             t_grade.append(run(GRADE, src, dst)[0])
+            t_one.append(run(GRADE, src, dst, extra=("--jobs", "1"))[0])
         tp, tg = statistics.median(t_pass), statistics.median(t_grade)
-        mem = []
+        mem, mem_one = [], []
         for n in args.memory_rows:
             generate(src, n)
             mem.append(run(GRADE, src, dst)[1])
+            mem_one.append(run(GRADE, src, dst, extra=("--jobs", "1"))[1])
     print(f"{args.rows:,} rows ({mb:.1f} MB); medians of {args.repeat} fresh processes, paired")
     print(f"csv passthrough baseline   {tp:7.2f} s")
     if t_base:
@@ -146,11 +155,17 @@ def main() -> None:
         print(f"icans grade at {args.baseline:<11} {tb:7.2f} s   ratio {tb / tp:5.2f}x")
     print(f"icans grade (this tree)    {tg:7.2f} s   ratio {tg / tp:5.2f}x   (ceiling 2.7x) "
           f"{'ok' if tg / tp <= 2.7 else 'OVER'}")
+    to = statistics.median(t_one)
+    print(f"  the same with --jobs 1     {to:7.2f} s   ratio {to / tp:5.2f}x   (one process)")
+    print("  pairs (this tree / passthrough): "
+          + " ".join(f"{g / p:.2f}" for g, p in zip(t_grade, t_pass)))
     small, large = args.memory_rows
-    print(f"peak RSS at {small:>9,} rows  {mem[0] / 1024:7.1f} MB")
-    print(f"peak RSS at {large:>9,} rows  {mem[1] / 1024:7.1f} MB")
-    print(f"ratio                      {mem[1] / mem[0]:7.2f}x   (goal <= 1.3x) "
-          f"{'ok' if mem[1] / mem[0] <= 1.3 else 'OVER'}")
+    for label, m in (("(higher of the two processes)", mem), ("(--jobs 1)", mem_one)):
+        print(f"peak RSS {label}")
+        print(f"  at {small:>9,} rows  {m[0] / 1024:7.1f} MB")
+        print(f"  at {large:>9,} rows  {m[1] / 1024:7.1f} MB")
+        print(f"  ratio               {m[1] / m[0]:7.2f}x   (goal <= 1.3x) "
+              f"{'ok' if m[1] / m[0] <= 1.3 else 'OVER'}")
 
 
 if __name__ == "__main__":

@@ -201,8 +201,16 @@ def read_runs(binary: IO[bytes]) -> tuple[list[str], Iterator[tuple]]:
     return header, _items(cursor, lineno, csv.field_size_limit())
 
 
-def _items(cursor: "_Cursor", lineno: int, limit: int) -> Iterator[tuple]:
-    n, ln = 0, lineno
+def items_from(binary: IO[bytes], rows_before: int, lines_before: int) -> Iterator[tuple]:
+    """The items of read_runs for input that starts at a row's first byte after `rows_before`
+    rows in `lines_before` lines (the second half of a file split at a line end): numbered as
+    in the whole file."""
+    return _items(_Cursor(_line_blocks(binary, lines_before)), lines_before,
+                  csv.field_size_limit(), rows_before)
+
+
+def _items(cursor: "_Cursor", lineno: int, limit: int, rows_before: int = 0) -> Iterator[tuple]:
+    n, ln = rows_before, lineno
     while True:
         block = cursor.next_block()
         if block is None:
@@ -276,8 +284,8 @@ class _Cursor:
 _BLOCK = 1 << 16  # bytes asked of the input at a time (a pipe gives what it has)
 
 
-def _line_blocks(binary: IO[bytes]) -> Iterator[tuple[list[str] | None, list[str] | None,
-                                                      str | None]]:
+def _line_blocks(binary: IO[bytes], lines_before: int = 0) -> Iterator[
+        tuple[list[str] | None, list[str] | None, str | None]]:
     """The lines of the input decoded as UTF-8 (undecodable bytes as lone surrogates), split
     where a text file opened with newline="" splits them (at "\n", "\r\n" or a lone "\r"),
     none longer than MAX_LINE characters (a file of one endless line, such as /dev/zero, is
@@ -287,7 +295,7 @@ def _line_blocks(binary: IO[bytes]) -> Iterator[tuple[list[str] | None, list[str
     decode = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode
     read = getattr(binary, "read1", binary.read)
     limit = csv.field_size_limit()
-    carry, n = "", 0
+    carry, n = "", lines_before
     while True:
         data = read(_BLOCK)
         final = not data

@@ -28,9 +28,10 @@ from typing import IO, Any, Iterator, Optional
 
 import typer
 
+from icans_cli import batchsplit
 from icans_cli.batch import (
     CSV_READS, KNOWN_COLUMNS, OUTPUT_COLUMNS, RUN, Grader, RowOutcome, RowParser,
-    UsageProblem, _clean, csv_input, csv_tail, jsonl_line, read_runs,
+    UsageProblem, _clean, csv_input, csv_tail, items_from, jsonl_line, read_runs,
 )
 from icans_cli.csvsafe import safe_cell
 from icans_cli.exit import ExitStatus
@@ -245,6 +246,7 @@ class _Output:
         self.output = output
         self.tmp: str | None = None
         self.wrapped = False
+        self.directory: Path | None = None  # where -o's file is written (its own folder)
         if output is None:
             if sys.stdout is None or sys.stdout.closed:
                 _fail("standard output is closed: give -o FILE")
@@ -284,6 +286,7 @@ class _Output:
         if not directory.is_dir():
             _fail(f"the output directory {directory} does not exist")
         sweep_leftovers(directory)
+        self.directory = directory
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=".icans-", dir=directory)
         except OSError as exc:
@@ -349,7 +352,7 @@ def row_sha(cells: list[str] | str) -> str:
 
 def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol, to_log: bool,
               assessor: str, log_file: Optional[Path] = None, allow_id: bool = False,
-              assessed_now: bool = False) -> None:
+              assessed_now: bool = False, jobs: int = 2) -> None:
     from icans_cli import store as st
     from icans_cli.store.chain import utc_now
     from icans_cli.store.jsonl import resolve_path
@@ -388,7 +391,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     where = "standard input" if file == "-" else file
     try:
         source = csv_input(binary)
-        header, items = read_runs(source)
+        upto = batchsplit.Upto(source)
+        header, items = read_runs(upto)  # type: ignore[arg-type]
     except UsageProblem as exc:
         release()
         _fail(f"{where}: {exc}")
@@ -418,6 +422,15 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         st.stop_requested = lambda: _CRITICAL["pending"] is not None
     outcome_code: ExitStatus | None = None
     message = None
+    # A large plain file, graded to CSV and not logged, on a machine with two processors:
+    # the second half by a second process (batchsplit); no progress bar then (it is a thread,
+    # and a process is never forked beside a thread).
+    split = None
+    if fmt == "csv" and logger is None and progress is None and file != "-" and size \
+            and jobs > 1 and batchsplit.processors() > 1:
+        split = batchsplit.plan(file, size, upto.tell())
+        if split is not None:
+            upto.end = split.split
     import gc
 
     # The caches hold tens of thousands of small objects with no cycles among them: the cyclic
@@ -534,27 +547,70 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             # (_FastRuns); any other row, one at a time (one)
             runs = _FastRuns(parser, one, fill, buf, counts, sorted(overlap.values())) \
                 if fast_csv else None
-            flush_at = 2000
-            for item in items:
-                if item[0] is RUN:
-                    _, row0, line0, raws = item
-                    if runs is not None:
-                        n += runs(row0, line0, raws)
+            def drive(items: Any, fh: IO[str]) -> None:
+                """Grade the rows of `items`, in order, writing into `fh`."""
+                nonlocal n
+                flush_at = n + 2000
+                for item in items:
+                    if item[0] is RUN:
+                        _, row0, line0, raws = item
+                        if runs is not None:
+                            n += runs(row0, line0, raws)
+                        else:
+                            for i, raw in enumerate(raws):
+                                one(row0 + i, line0 + i, raw.split(","), raw)
                     else:
-                        for i, raw in enumerate(raws):
-                            one(row0 + i, line0 + i, raw.split(","), raw)
-                else:
-                    one(*item)
-                if n >= flush_at:
-                    flush_at = n + 2000
-                    if buf:
-                        out.fh.write("".join(buf))
-                        buf.clear()
-                    if progress is not None:
-                        progress.update(binary.tell() if binary.seekable() else 0)
-            if buf:
-                out.fh.write("".join(buf))
-                buf.clear()
+                        one(*item)
+                    if n >= flush_at:
+                        flush_at = n + 2000
+                        if buf:
+                            fh.write("".join(buf))
+                            buf.clear()
+                        if progress is not None:
+                            progress.update(binary.tell() if binary.seekable() else 0)
+                if buf:
+                    fh.write("".join(buf))
+                    buf.clear()
+
+            def second_half(fh: IO[str]) -> dict[str, Any]:
+                """In the second process: the rows after the split, numbered from 0 (this
+                process adds the first half's rows and lines to the first invalid row)."""
+                nonlocal n, first_invalid
+                buf.clear()  # the header is the first process's to write
+                counts.clear()
+                n, first_invalid = 0, None
+                with open(file, "rb") as rest:
+                    rest.seek(split.split)  # type: ignore[union-attr]
+                    drive(items_from(rest, 0, 0), fh)
+                bad = None
+                if first_invalid is not None:
+                    e = first_invalid.errors[0]
+                    bad = [first_invalid.row, first_invalid.line, e["column"], e["message"]]
+                return {"counts": dict(counts), "rows": n, "first_invalid": bad}
+
+            second = None
+            if split is not None:
+                second = batchsplit.Second(second_half, str(out.directory) if out.directory
+                                           else None)
+            try:
+                drive(items, out.fh)
+                if second is not None and split is not None:
+                    said = second.result()
+                    if said is None:  # it did not finish: the second half graded here
+                        with open(file, "rb") as rest:
+                            rest.seek(split.split)
+                            drive(items_from(rest, n, split.lines_before), out.fh)
+                    else:
+                        second.copy_to(out.fh.write)
+                        counts.update(said["counts"])
+                        if first_invalid is None and said["first_invalid"]:
+                            row, line, column, text = said["first_invalid"]
+                            first_invalid = RowOutcome(row + n, line + split.lines_before, {})
+                            first_invalid.errors.append({"column": column, "message": text})
+                        n += said["rows"]
+            finally:
+                if second is not None:
+                    second.close()
             if fmt == "json":
                 out.fh.write("\n]\n" if n else "]\n")
             if fmt == "table":

@@ -575,6 +575,10 @@ def grade(
                                       "without an assessed_at at the time of this run "
                                       "(without it they are graded, not logged)."),
     log_file: Optional[Path] = LOG_FILE_OPTION,
+    jobs: int = typer.Option(2, "--jobs", min=1, max=2,
+                             help="Processes for a large plain CSV file graded to CSV (2: the "
+                                  "second half by a second process, when the machine has two "
+                                  "processors; the output is the same)."),
 ) -> None:
     """Grade exported assessments from CSV, one row at a time.
 
@@ -601,7 +605,7 @@ def grade(
 
     run_grade(file=file, output=output, fmt=fmt, protocol=_protocol(protocol), to_log=to_log,
               assessor=_assessor(assessor) if to_log else "",
-              log_file=log_file, allow_id=allow_id, assessed_now=assessed_now)
+              log_file=log_file, allow_id=allow_id, assessed_now=assessed_now, jobs=jobs)
 
 
 # --- the ward's database ------------------------------------------------------------------------

@@ -352,3 +352,114 @@ def test_a_plain_file_is_graded_in_runs_and_equals_it_graded_row_by_row(monkeypa
     monkeypatch.setattr(b, "_BLOCK", 1 << 16)
     one_by_one, _ = _grade_text(buf.getvalue())
     assert in_runs == one_by_one
+
+
+# --- two processes: the second half of a large plain file graded by a second process ------------
+
+def _split_grade(monkeypatch, text: str, jobs: int, block: int = 64) -> tuple:
+    import icans_cli.batch as b
+    import icans_cli.batchsplit as bs
+
+    made = []
+    second = bs.Second
+
+    class Counted(second):  # type: ignore[misc, valid-type]
+        def __init__(self, *a, **k):
+            made.append(1)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(bs, "Second", Counted)
+    monkeypatch.setattr(bs, "MIN_BYTES", 0)
+    monkeypatch.setattr(bs, "processors", lambda: 2)
+    monkeypatch.setattr(b, "_BLOCK", block)
+    res = runner.invoke(app, ["grade", str(text), "-f", "csv", "--jobs", str(jobs)])
+    return res.exit_code, res.stdout, res.stderr, len(made)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(run_lines(), min_size=12, max_size=40))
+def test_a_file_graded_by_two_processes_equals_it_graded_by_one(tmp_path, monkeypatch, lines):
+    """The output, the summary (counts and the first invalid row, named by its row and line in
+    the whole file) and the exit status are the same with the second half graded by a second
+    process as with one process."""
+    f = tmp_path / "ward.csv"
+    f.write_text(",".join(RUN_COLUMNS) + "\r\n" + "\r\n".join(lines) + "\r\n")
+    with monkeypatch.context() as m:
+        one = _split_grade(m, f, 1)
+    with monkeypatch.context() as m:
+        two = _split_grade(m, f, 2)
+    assert one[3] == 0  # never with --jobs 1
+    if f.stat().st_size > 1000:  # half of it is past what reading the header read
+        assert two[3] == 1
+    assert two[:3] == one[:3]
+
+
+def _ward_file(tmp_path, n=400, bad_at=None):
+    rows_ = []
+    for i in range(n):
+        r = {"patient_id": f"PT-{i % 9:02d}", "assessed_at": "2026-11-29T08:00:00Z",
+             "ward": "7A", "age_years": str(30 + i % 40), "ice_score": str(i % 11),
+             "consciousness": ["", "voice"][i % 2], "crs_grade": str(i % 4),
+             "product": "axi-cel"}
+        if i == bad_at:
+            r["ice_score"] = "11"
+        rows_.append(",".join(r.get(c, "") for c in RUN_COLUMNS))
+    f = tmp_path / "ward.csv"
+    f.write_text(",".join(RUN_COLUMNS) + "\n" + "\n".join(rows_) + "\n")
+    return f
+
+
+def test_the_first_invalid_row_in_the_second_half_is_named_by_its_place_in_the_file(
+        tmp_path, monkeypatch):
+    f = _ward_file(tmp_path, bad_at=350)
+    code, out, said, made = _split_grade(monkeypatch, f, 2)
+    assert made == 1 and code == 1
+    assert "first: row 351 (line 352), ice_score: 11 is outside 0-10" in said
+    assert said.startswith("400 rows: 399 graded, 0 not assessable, 1 invalid")
+
+
+def test_when_the_second_process_fails_the_first_grades_the_second_half_itself(
+        tmp_path, monkeypatch):
+    import icans_cli.batchsplit as bs
+
+    f = _ward_file(tmp_path, bad_at=390)
+    with monkeypatch.context() as m:
+        want = _split_grade(m, f, 1)
+    second = bs.Second
+
+    class Failing(second):  # type: ignore[misc, valid-type]
+        def __init__(self, work, directory):
+            def broken(out):
+                out.write("half a row,")
+                out.flush()
+                raise RuntimeError("the second process failed")
+            super().__init__(broken, directory)
+
+    monkeypatch.setattr(bs, "Second", Failing)
+    got = _split_grade(monkeypatch, f, 2)
+    assert got[:3] == want[:3]
+    assert "first: row 391 (line 392)" in got[2]
+
+
+def test_a_file_with_a_quote_or_a_lone_carriage_return_is_graded_by_one_process(tmp_path):
+    import icans_cli.batchsplit as bs
+
+    for body in (b'PT-1,"8"\n' * 10, b"PT-1,8\r" * 10, b"PT-1,8\r\n" * 9 + b"PT-1,8\r"):
+        f = tmp_path / "x.csv"
+        f.write_bytes(b"patient_id,ice_score\n" + body)
+        old = bs.MIN_BYTES
+        bs.MIN_BYTES = 0
+        try:
+            assert bs.plan(str(f), f.stat().st_size, 22) is None
+        finally:
+            bs.MIN_BYTES = old
+    f.write_bytes(b"patient_id,ice_score\r\n" + b"PT-1,8\r\n" * 10)
+    bs.MIN_BYTES = 0
+    try:
+        p = bs.plan(str(f), f.stat().st_size, 23)
+    finally:
+        bs.MIN_BYTES = old
+    assert p is not None and f.read_bytes()[p.split - 1:p.split] == b"\n"
+    assert p.lines_before == f.read_bytes()[:p.split].count(b"\n")

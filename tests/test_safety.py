@@ -738,3 +738,54 @@ def test_a_row_refused_for_its_shape_stays_refused_when_the_output_is_graded_aga
     assert [r["status"] for r in rows] == ["graded", "invalid"]
     jsonl = runner.invoke(app, ["grade", "-", "-f", "jsonl"], input=first).stdout
     assert [json.loads(x)["status"] for x in jsonl.splitlines()] == ["graded", "invalid"]
+
+
+# --- two processes: stopped, nothing is left behind ---------------------------------------------
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as fh:
+                    if text.encode() in fh.read():
+                        found.append(int(d))
+            except OSError:
+                pass
+    return found
+
+
+@POSIX_ONLY
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_two_process_grade_stopped_leaves_no_process_no_file_and_no_output(
+        tmp_path, signum, code):
+    src = tmp_path / "big-ward.csv"
+    row = ",2026-11-29T08:00:00Z,{age},,,,,,{ice},,voice,,,,,,1,axi-cel,7A\n"
+    with open(src, "w") as fh:
+        fh.write("patient_id,assessed_at,age_years,developmental_delay,ice_orientation,"
+                 "ice_naming,ice_commands,ice_writing,ice_attention,ice_score,capd_score,"
+                 "consciousness,seizure,motor,icp_edema,excluded,sedated,crs_grade,product,"
+                 "ward\n")
+        for i in range(90_000):
+            fh.write(f"PT-{i % 500:04d}" + row.format(age=20 + i % 60, ice=i % 11))
+    assert src.stat().st_size > 4_000_000
+    out = tmp_path / "graded.csv"
+    env = {k: v for k, v in os.environ.items() if k != "ICANS_LOG"}
+    p = subprocess.Popen([sys.executable, "-m", "icans_cli", "grade", str(src), "-f", "csv",
+                          "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env)
+    time.sleep(0.3)
+    deadline = time.time() + 10
+    while len(_processes_naming(str(src))) < 2 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)  # the second process has started
+    from icans_cli.batchsplit import processors
+
+    assert len(_processes_naming(str(src))) == (2 if processors() > 1 else 1)
+    p.send_signal(signum)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == code, err
+    assert not out.exists()
+    assert [x.name for x in tmp_path.iterdir()] == ["big-ward.csv"]  # no temporary file
+    time.sleep(0.2)
+    assert _processes_naming(str(src)) == []  # the second process is gone too
