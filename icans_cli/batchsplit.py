@@ -44,8 +44,10 @@ def processors() -> int:
 def plan(path: str, size: int, read_so_far: int) -> Plan | None:
     """Where to split the file, or None when it must be graded by one process: too small, a
     quote or a lone carriage return anywhere, or no line end past what is read already."""
-    if size < MIN_BYTES or not hasattr(os, "fork"):
-        return None
+    import threading
+
+    if size < MIN_BYTES or not hasattr(os, "fork") or threading.active_count() > 1:
+        return None  # never forked beside a thread (its locks would be copied held)
     try:
         with open(path, "rb") as fh:
             fh.seek(size // 2)
