@@ -425,12 +425,12 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     # A large plain file, graded to CSV and not logged, on a machine with two processors:
     # the second half by a second process (batchsplit); no progress bar then (it is a thread,
     # and a process is never forked beside a thread).
-    split = None
+    halves = None
     if fmt == "csv" and logger is None and progress is None and file != "-" and size \
             and jobs > 1 and batchsplit.processors() > 1:
-        split = batchsplit.plan(file, size, upto.tell())
-        if split is not None:
-            upto.end = split.split
+        halves = batchsplit.plan(file, size, upto.tell())
+        if halves is not None:
+            upto.end = halves.split
     import gc
 
     # The caches hold tens of thousands of small objects with no cycles among them: the cyclic
@@ -580,7 +580,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 counts.clear()
                 n, first_invalid = 0, None
                 with open(file, "rb") as rest:
-                    rest.seek(split.split)  # type: ignore[union-attr]
+                    rest.seek(halves.split)  # type: ignore[union-attr]
                     drive(items_from(rest, 0, 0), fh)
                 bad = None
                 if first_invalid is not None:
@@ -589,23 +589,23 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 return {"counts": dict(counts), "rows": n, "first_invalid": bad}
 
             second = None
-            if split is not None:
+            if halves is not None:
                 second = batchsplit.Second(second_half, str(out.directory) if out.directory
                                            else None)
             try:
                 drive(items, out.fh)
-                if second is not None and split is not None:
+                if second is not None and halves is not None:
                     said = second.result()
                     if said is None:  # it did not finish: the second half graded here
                         with open(file, "rb") as rest:
-                            rest.seek(split.split)
-                            drive(items_from(rest, n, split.lines_before), out.fh)
+                            rest.seek(halves.split)
+                            drive(items_from(rest, n, halves.lines_before), out.fh)
                     else:
                         second.copy_to(out.fh.write)
                         counts.update(said["counts"])
                         if first_invalid is None and said["first_invalid"]:
                             row, line, column, text = said["first_invalid"]
-                            first_invalid = RowOutcome(row + n, line + split.lines_before, {})
+                            first_invalid = RowOutcome(row + n, line + halves.lines_before, {})
                             first_invalid.errors.append({"column": column, "message": text})
                         n += said["rows"]
             finally:
