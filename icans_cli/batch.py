@@ -187,17 +187,17 @@ def read_runs(binary: IO[bytes]) -> tuple[list[str], Iterator[tuple]]:
         if first and any(c.strip() for c in first):
             header = first
     names = [_clean(h).strip().lower() for h in header]
+    if "patient_id" not in names:
+        # The names are not listed: a file without a header row would have a patient's data
+        # in its first row. Checked first, so no message below repeats a cell of such a row.
+        raise UsageProblem(f"no patient_id column in the first row ({len(names)} columns); the "
+                           "first row must be a header naming the columns, with patient_id")
     seen: set[str] = set()
     for n in names:
         if n in seen:
             raise UsageProblem(f"duplicate column {n!r} in the header (names are matched "
                                "case-insensitively)")
         seen.add(n)
-    if "patient_id" not in seen:
-        # The names are not listed: a file without a header row would have a patient's data
-        # in its first row.
-        raise UsageProblem(f"no patient_id column in the first row ({len(names)} columns); the "
-                           "first row must be a header naming the columns, with patient_id")
     return header, _items(cursor, lineno, csv.field_size_limit())
 
 

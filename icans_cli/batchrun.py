@@ -263,16 +263,17 @@ class _Output:
             else:
                 self.fh = sys.stdout
             return
-        if output.is_symlink():
-            # write to the file the link points to; renaming over the link would replace the
-            # link itself with a regular file
-            output = self.output = Path(os.path.realpath(output))
         try:
-            st = os.stat(output)
+            st = os.stat(output)  # what the name leads to (a link followed)
         except FileNotFoundError:
             st = None
         except OSError as exc:
             _fail(f"cannot use -o {output}: {exc.strerror}")
+        if output.is_symlink() and (st is None or stat.S_ISREG(st.st_mode)):
+            # write to the file the link points to; renaming over the link would replace the
+            # link itself with a regular file (a link to a pipe or a device, such as
+            # /dev/stdout, is opened as it is named, below)
+            output = self.output = Path(os.path.realpath(output))
         if st is not None and stat.S_ISDIR(st.st_mode):
             _fail(f"-o {output} is a directory: give a file name")
         if st is not None and not stat.S_ISREG(st.st_mode):
@@ -422,15 +423,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
         st.stop_requested = lambda: _CRITICAL["pending"] is not None
     outcome_code: ExitStatus | None = None
     message = None
-    # A large plain file, graded to CSV and not logged, on a machine with two processors:
-    # the second half by a second process (batchsplit); no progress bar then (it is a thread,
-    # and a process is never forked beside a thread).
     halves = None
-    if fmt == "csv" and logger is None and progress is None and file != "-" and size \
-            and jobs > 1 and batchsplit.processors() > 1:
-        halves = batchsplit.plan(file, size, upto.tell())
-        if halves is not None:
-            upto.end = halves.split
     import gc
 
     # The caches hold tens of thousands of small objects with no cycles among them: the cyclic
@@ -449,6 +442,15 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             elif fmt == "json":
                 out.fh.write("[")
             n = 0
+            # A large plain file, graded to CSV and not logged, on a machine with two
+            # processors: the second half by a second process (batchsplit); no progress bar
+            # then (it is a thread, and a process is never forked beside a thread).
+            if fmt == "csv" and logger is None and progress is None and file != "-" and size \
+                    and jobs > 1 and batchsplit.processors() > 1:
+                halves = batchsplit.plan(binary.fileno(), size, upto.tell(),
+                                         str(out.directory) if out.directory else None)
+                if halves is not None:
+                    upto.end = halves.split
             parser = RowParser(header, names, allow_id, now, protocol, CSV_READS)
             fast_csv = fmt == "csv" and logger is None
             lookup, put = parser.lookup, buf.append
@@ -510,6 +512,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                             return
                         # the output is computed from the canonical row: a function of its key
                         outcome = parser.slow(how[0] if how else cells, row, line)
+                        if outcome.errors and how:  # invalid: its messages name its own
+                            outcome = parser.slow(cells, row, line)  # cells (the age as given)
                     else:
                         outcome = parser.slow(cells, row, line)
                 rec_json = grader.grade(outcome)
@@ -579,9 +583,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 buf.clear()  # the header is the first process's to write
                 counts.clear()
                 n, first_invalid = 0, None
-                with open(file, "rb") as rest:
-                    rest.seek(halves.split)  # type: ignore[union-attr]
-                    drive(items_from(rest, 0, 0), fh)
+                drive(items_from(batchsplit.PRead(binary.fileno(), halves.split),  # type: ignore[arg-type, union-attr]
+                                 0, 0), fh)
                 bad = None
                 if first_invalid is not None:
                     e = first_invalid.errors[0]
@@ -593,15 +596,22 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 second = batchsplit.Second(second_half, str(out.directory) if out.directory
                                            else None)
             try:
+                if second is not None:
+                    try:
+                        second.start()
+                    except OSError:  # no process, file or descriptor for it: graded here
+                        second.close()
+                        second = None
                 drive(items, out.fh)
-                if second is not None and halves is not None:
-                    said = second.result()
-                    if said is None:  # it did not finish: the second half graded here
-                        with open(file, "rb") as rest:
-                            rest.seek(halves.split)
-                            drive(items_from(rest, n, halves.lines_before), out.fh)
+                if halves is not None:
+                    said = second.result() if second is not None else None
+                    if said is None:  # the second half graded here, after freeing its file
+                        if second is not None:
+                            second.close()
+                        drive(items_from(batchsplit.PRead(binary.fileno(), halves.split),  # type: ignore[arg-type]
+                                         n, halves.lines_before), out.fh)
                     else:
-                        second.copy_to(out.fh.write)
+                        second.copy_to(out.fh.write)  # type: ignore[union-attr]
                         counts.update(said["counts"])
                         if first_invalid is None and said["first_invalid"]:
                             row, line, column, text = said["first_invalid"]

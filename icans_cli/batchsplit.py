@@ -8,9 +8,12 @@ Safe by construction:
 - The second process writes only into an unlinked temporary file (mode 0600, never visible,
   gone with the processes however they end) and a pipe; it ends with os._exit, so it never
   flushes anything of this process nor runs its clean-up. This process writes the output.
-- Whatever goes wrong in the second process (an exception, a signal, a line too long, a kill),
-  this process grades the second half itself, numbered exactly: the output is the same as from
-  one process. A property test holds it so.
+- Whatever goes wrong in the second process (it cannot be made, an exception, a signal, a line
+  too long, a full disk, a kill), this process grades the second half itself, numbered
+  exactly, after freeing the second's file: the output is the same as from one process. A
+  property test holds it so.
+- The input is read through the descriptor opened at the start, with pread: a file renamed,
+  replaced or deleted while it is graded is read as the one opened, as by one process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from typing import IO, Any, Callable
 
 MIN_BYTES = 4_000_000  # a smaller file is graded by one process (a second costs ~0.1 s)
+ROOM = 4  # free space asked, in input sizes (the output can be twice the input, and the
+# second half's temporary copy of it is there until it is copied)
 _SCAN = 1 << 20
 _COPY = 1 << 16
 
@@ -41,45 +46,64 @@ def processors() -> int:
         return os.cpu_count() or 1
 
 
-def plan(path: str, size: int, read_so_far: int) -> Plan | None:
-    """Where to split the file, or None when it must be graded by one process: too small, a
-    quote or a lone carriage return anywhere, or no line end past what is read already."""
+def plan(fd: int, size: int, read_so_far: int, room: str | None) -> Plan | None:
+    """Where to split the file open on `fd` (read with pread: never by its name again, so a
+    file renamed or replaced while it is graded is read as the one opened; never moving the
+    descriptor's offset), or None when it must be graded by one process: too small, a quote or
+    a lone carriage return anywhere, no line end past what is read already, or too little free
+    space in `room` (the folder of the second half's temporary file) for it beside the output."""
     import threading
 
     if size < MIN_BYTES or not hasattr(os, "fork") or threading.active_count() > 1:
         return None  # never forked beside a thread (its locks would be copied held)
     try:
-        with open(path, "rb") as fh:
-            fh.seek(size // 2)
-            probe = fh.read(_SCAN)
-            i = probe.find(b"\n")
-            if i < 0:
+        st = os.statvfs(room or tempfile.gettempdir())
+        if st.f_bavail * st.f_frsize < ROOM * size:
+            return None  # the output and the second half's copy of it might not both fit
+        probe = os.pread(fd, _SCAN, size // 2)
+        i = probe.find(b"\n")
+        if i < 0:
+            return None
+        split = size // 2 + i + 1
+        if split >= size or split <= read_so_far:
+            return None
+        lines, pos, last = 0, 0, b""
+        while True:
+            chunk = os.pread(fd, _SCAN, pos)
+            if not chunk:
+                break
+            if b'"' in chunk:
                 return None
-            split = size // 2 + i + 1
-            if split >= size or split <= read_so_far:
+            cr = chunk.count(b"\r")
+            if cr and cr != chunk.count(b"\r\n") + (chunk[-1:] == b"\r"):
+                return None  # a lone carriage return ends a line too
+            if last == b"\r" and chunk[:1] != b"\n":
                 return None
-            fh.seek(0)
-            lines, pos, last = 0, 0, b""
-            while True:
-                chunk = fh.read(_SCAN)
-                if not chunk:
-                    break
-                if b'"' in chunk:
-                    return None
-                cr = chunk.count(b"\r")
-                if cr and cr != chunk.count(b"\r\n") + (chunk[-1:] == b"\r"):
-                    return None  # a lone carriage return ends a line too
-                if last == b"\r" and chunk[:1] != b"\n":
-                    return None
-                if pos < split:
-                    lines += chunk.count(b"\n", 0, split - pos)
-                pos += len(chunk)
-                last = chunk[-1:]
-            if last == b"\r" or pos != size:
-                return None
-    except OSError:
+            if pos < split:
+                lines += chunk.count(b"\n", 0, split - pos)
+            pos += len(chunk)
+            last = chunk[-1:]
+        if last == b"\r" or pos != size:
+            return None
+    except (OSError, AttributeError):
         return None
     return Plan(split, lines)
+
+
+class PRead:
+    """The input from a byte offset to its end, read with pread on the descriptor opened at
+    the start (the same file however it is renamed; the descriptor's offset, shared with the
+    other process after a fork, is never moved)."""
+
+    def __init__(self, fd: int, start: int) -> None:
+        self.fd, self.pos = fd, start
+
+    def read1(self, n: int = -1) -> bytes:
+        data = os.pread(self.fd, n if n > 0 else _SCAN, self.pos)
+        self.pos += len(data)
+        return data
+
+    read = read1
 
 
 class Upto:
@@ -110,33 +134,55 @@ class Second:
     ends. `result()` waits for it: its result, or None when it did not finish cleanly (this
     process then grades the second half itself). `close()` ends it, whatever its state."""
 
+    _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, n))
+
     def __init__(self, work: Callable[[IO[str]], dict[str, Any]], directory: str | None) -> None:
-        self.tmp = tempfile.TemporaryFile(dir=directory)  # unlinked: never left behind
+        self.work, self.directory = work, directory
+        self.pid: int | None = None
+        self.tmp: Any = None
+        self.rfd: int | None = None
+
+    def start(self) -> None:
+        """Fork. Raises OSError when it cannot (no process, no file, no descriptor left): the
+        caller then grades the second half itself. The signals that stop a run are held
+        while forking: the second process takes their default action (it never runs this
+        process's handlers, so it never cleans up this process's files), and this process has
+        the second's pid before one can stop it."""
+        self.tmp = tempfile.TemporaryFile(dir=self.directory)  # unlinked: never left behind
         self.rfd, wfd = os.pipe()
-        self.pid: int | None = os.fork()
-        if self.pid == 0:  # the second process: nothing of this one's is flushed or cleaned
-            code = 1
-            try:
-                os.close(self.rfd)
-                out = io.TextIOWrapper(io.BufferedWriter(io.FileIO(self.tmp.fileno(), "w",
-                                                                   closefd=False), 1 << 20),
-                                       encoding="utf-8", errors="surrogateescape", newline="")
-                said = work(out)
-                out.flush()
-                data = json.dumps(said).encode()
-                while data:
-                    data = data[os.write(wfd, data):]
-                code = 0
-            except BaseException:  # noqa: BLE001 - any failure: the first process redoes it
-                pass
-            finally:
-                os._exit(code)
-        os.close(wfd)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, self._SIGNALS)
+        try:
+            self.pid = os.fork()
+            if self.pid == 0:  # the second process: nothing of this one's is flushed or cleaned
+                code = 1
+                try:
+                    for s in self._SIGNALS:
+                        signal.signal(s, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                    os.close(self.rfd)
+                    out = io.TextIOWrapper(io.BufferedWriter(io.FileIO(
+                        self.tmp.fileno(), "w", closefd=False), 1 << 20), encoding="utf-8",
+                        errors="surrogateescape", newline="")
+                    said = self.work(out)
+                    out.flush()
+                    data = json.dumps(said).encode()
+                    while data:
+                        data = data[os.write(wfd, data):]
+                    code = 0
+                except BaseException:  # noqa: BLE001 - any failure: the first process redoes it
+                    pass
+                finally:
+                    os._exit(code)
+        finally:
+            if self.pid != 0:
+                os.close(wfd)
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def result(self) -> dict[str, Any] | None:
         chunks = []
         while True:
-            data = os.read(self.rfd, 65536)
+            data = os.read(self.rfd, 65536)  # type: ignore[arg-type]
             if not data:
                 break
             chunks.append(data)
@@ -175,8 +221,15 @@ class Second:
             except OSError:
                 pass
             self.pid = None
-        for close in (lambda: os.close(self.rfd), self.tmp.close):
+        if self.rfd is not None:
             try:
-                close()
+                os.close(self.rfd)
             except OSError:
                 pass
+            self.rfd = None
+        if self.tmp is not None:
+            try:
+                self.tmp.close()  # unlinked already: its space is freed now
+            except OSError:
+                pass
+            self.tmp = None

@@ -491,3 +491,19 @@ def test_a_plain_file_comes_in_runs_of_many_rows(tmp_path):
     items = list(items)
     assert sum(len(i[3]) for i in items if i[0] is b.RUN) >= 40_000  # all but the first block
     assert sum(1 for i in items if i[0] is b.RUN) < 20
+
+
+def test_an_invalid_rows_message_names_the_age_as_given_not_its_band():
+    """An invalid row is named by its own cells: the CSV errors column and the summary say
+    "age 11.5", as the JSONL does (the canonical row, with the age band, is for valid rows)."""
+    text = ("patient_id,age_years,ice_score,capd_score\nPT-1,11.5,7,\nPT-2,11.5,7,\n"
+            "PT-3,17.9,,5\nPT-4,40,,5\n")
+    csv_out = runner.invoke(app, ["grade", "-", "-f", "csv"], input=text)
+    jsonl = runner.invoke(app, ["grade", "-", "-f", "jsonl"], input=text)
+    rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    want = ["; ".join(f"{e['column']}: {e['message']}" for e in json.loads(x)["errors"])
+            for x in jsonl.stdout.splitlines()]
+    assert [r["errors"] for r in rows] == want
+    assert "age 11.5 is under 12" in rows[1]["errors"] and "age 40" in rows[3]["errors"]
+    assert "first: row 1 (line 2), ice_score: not used for this patient: age 11.5" in \
+        csv_out.stderr

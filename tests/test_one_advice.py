@@ -443,23 +443,81 @@ def test_when_the_second_process_fails_the_first_grades_the_second_half_itself(
     assert "first: row 391 (line 392)" in got[2]
 
 
-def test_a_file_with_a_quote_or_a_lone_carriage_return_is_graded_by_one_process(tmp_path):
+def _plan(path, read_so_far, room=None):
     import icans_cli.batchsplit as bs
 
-    for body in (b'PT-1,"8"\n' * 10, b"PT-1,8\r" * 10, b"PT-1,8\r\n" * 9 + b"PT-1,8\r"):
-        f = tmp_path / "x.csv"
-        f.write_bytes(b"patient_id,ice_score\n" + body)
-        old = bs.MIN_BYTES
-        bs.MIN_BYTES = 0
-        try:
-            assert bs.plan(str(f), f.stat().st_size, 22) is None
-        finally:
-            bs.MIN_BYTES = old
-    f.write_bytes(b"patient_id,ice_score\r\n" + b"PT-1,8\r\n" * 10)
+    old = bs.MIN_BYTES
     bs.MIN_BYTES = 0
     try:
-        p = bs.plan(str(f), f.stat().st_size, 23)
+        with open(path, "rb") as fh:
+            return bs.plan(fh.fileno(), path.stat().st_size, read_so_far, room)
     finally:
         bs.MIN_BYTES = old
+
+
+def test_a_file_with_a_quote_or_a_lone_carriage_return_is_graded_by_one_process(tmp_path):
+    f = tmp_path / "x.csv"
+    for body in (b'PT-1,"8"\n' * 10, b"PT-1,8\r" * 10, b"PT-1,8\r\n" * 9 + b"PT-1,8\r"):
+        f.write_bytes(b"patient_id,ice_score\n" + body)
+        assert _plan(f, 22) is None
+    f.write_bytes(b"patient_id,ice_score\r\n" + b"PT-1,8\r\n" * 10)
+    p = _plan(f, 23)
     assert p is not None and f.read_bytes()[p.split - 1:p.split] == b"\n"
     assert p.lines_before == f.read_bytes()[:p.split].count(b"\n")
+
+
+def test_too_little_free_space_for_the_second_half_keeps_one_process(tmp_path, monkeypatch):
+    import os as os_
+
+    f = tmp_path / "x.csv"
+    f.write_bytes(b"patient_id,ice_score\r\n" + b"PT-1,8\r\n" * 10)
+    real = os_.statvfs
+
+    class Full:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr(os_, "statvfs", lambda p: Full())
+    assert _plan(f, 23, str(tmp_path)) is None
+    monkeypatch.setattr(os_, "statvfs", real)
+    assert _plan(f, 23, str(tmp_path)) is not None
+
+
+def test_when_no_second_process_can_be_made_one_process_grades_it_all(tmp_path, monkeypatch):
+    import errno
+    import os as os_
+
+    f = _ward_file(tmp_path, bad_at=380)
+    with monkeypatch.context() as m:
+        want = _split_grade(m, f, 1)
+
+    def no_fork():
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os_, "fork", no_fork)
+    got = _split_grade(monkeypatch, f, 2)
+    assert got[3] == 1  # it was tried
+    assert got[:3] == want[:3]
+
+
+def test_a_file_replaced_while_it_is_graded_is_read_as_the_one_opened(tmp_path, monkeypatch):
+    """Both processes read the descriptor opened at the start: a file moved over the name
+    after the start (here: just before the second process is made) changes nothing."""
+    import os as os_
+
+    import icans_cli.batchsplit as bs
+
+    f = _ward_file(tmp_path, bad_at=300)
+    with monkeypatch.context() as m:
+        want = _split_grade(m, f, 1)
+    other = tmp_path / "other.csv"
+    other.write_text(",".join(RUN_COLUMNS) + "\n" + "PT-77,,,50,,,,10\n" * 400)
+    real = bs.plan
+
+    def plan_then_replace(*a, **k):
+        got = real(*a, **k)
+        os_.replace(other, f)  # the name now names another file
+        return got
+
+    monkeypatch.setattr(bs, "plan", plan_then_replace)
+    got = _split_grade(monkeypatch, f, 2)
+    assert got[3] == 1 and got[:3] == want[:3]

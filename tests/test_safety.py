@@ -789,3 +789,22 @@ def test_a_two_process_grade_stopped_leaves_no_process_no_file_and_no_output(
     assert [x.name for x in tmp_path.iterdir()] == ["big-ward.csv"]  # no temporary file
     time.sleep(0.2)
     assert _processes_naming(str(src)) == []  # the second process is gone too
+
+
+def test_a_first_row_of_data_is_refused_without_repeating_its_cells(tmp_path):
+    """A file with no header row whose first row repeats a value (an MRN twice): refused for
+    having no patient_id column, before the duplicate-column check could quote the value."""
+    f = tmp_path / "no-header.csv"
+    f.write_text("MRN-99812,MRN-99812,7\nMRN-99813,MRN-99813,8\n")
+    r = runner.invoke(app, ["grade", str(f), "-f", "csv"])
+    assert r.exit_code == 2 and "no patient_id column" in r.stderr
+    assert "99812" not in r.stderr and "99812" not in r.stdout
+
+
+@POSIX_ONLY
+def test_o_dev_stdout_on_a_pipe_is_written_into(tmp_path):
+    f = tmp_path / "one.csv"
+    f.write_text("patient_id,ice_score\nPT-1,8\n")
+    r = icans("grade", str(f), "-f", "csv", "-o", "/dev/stdout")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].startswith("PT-1,8,,1,,graded")
