@@ -54,7 +54,8 @@ def plan(fd: int, size: int, read_so_far: int, room: str | None) -> Plan | None:
     space in `room` (the folder of the second half's temporary file) for it beside the output."""
     import threading
 
-    if size < MIN_BYTES or not hasattr(os, "fork") or threading.active_count() > 1:
+    if size < MIN_BYTES or not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask") \
+            or threading.active_count() > 1:
         return None  # never forked beside a thread (its locks would be copied held)
     try:
         st = os.statvfs(room or tempfile.gettempdir())
