@@ -123,7 +123,7 @@ def _strip(value: str) -> str:
 
 def csv_input(binary: IO[bytes]) -> IO[bytes]:
     """The input's bytes, checked to be UTF-8 (a UTF-16 file is refused) and past a BOM.
-    read_rows decodes them: undecodable bytes become lone surrogates, never errors; a clinical
+    read_runs decodes them: undecodable bytes become lone surrogates, never errors; a clinical
     cell holding one is reported invalid; a passed-through cell is written back as the same
     bytes."""
     if not hasattr(binary, "peek"):
@@ -142,35 +142,16 @@ def csv_input(binary: IO[bytes]) -> IO[bytes]:
 RUN = "run"  # the first item of a run of plain rows, from read_runs
 
 
-def read_rows(binary: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, int, list[str] | str,
-                                                                      str | None]]]:
-    """(header as given, iterator of (row number, line number, cells | error message, raw)).
-
-    `raw` is the line itself (without its line end) when it holds no quote, carriage return or
-    over-long field: such a line is split on commas exactly as the csv module would, and an
-    ordinary row can then be passed through untouched. Any other line goes through the csv
-    module (which may read further lines for a quoted field with line breaks)."""
-    header, items = read_runs(binary)
-
-    def rows() -> Iterator[tuple[int, int, list[str] | str, str | None]]:
-        for item in items:
-            if item[0] is RUN:
-                _, n, ln, raws = item
-                for i, raw in enumerate(raws):
-                    yield n + i, ln + i, raw.split(","), raw
-            else:
-                yield item
-
-    return header, rows()
-
-
 def read_runs(binary: IO[bytes]) -> tuple[list[str], Iterator[tuple]]:
-    """read_rows, with plain rows in runs: the items are the rows of read_rows, except that a
-    block of consecutive plain lines (no quote, no carriage return but in "\r\n" line ends, no
-    blank line, no over-long field) comes as one item (RUN, its first row number, its first
-    line number, the lines without their ends), row and line numbers counting up by one. A
-    reader that works on many rows at once (the CSV fast path) takes them so; read_rows gives
-    them a row at a time."""
+    """(header as given, iterator of items). An item is a row: (row number, line number, cells
+    | error message, raw), `raw` being the line itself (without its line end) when it holds no
+    quote, carriage return or over-long field (such a line is split on commas exactly as the
+    csv module would, and an ordinary row can then be passed through untouched; any other line
+    goes through the csv module, which may read further lines for a quoted field with line
+    breaks). Or a run: a block of consecutive plain lines (no quote, no carriage return but in
+    "\r\n" line ends, no blank line, no over-long field) as one item (RUN, its first row
+    number, its first line number, the lines without their ends), row and line numbers
+    counting up by one; its rows are raw.split(",") of each line."""
     cursor = _Cursor(_line_blocks(binary))
     header: list[str] | None = None
     lineno = 0
@@ -467,15 +448,6 @@ def _read_cell(col: str, raw: str) -> tuple[str | None, Any, tuple, tuple]:
     return text, value, (), tuple((e["column"], e["message"]) for e in errors)
 
 
-def _cell(memo: Memo | None, col: str, raw: str) -> tuple[str | None, Any, tuple, tuple]:
-    if memo is None:
-        return _read_cell(col, raw)
-    hit = memo.cells.get((col, raw))
-    if hit is None:
-        hit = memo.put(memo.cells, (col, raw), _read_cell(col, raw))
-    return hit
-
-
 def _pid_checked(memo: Memo | None, raw: str, allow_id: bool) -> tuple[str | None, str | None]:
     """(the normalised pseudonym, or None; the problem, or None)."""
     hit = memo.pids.get((raw, allow_id)) if memo is not None else None
@@ -552,7 +524,9 @@ def parse_row(names: list[str], cells: list[str], row: int, line: int,
         if n in _KNOWN:
             hit = remembered.get((n, c)) if remembered is not None else None
             if hit is None:
-                hit = _cell(memo, n, c)
+                hit = _read_cell(n, c)
+                if memo is not None:
+                    memo.put(memo.cells, (n, c), hit)
             text, value, refused, wrong = hit
             if refused:
                 for col, message in refused:
