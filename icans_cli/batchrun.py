@@ -75,6 +75,23 @@ def _uninterrupted() -> Iterator[None]:
             raise Stopped(pending)
 
 
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGINT")
+                      if hasattr(signal, n))
+
+
+def _hold_stop_signals():
+    """Hold the signals that stop a run (delivered when released); None where they cannot be
+    held (no pthread_sigmask)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _release_signals(held) -> None:
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped, so the temporary file is removed and the summary
@@ -288,13 +305,31 @@ class _Output:
             _fail(f"the output directory {directory} does not exist")
         sweep_leftovers(directory)
         self.directory = directory
+        # The signals that stop a run are held while the file is made and named here, so one
+        # arriving then is taken after, when abort() (or the line below) can remove the file.
+        held = _hold_stop_signals()
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=".icans-", dir=directory)
-        except OSError as exc:
-            _fail(f"cannot write in {directory}: {exc.strerror}")
-        # a large buffer: a big output goes out in 1 MB writes, not 8 kB ones
-        self.fh = io.TextIOWrapper(io.BufferedWriter(_TempFile(fd), 1 << 20), encoding="utf-8",
-                                   errors="surrogateescape", newline="")
+            try:
+                fd, self.tmp = tempfile.mkstemp(prefix=".icans-", dir=directory)
+            except OSError as exc:
+                _fail(f"cannot write in {directory}: {exc.strerror}")
+            # a large buffer: a big output goes out in 1 MB writes, not 8 kB ones
+            self.fh = io.TextIOWrapper(io.BufferedWriter(_TempFile(fd), 1 << 20),
+                                       encoding="utf-8", errors="surrogateescape", newline="")
+            _release_signals(held)
+        except BaseException:
+            _release_signals(held)  # a stop already under way: the file is not left
+            if getattr(self, "fh", None) is not None:
+                try:
+                    self.fh.close()
+                except OSError:
+                    pass
+            if self.tmp is not None:
+                try:
+                    os.unlink(self.tmp)
+                except OSError:
+                    pass
+            raise
 
     def commit(self) -> None:
         if self.wrapped:
@@ -337,6 +372,27 @@ class _Output:
             except OSError:
                 pass
             self.tmp = None
+
+
+def _stopped_by(exc: BaseException, where: str, output: Optional[Path]) \
+        -> tuple[int, str] | None:
+    """The exit status and the message of a run stopped by `exc` (its output already
+    abandoned); None for an exception that is not a way a run stops (it goes on up)."""
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
+        return ExitStatus.PIPE, "the output was closed early (a pipe)"
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED, "interrupted"
+    if isinstance(exc, Stopped):
+        return 128 + exc.signum, f"stopped by signal {exc.signum}"
+    if isinstance(exc, UsageProblem):
+        return ExitStatus.USAGE, f"{where}: {exc}"
+    if isinstance(exc, _LogFailed):
+        return ExitStatus.WRITE_FAILED, str(exc)
+    if isinstance(exc, OSError):
+        what = str(output) if output is not None else "the output"
+        return ExitStatus.WRITE_FAILED, _write_error(exc, what)
+    return None
 
 
 def _write_error(exc: OSError, what: str) -> str:
@@ -404,11 +460,9 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     overlap = {n: i for i, n in enumerate(names) if n in OUTPUT_COLUMNS}
     tail_names = [c for c in OUTPUT_COLUMNS if c not in overlap]
     grader = Grader(protocol, want_json=fmt in ("jsonl", "json"))
-    try:
-        out = _Output(output, raw_stdout=fmt != "table")
-    except BaseException:
-        release()
-        raise
+    # The output (and -o's temporary file) is made under the run's signal handlers, inside the
+    # try below: a SIGTERM or SIGHUP just after the file is made stops the run and removes it.
+    out: _Output | None = None
     from collections import Counter
 
     counts = Counter({"graded": 0, "not_assessable": 0, "invalid": 0})
@@ -433,6 +487,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     gc.disable()
     try:
         with _stop_on_signals():
+            out = _Output(output, raw_stdout=fmt != "table")
             writer = None
             # CSV goes out through one list of texts, written a few thousand rows at a time
             buf: list[str] = []
@@ -626,29 +681,13 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
             if fmt == "table":
                 _table(table_rows)
             out.commit()
-    except BrokenPipeError:
-        out.abort()
-        _silence_stdout()
-        outcome_code, message = ExitStatus.PIPE, "the output was closed early (a pipe)"
-    except KeyboardInterrupt:
-        out.abort()
-        outcome_code, message = ExitStatus.INTERRUPTED, "interrupted"
-    except Stopped as exc:
-        out.abort()
-        outcome_code, message = 128 + exc.signum, f"stopped by signal {exc.signum}"
-    except UsageProblem as exc:
-        out.abort()
-        outcome_code, message = ExitStatus.USAGE, f"{where}: {exc}"
-    except _LogFailed as exc:
-        out.abort()
-        outcome_code, message = ExitStatus.WRITE_FAILED, str(exc)
-    except OSError as exc:
-        out.abort()
-        what = str(output) if output is not None else "the output"
-        outcome_code, message = ExitStatus.WRITE_FAILED, _write_error(exc, what)
-    except BaseException:
-        out.abort()
-        raise
+    except BaseException as exc:
+        if out is not None:
+            out.abort()
+        stopped = _stopped_by(exc, where, output)
+        if stopped is None:
+            raise
+        outcome_code, message = stopped
     finally:
         if collecting:
             gc.enable()

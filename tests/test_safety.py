@@ -175,6 +175,40 @@ def test_sigterm_and_sighup_during_o_leave_no_temporary_file(tmp_path, sig):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+
+STOP_AT_MKSTEMP = """
+import os, signal, sys, tempfile
+real, sig = tempfile.mkstemp, getattr(signal, sys.argv.pop(1))
+def mkstemp(*a, **k):
+    made = real(*a, **k)
+    os.kill(os.getpid(), sig)  # the moment the file exists
+    return made
+tempfile.mkstemp = mkstemp
+from icans_cli.cli import main
+main()
+"""
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_signal_the_moment_the_temporary_file_is_made_is_a_clean_stop(tmp_path, name):
+    """The window that made the test above fail once in CI: the run's signal handlers were
+    installed only after -o's temporary file was made, so a signal in between killed the run
+    by default and left the file."""
+    src = tmp_path / "in.csv"
+    src.write_text("patient_id,ice_score\nPT-1,8\n")
+    out = tmp_path / "out.csv"
+    p = subprocess.run([sys.executable, "-c", STOP_AT_MKSTEMP, name, "grade", str(src), "-f",
+                        "csv", "-o", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    sig = getattr(signal, name)
+    want = 130 if name == "SIGINT" else 128 + sig
+    assert p.returncode == want, p.stderr
+    assert "Stopped" in p.stderr and "was not written" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert not out.exists() and leftovers(tmp_path) == [], leftovers(tmp_path)
+
+
 # --- input and log text are shown literally ------------------------------------------------------
 
 MARKUP_IDS = ["[/]PT-1", "[bold red]PT-2", "[link=https://evil.example]PT-3[/link]"]
