@@ -801,7 +801,9 @@ def test_a_two_process_grade_stopped_leaves_no_process_no_file_and_no_output(
                  "ice_naming,ice_commands,ice_writing,ice_attention,ice_score,capd_score,"
                  "consciousness,seizure,motor,icp_edema,excluded,sedated,crs_grade,product,"
                  "ward\n")
-        for i in range(90_000):
+        # large enough (about 16 MB, several seconds to grade) that the run is still going when
+        # the signal comes on a machine many times faster than this one; it is stopped early
+        for i in range(250_000):
             fh.write(f"PT-{i % 500:04d}" + row.format(age=20 + i % 60, ice=i % 11))
     assert src.stat().st_size > 4_000_000
     out = tmp_path / "graded.csv"
@@ -816,6 +818,7 @@ def test_a_two_process_grade_stopped_leaves_no_process_no_file_and_no_output(
     from icans_cli.batchsplit import processors
 
     assert len(_processes_naming(str(src))) == (2 if processors() > 1 else 1)
+    assert p.poll() is None, "the run ended before it could be stopped"
     p.send_signal(signum)
     _, err = p.communicate(timeout=30)
     assert p.returncode == code, err
