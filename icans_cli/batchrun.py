@@ -34,19 +34,11 @@ from icans_cli.batch import (
     UsageProblem, _clean, csv_input, csv_tail, items_from, jsonl_line, read_runs,
 )
 from icans_cli.csvsafe import safe_cell
-from icans_cli.exit import ExitStatus
+from icans_cli.exit import ExitStatus, Stopped
 
 FORMATS = ("csv", "jsonl", "json", "table")
 PROGRESS_MIN_BYTES = 2_000_000
 _OUTPUTS_MAX = 8192  # distinct CSV outputs kept (many canonical rows share one)
-
-
-class Stopped(Exception):
-    """SIGTERM or SIGHUP arrived: stop, clean up, say what was done."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signum)
 
 
 def _fail(message: str, code: ExitStatus = ExitStatus.USAGE):

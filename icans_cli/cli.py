@@ -14,7 +14,7 @@ from typing import Any, Iterator, NoReturn, Optional
 import typer
 
 from icans_cli import __version__
-from icans_cli.exit import ExitStatus
+from icans_cli.exit import ExitStatus, Stopped
 
 from typer.core import TyperGroup  # noqa: E402
 
@@ -1023,6 +1023,33 @@ def _sanitize(message: str) -> str:
     return message
 
 
+def _stops_said(fn):
+    """Ctrl-C, SIGTERM or SIGHUP that a command does not handle itself (the interview, grade
+    and practice say their own): said on stderr with its exit status. Here, because typer
+    (from 0.2x) turns a KeyboardInterrupt into a silent exit 130 before main() sees it."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(f"\n{INTERRUPTED_SAID}", err=True)
+            raise typer.Exit(ExitStatus.INTERRUPTED)
+        except Stopped as exc:
+            typer.echo(f"\nStopped by signal {exc.signum}: {NOTHING_MORE}", err=True)
+            raise typer.Exit(128 + exc.signum)
+    return wrapper
+
+
+NOTHING_MORE = "nothing more was done (what a command finished before it is kept; an output " \
+    "file given with -o is not written)."
+INTERRUPTED_SAID = f"Interrupted: {NOTHING_MORE}"
+for _typer in (app, log_app, protocol_app, export_app, db_app):
+    for _info in _typer.registered_commands:
+        _info.callback = _stops_said(_info.callback)
+
+
 def main() -> None:
     """Entry point: never a traceback for the user (ICANS_DEBUG=1 shows one), never a typed
     value echoed in a usage error."""
@@ -1060,9 +1087,12 @@ def main() -> None:
         raise SystemExit(exc.exit_code)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("\nInterrupted: nothing was saved.", err=True)
+    except (KeyboardInterrupt, typer.Abort):  # outside a command (an older typer)
+        typer.echo(f"\n{INTERRUPTED_SAID}", err=True)
         raise SystemExit(int(ExitStatus.INTERRUPTED))
+    except Stopped as exc:
+        typer.echo(f"\nStopped by signal {exc.signum}: {NOTHING_MORE}", err=True)
+        raise SystemExit(128 + exc.signum)
     except BrokenPipeError:
         from icans_cli.batchrun import _silence_stdout
 

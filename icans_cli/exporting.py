@@ -195,7 +195,7 @@ def run(store: Store, output: Any, *, patient: str | None = None,
     views.OutputFailed when it cannot be written whole; returns (the summary, the plan)."""
     from pathlib import Path
 
-    from icans_cli.batchrun import _Output, check_paths
+    from icans_cli.batchrun import _Output, _stop_on_signals, check_paths
     from icans_cli.views import guard_write
 
     if output is not None and store.kind == "file":
@@ -206,19 +206,20 @@ def run(store: Store, output: Any, *, patient: str | None = None,
         left_out(line)
     if p.problems > len(p.left_out):
         left_out(f"... and {p.problems - len(p.left_out)} more (icans log verify)")
-    out = _Output(output, raw_stdout=True)
+    # Under the same signal handlers as `icans grade`: a SIGTERM or SIGHUP stops the export
+    # as Ctrl-C does (batchrun.Stopped), and the temporary file goes with it.
+    out = None
     try:
-        summary = export_fhir(store, out.fh, p, patient=patient, since=since,
-                              after_seq=after_seq, transaction=transaction,
-                              patient_system=patient_system, left_out=left_out)
-        out.commit()
-    except BrokenPipeError:
-        out.abort()
-        raise
-    except OSError as exc:
-        out.abort()
-        raise guard_write(exc, f"the Bundle ({output or 'standard output'})") from None
-    except BaseException:
-        out.abort()
+        with _stop_on_signals():
+            out = _Output(output, raw_stdout=True)
+            summary = export_fhir(store, out.fh, p, patient=patient, since=since,
+                                  after_seq=after_seq, transaction=transaction,
+                                  patient_system=patient_system, left_out=left_out)
+            out.commit()
+    except BaseException as exc:
+        if out is not None:
+            out.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise guard_write(exc, f"the Bundle ({output or 'standard output'})") from None
         raise
     return summary, p

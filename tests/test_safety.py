@@ -209,6 +209,24 @@ def test_signal_the_moment_the_temporary_file_is_made_is_a_clean_stop(tmp_path, 
     assert not out.exists() and leftovers(tmp_path) == [], leftovers(tmp_path)
 
 
+@POSIX_ONLY
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_during_an_fhir_export_to_o_leaves_no_temporary_file(tmp_path, name):
+    """The export writes -o through the same temporary file as grade, under the same signal
+    handlers: a SIGTERM or SIGHUP (not only Ctrl-C) removes the half-written Bundle."""
+    logf = tmp_path / "l.jsonl"
+    log.append(logf, body("PT-1"))
+    out = tmp_path / "bundle.json"
+    p = subprocess.run([sys.executable, "-c", STOP_AT_MKSTEMP, name, "export", "fhir",
+                        "--log-file", str(logf), "-o", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    sig = getattr(signal, name)
+    assert p.returncode == (130 if name == "SIGINT" else 128 + sig), p.stderr
+    assert "nothing more was done" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "is not written" in p.stderr
+    assert not out.exists() and leftovers(tmp_path) == [], leftovers(tmp_path)
+
+
 # --- input and log text are shown literally ------------------------------------------------------
 
 MARKUP_IDS = ["[/]PT-1", "[bold red]PT-2", "[link=https://evil.example]PT-3[/link]"]
