@@ -850,8 +850,11 @@ def ask_capd(a: Answers, last: "Answers | None" = None) -> None:
                 spec.anchors[0][1]
             note(f"Usual at {band}: {usual}", "dim")
         note(f"CAPD {spec.number}/8: {spec.question}")
+        # beside the item: the patient's answer at the last logged assessment, never one
+        # given earlier in this interview (that is not "last time")
         answers[i] = _select(f"CAPD item {spec.number}", letters,
-                             answers[i] if len(a.capd) == 8 else None,
+                             last.capd[i] if last is not None and len(last.capd) == 8
+                             else None,
                              "(n r s o a = never ... always, then Enter)")
     a.capd = answers
     note(f"= CAPD {sum(capd_points(answers))}/32")
@@ -863,10 +866,10 @@ def ask_capd(a: Answers, last: "Answers | None" = None) -> None:
         why = _select("One answer for all eight: which is it?", [
                           ("keep", "That is what I saw: keep it", "k"),
                           ("again", "Not what I saw: answer the eight items again", "m"),
-                      ], "again")
+                      ])  # no "last time" beside it: there was none
         if why == "again":
             a.capd = []
-            ask_capd(a)
+            ask_capd(a, last)
 
 
 def ask_score(a: Answers, last: "Answers | None" = None) -> None:

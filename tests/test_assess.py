@@ -451,6 +451,30 @@ def test_capd_all_eight_the_same_can_be_kept(logf):
     assert rec["result"]["capd_score"] == 16 and rec["result"]["icans_grade"] == 3
 
 
+def test_capd_last_time_shown_only_for_a_logged_last_time(logf, monkeypatch):
+    """Beside a question, "(last time: ...)" is the patient's answer at the last logged
+    assessment: never for a new patient (the all-eight-the-same question showed "last time:
+    Not what I saw" to one), never an answer given earlier in the same interview."""
+    from icans_cli import interview
+
+    shown = []
+    real = interview._choose
+
+    def choose(message, options, last=None, *args, **kwargs):
+        shown.append((message, last))
+        return real(message, options, last, *args, **kwargs)
+
+    monkeypatch.setattr(interview, "_choose", choose)
+    capd = "s" * 8
+    keys = NO_PRODUCT + NOT_SEDATED + ALERT + capd + "m" + capd + "k" + ENTER + NOTHING_ELSE \
+        + CRS_0 + ACCEPT + SAVE
+    r = run(keys, "--patient", "PT-4e", "--age", "6", log_file=logf)
+    assert r.exit_code == 0, r.output
+    capd_questions = [(m, last) for m, last in shown if m.startswith(("CAPD item", "One answer"))]
+    assert len(capd_questions) == 18  # eight, the question, eight again, the question again
+    assert all(last is None for _, last in capd_questions), capd_questions
+
+
 def test_assessed_at_records_a_late_entry_at_the_time_it_was_done(logf):
     from datetime import datetime, timedelta, timezone
 
