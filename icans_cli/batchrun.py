@@ -192,10 +192,32 @@ def _open_input(file: str) -> tuple[IO[bytes], int | None]:
 LEFTOVER_AGE = 3600  # seconds: an .icans-* temporary older than this was left by a killed run
 
 
+def _alive(name: str) -> bool:
+    """Whether the run that made the temporary file `name` (.icans-PID-...) may still be
+    running: its process exists (POSIX). A name without a process number, or a system where
+    a process cannot be asked after without acting on it (Windows), says no: age alone then
+    decides."""
+    import re
+
+    m = re.match(r"\.icans-(\d+)-", name)
+    if m is None or os.name != "posix":
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process by that number: left alone
+    except OSError:
+        return False
+    return True
+
+
 def sweep_leftovers(directory: Path) -> int:
     """Remove the temporary files of runs that were killed (SIGKILL, a power cut) in the
-    output's folder: ours (.icans-*, regular, owned by this user) and older than an hour, so a
-    run writing now is never touched. They hold patient rows. Returns how many."""
+    output's folder: ours (.icans-*, regular, owned by this user), older than an hour and
+    whose process is gone, so a run writing now is never touched, even one that has written
+    nothing for an hour (a slow standard input). They hold patient rows. Returns how many."""
     import time
 
     removed = 0
@@ -212,6 +234,8 @@ def sweep_leftovers(directory: Path) -> int:
             if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < LEFTOVER_AGE:
                 continue
             if uid is not None and st.st_uid != uid:
+                continue
+            if _alive(name):
                 continue
             os.unlink(path)
             removed += 1
@@ -302,7 +326,9 @@ class _Output:
         held = _hold_stop_signals()
         try:
             try:
-                fd, self.tmp = tempfile.mkstemp(prefix=".icans-", dir=directory)
+                # named with this process's number: never swept while this run lives
+                fd, self.tmp = tempfile.mkstemp(prefix=f".icans-{os.getpid()}-",
+                                                dir=directory)
             except OSError as exc:
                 _fail(f"cannot write in {directory}: {exc.strerror}")
             # a large buffer: a big output goes out in 1 MB writes, not 8 kB ones
@@ -947,6 +973,10 @@ class _Logger:
                 stored = self.store.append(body, unique, on_wait=self._waiting)
             except st.Interrupted:
                 raise  # a signal while waiting for the lock: nothing was appended
+            except st.InDoubt as exc:
+                raise _LogFailed(f"{exc}: row {o.row:,} may or may not be in the log "
+                                 "(running the same file with --log again logs it once "
+                                 "either way); the rows after it were not logged") from None
             except st.StoreError as exc:
                 raise _LogFailed(f"{exc}: row {o.row:,} and the rows after it were not "
                                  "logged") from None

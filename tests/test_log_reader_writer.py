@@ -584,6 +584,31 @@ def test_leftover_temporary_files_older_than_an_hour_are_swept_from_the_output_f
     assert not old.exists() and fresh.exists()
 
 
+@POSIX
+def test_a_live_runs_temporary_file_is_never_swept_however_old(tmp_path):
+    """A run reading a slow standard input may write nothing for over an hour: its file is
+    named with its process number, and a file whose process lives is left alone; one whose
+    process is gone is swept."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        two_hours = time.time() - 7200
+        writing = tmp_path / f".icans-{live.pid}-k3j2"
+        writing.write_text("a run still reading its input")
+        killed = tmp_path / f".icans-{dead.pid}-x9q1"
+        killed.write_text("patient rows of a killed run")
+        for p in (writing, killed):
+            os.utime(p, (two_hours, two_hours))
+        f = _csv(tmp_path / "a.csv", ["patient_id", "ice_score"], [["PT-1", "7"]])
+        r = cli("grade", str(f), "-o", str(tmp_path / "out.csv"))
+        assert r.exit_code == 0
+        assert writing.exists() and not killed.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
 @pytest.mark.parametrize("typed", ["PТ-1", "РT-1"])  # a Cyrillic Т, a Cyrillic Р
 def test_a_pseudonym_mixing_scripts_is_refused_so_it_is_never_a_second_patient(tmp_path,
                                                                                  typed):
