@@ -403,6 +403,50 @@ def test_a_bedside_save_is_kept_while_the_server_is_down_and_sent_once(pg_restar
         drop_database(server.url, name)
 
 
+# --- a connection lost as a record commits ---------------------------------------------------
+
+def lose_the_reply_after_commit(conn):
+    """The server commits, then the connection is lost before its reply arrives (a server
+    stopped at that instant): what the client sees is an OperationalError."""
+    from contextlib import contextmanager
+
+    real = conn.transaction
+
+    @contextmanager
+    def transaction(*args, **kwargs):
+        with real(*args, **kwargs):
+            yield
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    conn.transaction = transaction
+
+
+def test_a_connection_lost_as_a_record_commits_is_in_doubt_and_stored_once(ward):
+    from icans_cli.store import InDoubt
+
+    first = ward.append(body("PT-1"), "rerun-key-1")
+    assert first is not None
+    lose_the_reply_after_commit(ward._writer())
+    with pytest.raises(InDoubt) as said:
+        ward.append(body("PT-2"), "rerun-key-2")
+    assert "may be stored" in str(said.value)
+    assert ward.append(body("PT-2"), "rerun-key-2") is None  # it was: the rerun skips it
+    rows = sql(ward.url, "SELECT seq, dedup FROM icans.assessments ORDER BY seq")
+    assert rows == [(1, "rerun-key-1"), (2, "rerun-key-2")]
+
+
+def test_a_connection_lost_before_the_insert_is_not_in_doubt(ward):
+    from icans_cli.store import InDoubt
+
+    conn = ward._writer()
+    conn.close()  # lost before anything was sent: nothing can be stored
+    ward._alive = lambda c: True  # the store is not told: it finds out by trying
+    with pytest.raises(Unavailable) as said:
+        ward.append(body("PT-3"), "rerun-key-3")
+    assert not isinstance(said.value, InDoubt)
+    assert sql(ward.url, "SELECT count(*) FROM icans.assessments") == [(0,)]
+
+
 # --- the lock ----------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -86,6 +86,12 @@ class Unavailable(StoreError):
     """The store cannot be reached now (a server down or restarting, the network gone)."""
 
 
+class InDoubt(Unavailable):
+    """The connection was lost while a record was being committed: it may be stored or not
+    (the server may have committed it before the reply was lost). Appending it again by its
+    unique key (a rerun, the outbox by record id) stores it once either way."""
+
+
 class Interrupted(StoreError):
     """A signal arrived while waiting for the lock: nothing was appended."""
 

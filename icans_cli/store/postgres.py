@@ -709,7 +709,7 @@ class PostgresStore(Store):
                     step = min(step, 1.0 - waited)  # wake at the second, to say the wait
                 if limit > 0:
                     self._set_lock_timeout(conn, step)
-                locked = False
+                locked = committing = False
                 try:
                     with conn.transaction():
                         if limit > 0:
@@ -731,10 +731,19 @@ class PostgresStore(Store):
                             **row, "seq": record["seq"], "record": line.decode("utf-8"),
                             "sha256": hashlib.sha256(line).hexdigest(),
                             "prev_sha256": record["prev_sha256"]})
+                        committing = True  # from here a lost connection leaves it in doubt
                     break
                 except pg_errors.LockNotAvailable:
                     if locked:
                         raise  # another lock (a table's) was not had in time: LockTimeout
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    if not committing:
+                        raise
+                    self._drop(conn)
+                    raise seam.InDoubt(
+                        f"the ward log at {self.where} cannot be reached "
+                        f"({self._reason(exc)}); the connection was lost as the record was "
+                        "committed, so it may be stored") from None
                 if seam.stop_requested():
                     raise seam.Interrupted("stopped while waiting for the ward log's lock: "
                                            "nothing was appended")
