@@ -471,7 +471,9 @@ def _save(store, body: dict[str, Any], con) -> dict[str, Any]:
         raise typer.Exit(ExitStatus.WRITE_FAILED)
     rec = saved.record
     if not saved.on_log:
-        con.print(Text(f"SAVED ON THIS WORKSTATION, NOT YET ON {where} ({saved.why}). Record "
+        con.print(Text(f"SAVED ON THIS WORKSTATION, "
+                       f"{'MAYBE NOT YET' if saved.in_doubt else 'NOT YET'} ON {where} "
+                       f"({saved.why}). Record "
                        f"{rec['id'][:8]} is kept here and sent by the next icans command, or "
                        "icans log sync.", style="bold black on yellow"))
         return rec

@@ -67,23 +67,6 @@ def _uninterrupted() -> Iterator[None]:
             raise Stopped(pending)
 
 
-_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGINT")
-                      if hasattr(signal, n))
-
-
-def _hold_stop_signals():
-    """Hold the signals that stop a run (delivered when released); None where they cannot be
-    held (no pthread_sigmask)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-
-
-def _release_signals(held) -> None:
-    if held is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped, so the temporary file is removed and the summary
@@ -107,8 +90,11 @@ def _stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for n, h in previous.items():
-            signal.signal(getattr(signal, n), h)
+        # every handler put back, whatever arrives meanwhile: a signal then is taken after
+        # (raised as the run's, once the handlers are back), never half-way through
+        with _uninterrupted():
+            for n, h in previous.items():
+                signal.signal(getattr(signal, n), h)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -192,7 +178,7 @@ def _open_input(file: str) -> tuple[IO[bytes], int | None]:
 LEFTOVER_AGE = 3600  # seconds: an .icans-* temporary older than this was left by a killed run
 
 
-def _alive(name: str) -> bool:
+def _alive(name: str, mtime: float) -> bool:
     """Whether the run that made the temporary file `name` (.icans-PID-...) may still be
     running: its process exists (POSIX). A name without a process number, or a system where
     a process cannot be asked after without acting on it (Windows), says no: age alone then
@@ -202,15 +188,33 @@ def _alive(name: str) -> bool:
     m = re.match(r"\.icans-(\d+)-", name)
     if m is None or os.name != "posix":
         return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False  # this run sweeps before it makes its own file: an earlier one's
     try:
-        os.kill(int(m.group(1)), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (OSError, OverflowError):
+        # gone; another user's (the file is ours, so not the run that made it); or a number
+        # no process here can have: age alone decides
         return False
-    except (PermissionError, OverflowError):
-        return True  # another user's process by that number: left alone
-    except OSError:
-        return False
-    return True
+    started = _started_at(pid)
+    # a process that started after the file was last written did not write it (a number
+    # used again: every run in a container is process 1)
+    return started is None or started <= mtime + 2
+
+
+def _started_at(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), where the system says (Linux
+    /proc); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, counted after the name's closing parenthesis
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def sweep_leftovers(directory: Path) -> int:
@@ -235,7 +239,7 @@ def sweep_leftovers(directory: Path) -> int:
                 continue
             if uid is not None and st.st_uid != uid:
                 continue
-            if _alive(name):
+            if _alive(name, st.st_mtime):
                 continue
             os.unlink(path)
             removed += 1
@@ -321,9 +325,9 @@ class _Output:
             _fail(f"the output directory {directory} does not exist")
         sweep_leftovers(directory)
         self.directory = directory
-        # The signals that stop a run are held while the file is made and named here, so one
-        # arriving then is taken after, when abort() (or the line below) can remove the file.
-        held = _hold_stop_signals()
+        # Made by the caller under _uninterrupted(): a signal arriving while the file is made
+        # and named is taken after, when abort() can remove it (whichever thread the system
+        # gave the signal to: holding it with a signal mask holds it in one thread only).
         try:
             try:
                 # named with this process's number: never swept while this run lives
@@ -334,9 +338,7 @@ class _Output:
             # a large buffer: a big output goes out in 1 MB writes, not 8 kB ones
             self.fh = io.TextIOWrapper(io.BufferedWriter(_TempFile(fd), 1 << 20),
                                        encoding="utf-8", errors="surrogateescape", newline="")
-            _release_signals(held)
         except BaseException:
-            _release_signals(held)  # a stop already under way: the file is not left
             if getattr(self, "fh", None) is not None:
                 try:
                     self.fh.close()
@@ -481,6 +483,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     # The output (and -o's temporary file) is made under the run's signal handlers, inside the
     # try below: a SIGTERM or SIGHUP just after the file is made stops the run and removes it.
     out: _Output | None = None
+    committed = False
     from collections import Counter
 
     counts = Counter({"graded": 0, "not_assessable": 0, "invalid": 0})
@@ -505,7 +508,8 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     gc.disable()
     try:
         with _stop_on_signals():
-            out = _Output(output, raw_stdout=fmt != "table")
+            with _uninterrupted():  # a signal meanwhile: taken once `out` can remove its file
+                out = _Output(output, raw_stdout=fmt != "table")
             writer = None
             # CSV goes out through one list of texts, written a few thousand rows at a time
             buf: list[str] = []
@@ -698,14 +702,19 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 out.fh.write("\n]\n" if n else "]\n")
             if fmt == "table":
                 _table(table_rows)
-            out.commit()
+            with _uninterrupted():
+                out.commit()
+                committed = True
     except BaseException as exc:
-        if out is not None:
-            out.abort()
-        stopped = _stopped_by(exc, where, output)
-        if stopped is None:
-            raise
-        outcome_code, message = stopped
+        if committed and isinstance(exc, (KeyboardInterrupt, Stopped)):
+            pass  # the signal came once the output was complete: the run is done, and said so
+        else:
+            if out is not None:
+                out.abort()
+            stopped = _stopped_by(exc, where, output)
+            if stopped is None:
+                raise
+            outcome_code, message = stopped
     finally:
         if collecting:
             gc.enable()
@@ -925,6 +934,7 @@ class _Logger:
         self.count = 0
         self.skipped = 0
         self.untimed = 0
+        self.stamped = 0  # appended with the time of the run (--assessed-now)
         self.last_row: int | None = None
         self.said_wait = False
 
@@ -937,7 +947,10 @@ class _Logger:
         if self.untimed:
             text += (f"; {self.untimed:,} without assessed_at graded but not logged (give "
                      "--assessed-now to log them at the time of this run)")
-        if self.count or self.skipped:
+        if self.stamped:  # no time of their own: a rerun cannot know them again
+            text += (f"; {self.stamped:,} stamped with the time of this run (--assessed-now): "
+                     "running the same file again logs those again")
+        elif self.count or self.skipped:
             text += "; running the same file with --log again logs each assessment once"
         return text
 
@@ -974,9 +987,12 @@ class _Logger:
             except st.Interrupted:
                 raise  # a signal while waiting for the lock: nothing was appended
             except st.InDoubt as exc:
+                again = ("running the same file with --log again logs it once either way"
+                         if unique is not None else "it was stamped with the time of this "
+                         "run, so running the file again logs it again: look with icans log "
+                         "show first")
                 raise _LogFailed(f"{exc}: row {o.row:,} may or may not be in the log "
-                                 "(running the same file with --log again logs it once "
-                                 "either way); the rows after it were not logged") from None
+                                 f"({again}); the rows after it were not logged") from None
             except st.StoreError as exc:
                 raise _LogFailed(f"{exc}: row {o.row:,} and the rows after it were not "
                                  "logged") from None
@@ -984,6 +1000,7 @@ class _Logger:
                 self.skipped += 1
                 return
             self.count += 1
+            self.stamped += unique is None
             self.last_row = o.row
 
 

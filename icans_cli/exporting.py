@@ -195,7 +195,8 @@ def run(store: Store, output: Any, *, patient: str | None = None,
     views.OutputFailed when it cannot be written whole; returns (the summary, the plan)."""
     from pathlib import Path
 
-    from icans_cli.batchrun import _Output, _stop_on_signals, check_paths
+    from icans_cli.batchrun import _Output, _stop_on_signals, _uninterrupted, check_paths
+    from icans_cli.exit import Stopped
     from icans_cli.views import guard_write
 
     if output is not None and store.kind == "file":
@@ -208,15 +209,20 @@ def run(store: Store, output: Any, *, patient: str | None = None,
         left_out(f"... and {p.problems - len(p.left_out)} more (icans log verify)")
     # Under the same signal handlers as `icans grade`: a SIGTERM or SIGHUP stops the export
     # as Ctrl-C does (batchrun.Stopped), and the temporary file goes with it.
-    out = None
+    out, committed = None, False
     try:
         with _stop_on_signals():
-            out = _Output(output, raw_stdout=True)
+            with _uninterrupted():  # a signal meanwhile: taken once `out` can remove its file
+                out = _Output(output, raw_stdout=True)
             summary = export_fhir(store, out.fh, p, patient=patient, since=since,
                                   after_seq=after_seq, transaction=transaction,
                                   patient_system=patient_system, left_out=left_out)
-            out.commit()
+            with _uninterrupted():
+                out.commit()
+                committed = True
     except BaseException as exc:
+        if committed and isinstance(exc, (KeyboardInterrupt, Stopped)):
+            return summary, p  # the signal came once the Bundle was written: it is done
         if out is not None:
             out.abort()
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):

@@ -585,25 +585,35 @@ def test_leftover_temporary_files_older_than_an_hour_are_swept_from_the_output_f
 
 
 @POSIX
-def test_a_live_runs_temporary_file_is_never_swept_however_old(tmp_path):
+def test_a_live_runs_temporary_file_is_never_swept_however_old(tmp_path, monkeypatch):
     """A run reading a slow standard input may write nothing for over an hour: its file is
-    named with its process number, and a file whose process lives is left alone; one whose
-    process is gone is swept."""
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    named with its process number, and a file whose process lives (and started before the
+    file was written) is left alone. Swept: one whose process is gone; one whose number a
+    process started since has taken (in a container every run is process 1); one of this
+    very process (it sweeps before it makes its own). The hour is made 0 s here, so that
+    live processes of this test are old enough."""
+    from icans_cli import batchrun
+
+    monkeypatch.setattr(batchrun, "LEFTOVER_AGE", 0)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        two_hours = time.time() - 7200
-        writing = tmp_path / f".icans-{live.pid}-k3j2"
+        time.sleep(0.5)
+        writing = tmp_path / f".icans-{live.pid}-k3j2"  # written after its process started
         writing.write_text("a run still reading its input")
+        taken = tmp_path / f".icans-{live.pid}-old1"  # written long before it started
+        taken.write_text("patient rows of a killed run whose number came round again")
+        os.utime(taken, (time.time() - 7200, time.time() - 7200))
         killed = tmp_path / f".icans-{dead.pid}-x9q1"
         killed.write_text("patient rows of a killed run")
-        for p in (writing, killed):
-            os.utime(p, (two_hours, two_hours))
+        mine = tmp_path / f".icans-{os.getpid()}-m1n3"
+        mine.write_text("an earlier run of this very process, killed")
         f = _csv(tmp_path / "a.csv", ["patient_id", "ice_score"], [["PT-1", "7"]])
         r = cli("grade", str(f), "-o", str(tmp_path / "out.csv"))
         assert r.exit_code == 0
-        assert writing.exists() and not killed.exists()
+        assert writing.exists()
+        assert not taken.exists() and not killed.exists() and not mine.exists()
     finally:
         live.kill()
         live.wait()

@@ -177,8 +177,10 @@ def test_sigterm_and_sighup_during_o_leave_no_temporary_file(tmp_path, sig):
 
 
 STOP_AT_MKSTEMP = """
-import os, signal, sys, tempfile
+import os, signal, sys, tempfile, threading
 real, sig = tempfile.mkstemp, getattr(signal, sys.argv.pop(1))
+if sys.argv.pop(1) == "thread":  # another thread, as a progress bar's: it may take the signal
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
 def mkstemp(*a, **k):
     made = real(*a, **k)
     os.kill(os.getpid(), sig)  # the moment the file exists
@@ -190,15 +192,17 @@ main()
 
 
 @POSIX_ONLY
+@pytest.mark.parametrize("threads", ["one", "thread"])
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
-def test_signal_the_moment_the_temporary_file_is_made_is_a_clean_stop(tmp_path, name):
+def test_signal_the_moment_the_temporary_file_is_made_is_a_clean_stop(tmp_path, name, threads):
     """The window that made the test above fail once in CI: the run's signal handlers were
     installed only after -o's temporary file was made, so a signal in between killed the run
-    by default and left the file."""
+    by default and left the file. With another thread running (a progress bar), the signal
+    may be given to it, and its handler then runs in the main thread mid-mkstemp."""
     src = tmp_path / "in.csv"
     src.write_text("patient_id,ice_score\nPT-1,8\n")
     out = tmp_path / "out.csv"
-    p = subprocess.run([sys.executable, "-c", STOP_AT_MKSTEMP, name, "grade", str(src), "-f",
+    p = subprocess.run([sys.executable, "-c", STOP_AT_MKSTEMP, name, threads, "grade", str(src), "-f",
                         "csv", "-o", str(out)], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     sig = getattr(signal, name)
@@ -210,14 +214,15 @@ def test_signal_the_moment_the_temporary_file_is_made_is_a_clean_stop(tmp_path, 
 
 
 @POSIX_ONLY
+@pytest.mark.parametrize("threads", ["one", "thread"])
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
-def test_a_signal_during_an_fhir_export_to_o_leaves_no_temporary_file(tmp_path, name):
+def test_a_signal_during_an_fhir_export_to_o_leaves_no_temporary_file(tmp_path, name, threads):
     """The export writes -o through the same temporary file as grade, under the same signal
     handlers: a SIGTERM or SIGHUP (not only Ctrl-C) removes the half-written Bundle."""
     logf = tmp_path / "l.jsonl"
     log.append(logf, body("PT-1"))
     out = tmp_path / "bundle.json"
-    p = subprocess.run([sys.executable, "-c", STOP_AT_MKSTEMP, name, "export", "fhir",
+    p = subprocess.run([sys.executable, "-c", STOP_AT_MKSTEMP, name, threads, "export", "fhir",
                         "--log-file", str(logf), "-o", str(out)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     sig = getattr(signal, name)
@@ -225,6 +230,36 @@ def test_a_signal_during_an_fhir_export_to_o_leaves_no_temporary_file(tmp_path, 
     assert "nothing more was done" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert "is not written" in p.stderr
     assert not out.exists() and leftovers(tmp_path) == [], leftovers(tmp_path)
+
+
+
+STOP_AFTER_RENAME = STOP_AT_MKSTEMP.replace("tempfile.mkstemp", "os.replace").replace(
+    "def mkstemp(", "def replace(").replace("= mkstemp", "= replace").replace(
+    "the moment the file exists", "the moment the output is in place")
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("command", ["grade", "export"])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_once_the_output_is_in_place_is_not_said_as_not_written(tmp_path, name,
+                                                                         command):
+    """A signal that arrives as -o's file is renamed into place: the output is whole, and
+    the run says it is done (it said "was not written", exit 143, of a written file)."""
+    assert "os.replace = replace" in STOP_AFTER_RENAME
+    out = tmp_path / "out.json"
+    if command == "grade":
+        src = tmp_path / "in.csv"
+        src.write_text("patient_id,ice_score\nPT-1,8\n")
+        args = ["grade", str(src), "-f", "csv", "-o", str(out)]
+    else:
+        logf = tmp_path / "l.jsonl"
+        log.append(logf, body("PT-1"))
+        args = ["export", "fhir", "--log-file", str(logf), "-o", str(out)]
+    p = subprocess.run([sys.executable, "-c", STOP_AFTER_RENAME, name, "one", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "not written" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert out.exists() and out.stat().st_size > 0 and leftovers(tmp_path) == []
 
 
 # --- input and log text are shown literally ------------------------------------------------------

@@ -435,6 +435,40 @@ def test_a_connection_lost_as_a_record_commits_is_in_doubt_and_stored_once(ward)
     assert rows == [(1, "rerun-key-1"), (2, "rerun-key-2")]
 
 
+def test_an_error_the_server_answers_at_commit_is_not_in_doubt(ward):
+    """A rollback the server reports (a serialization failure: SQLSTATE 40001) means the
+    record was not stored: Unavailable or StoreError, never InDoubt."""
+    from contextlib import contextmanager
+
+    from icans_cli.store import InDoubt, StoreError
+
+    conn = ward._writer()
+    real = conn.transaction
+
+    @contextmanager
+    def transaction(*args, **kwargs):
+        with real(*args, **kwargs):
+            yield
+            raise psycopg.errors.SerializationFailure("could not serialize access")
+
+    conn.transaction = transaction
+    with pytest.raises(StoreError) as said:
+        ward.append(body("PT-4"), "rerun-key-4")
+    assert not isinstance(said.value, InDoubt)
+    assert sql(ward.url, "SELECT count(*) FROM icans.assessments") == [(0,)]
+
+
+def test_a_bedside_save_in_doubt_is_kept_said_maybe_and_sent_once(ward, tmp_path):
+    outbox = tmp_path / "outbox"
+    lose_the_reply_after_commit(ward._writer())
+    saved = ward.save_or_keep(body("PT-5"), outbox)
+    assert not saved.on_log and saved.in_doubt and len(list(outbox.glob("*.json"))) == 1
+    assert sql(ward.url, "SELECT count(*) FROM icans.assessments") == [(1,)]  # it was stored
+    assert ward.send_outbox(outbox) == (1, [])  # sent: found there by its id, not stored again
+    assert sql(ward.url, "SELECT count(*) FROM icans.assessments") == [(1,)]
+    assert list(outbox.glob("*.json")) == []
+
+
 def test_a_connection_lost_before_the_insert_is_not_in_doubt(ward):
     from icans_cli.store import InDoubt
 

@@ -44,6 +44,11 @@ def run(*args, url=None, data=None, **kw):
     return runner.invoke(app, list(args), env=env or None, **kw)
 
 
+def flat(text):
+    """The words of a message, one space apart (a long message is wrapped)."""
+    return " ".join(text.split())
+
+
 def _scrub(text, where):
     """What legitimately differs between the two logs' outputs: where they are."""
     return text.replace(where, "<LOG>")
@@ -267,6 +272,36 @@ def test_a_batch_whose_connection_is_lost_as_a_row_commits_says_that_row_is_in_d
     assert r.exit_code == 0, r.stderr
     assert "2 appended to the log" in r.stderr and "3 already in the log skipped" in r.stderr
     assert run("log", "verify", url=ward).exit_code == 0
+
+
+def test_a_row_in_doubt_stamped_assessed_now_is_never_promised_to_be_logged_once(
+        ward, tmp_path, monkeypatch):
+    """A row without a time of its own, stamped --assessed-now, cannot be known again by a
+    rerun: the message says so, instead of promising it is logged once either way."""
+    from tests.test_store_postgres import lose_the_reply_after_commit
+
+    f = tmp_path / "untimed.csv"
+    f.write_text("patient_id,ice_score\nPT-1,10\nPT-2,8\nPT-3,6\n")
+    writers = []
+    real = PostgresStore._writer
+
+    def writer(self):
+        conn = real(self)
+        writers.append(conn)
+        if len(writers) == 3:
+            lose_the_reply_after_commit(conn)
+        return conn
+
+    monkeypatch.setattr(PostgresStore, "_writer", writer)
+    r = run("grade", str(f), "--log", "--assessed-now", "--assessor", "n", "-o",
+            str(tmp_path / "o.csv"), url=ward)
+    assert r.exit_code == 3, r.output
+    said = flat(r.stderr)
+    assert "row 3 may or may not be in the log (it was stamped with the time of this run, " \
+           "so running the file again logs it again" in said
+    assert "logs it once either way" not in said and "logs each assessment once" not in said
+    assert "2 stamped with the time of this run (--assessed-now): running the same file " \
+           "again logs those again" in said
 
 
 @pytest.mark.slow

@@ -130,6 +130,7 @@ class Saved:
     record: dict[str, Any]
     on_log: bool  # False: kept in the outbox, sent by the next command
     why: str = ""  # when kept: why it could not be appended now
+    in_doubt: bool = False  # kept, and it may also be on the log already (sent once anyway)
 
 
 class Store:
@@ -263,7 +264,7 @@ class Store:
             return Saved(stored or record, True)
         except (LockTimeout, Unavailable) as exc:
             keep(outbox, record)
-            return Saved(record, False, str(exc))
+            return Saved(record, False, str(exc), isinstance(exc, InDoubt))
 
     def sync(self) -> tuple[int, int, list[str]]:
         """Send what this workstation keeps for this store (its outbox), each once: (sent,

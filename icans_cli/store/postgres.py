@@ -737,7 +737,11 @@ class PostgresStore(Store):
                     if locked:
                         raise  # another lock (a table's) was not had in time: LockTimeout
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    if not committing:
+                    # in doubt only when the connection itself was lost (no answer from the
+                    # server, or its connection or shutdown errors): an error the server
+                    # answered with at the commit (a rollback) means it was not stored
+                    state = getattr(exc, "sqlstate", None) or ""
+                    if not committing or (state and not state.startswith(("08", "57P"))):
                         raise
                     self._drop(conn)
                     raise seam.InDoubt(
