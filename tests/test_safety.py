@@ -383,6 +383,7 @@ def _big(tmp_path, n=20_000):
     return f
 
 
+@pytest.mark.slow  # about 2,000 records logged, each made durable: 10 s (the main run has it)
 def test_batch_cut_off_by_head_says_how_many_rows_were_logged(tmp_path):
     big, logf = _big(tmp_path), tmp_path / "l.jsonl"
     p = subprocess.Popen([sys.executable, "-m", "icans_cli", "grade", str(big), "-f", "csv",
@@ -447,8 +448,13 @@ def test_log_write_failure_exits_3_not_1_like_invalid_rows(tmp_path, small):
 
 @pytest.mark.slow
 def test_broken_pipe_exits_the_same_for_grade_and_log_show(tmp_path):
-    big, logf = _big(tmp_path, 5_000), tmp_path / "l.jsonl"
-    runner.invoke(app, ["grade", str(big), "--log", "--log-file", str(logf), "--assessor", "s"])
+    # each output well past a pipe's 64 kB buffer: grade writes its first 2,000 rows at once
+    # (about 100 kB), and 300 logged records are about 400 kB of JSON Lines
+    big, logf = _big(tmp_path, 2_500), tmp_path / "l.jsonl"
+    (tmp_path / "few").mkdir()
+    few = _big(tmp_path / "few", 300)
+    runner.invoke(app, ["grade", str(few), "--log", "--log-file", str(logf), "--assessor", "s"])
+    assert len(logf.read_bytes().splitlines()) == 300 and logf.stat().st_size > 200_000
     codes = []
     for args in (["grade", str(big), "-f", "csv"], ["log", "show", "-f", "jsonl", "--log-file",
                                                    str(logf)]):
