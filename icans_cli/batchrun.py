@@ -636,7 +636,10 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                     if item[0] is RUN:
                         _, row0, line0, raws = item
                         if runs is not None:
-                            n += runs(row0, line0, raws)
+                            # (not `n += runs(...)`: that would read n before the rows that
+                            # runs hands to `one`, each counted there, and lose them)
+                            wrote = runs(row0, line0, raws)
+                            n += wrote
                         else:
                             for i, raw in enumerate(raws):
                                 one(row0 + i, line0 + i, raw.split(","), raw)

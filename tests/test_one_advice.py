@@ -396,11 +396,14 @@ def test_a_file_graded_by_two_processes_equals_it_graded_by_one(tmp_path, monkey
     assert two[:3] == one[:3]
 
 
-def _ward_file(tmp_path, n=400, bad_at=None):
+def _ward_file(tmp_path, n=400, bad_at=None, formulas=0):
+    """`formulas`: the first rows with a ward cell that starts like a formula (each written
+    on its own, in the middle of a run)."""
     rows_ = []
     for i in range(n):
         r = {"patient_id": f"PT-{i % 9:02d}", "assessed_at": "2026-11-29T08:00:00Z",
-             "ward": "7A", "age_years": str(30 + i % 40), "ice_score": str(i % 11),
+             "ward": "=SUM(A1)" if i < formulas else "7A", "age_years": str(30 + i % 40),
+             "ice_score": str(i % 11),
              "consciousness": ["", "voice"][i % 2], "crs_grade": str(i % 4),
              "product": "axi-cel"}
         if i == bad_at:
@@ -441,6 +444,31 @@ def test_when_the_second_process_fails_the_first_grades_the_second_half_itself(
     got = _split_grade(monkeypatch, f, 2)
     assert got[:3] == want[:3]
     assert "first: row 391 (line 392)" in got[2]
+
+
+@pytest.mark.parametrize("second", ["works", "fails"])
+def test_rows_written_on_their_own_in_the_first_half_count_in_the_second_halfs_numbers(
+        tmp_path, monkeypatch, second):
+    """Rows of a run written on their own (a cell that starts like a formula) were counted
+    by `one` while `n += runs(...)` read n before them: the second half's first invalid row
+    was then named too early by as many rows (found by the hypothesis test in CI)."""
+    import icans_cli.batchsplit as bs
+
+    f = _ward_file(tmp_path, bad_at=350, formulas=12)
+    if second == "fails":
+        class Failing(bs.Second):  # type: ignore[misc, valid-type]
+            def __init__(self, work, directory):
+                def broken(out):
+                    raise RuntimeError("the second process failed")
+                super().__init__(broken, directory)
+
+        monkeypatch.setattr(bs, "Second", Failing)
+    with monkeypatch.context() as m:
+        want = _split_grade(m, f, 1)
+    got = _split_grade(monkeypatch, f, 2)
+    assert got[3] == 1 and got[0] == 1
+    assert "first: row 351 (line 352), ice_score: 11 is outside 0-10" in want[2]
+    assert got[:3] == want[:3]
 
 
 def _plan(path, read_so_far, room=None):
