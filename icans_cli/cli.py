@@ -312,11 +312,22 @@ def log_import(
     from icans_cli.dbcmd import log_import as copy_in
     from icans_cli.render import plural
 
-    with _opened(log_file) as s:
-        if s.kind == "file" and Path(s.where).expanduser().resolve() == \
-                file.expanduser().resolve():
-            fail("FILE is the log in use: nothing to import")
-        r = copy_in(s, file)
+    done = {"imported": 0, "already": 0}
+    try:
+        with _opened(log_file) as s:
+            if s.kind == "file" and Path(s.where).expanduser().resolve() == \
+                    file.expanduser().resolve():
+                fail("FILE is the log in use: nothing to import")
+            r = copy_in(s, file, done)
+    except (KeyboardInterrupt, typer.Exit) as exc:
+        if done["imported"] or done["already"]:  # stopped midway: how far it got
+            warn(f"stopped after {plural(done['imported'], 'record')} imported and "
+                 f"{done['already']:,} found already there; importing the same file again "
+                 "copies the rest, each once")
+        if isinstance(exc, KeyboardInterrupt):
+            typer.echo(f"\n{INTERRUPTED_SAID}", err=True)
+            raise typer.Exit(ExitStatus.INTERRUPTED) from None
+        raise
     for line in r.skipped[:20]:
         warn(f"{file}: {line}")
     if len(r.skipped) > 20:

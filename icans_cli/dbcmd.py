@@ -122,13 +122,16 @@ _NOT_COPIED = {
 }
 
 
-def log_import(store: Store, path: Path | str) -> Imported:
+def log_import(store: Store, path: Path | str,
+               done: dict[str, int] | None = None) -> Imported:
     """Copy a local JSON Lines log's records into `store`, each once (the unique key is the
     record's id: importing again copies nothing). Each record keeps its fields; the store
     gives it its seq and the hash of the record before it. A line that is unparseable, torn,
     or fails the file's chain (ALTERED) is not copied and is named in `skipped` (by line);
     the file's tail acknowledgements name fragments of the file, not assessments, and are not
-    copied either. Stops with Unavailable or LockTimeout (what was copied stays copied)."""
+    copied either. Stops with Unavailable or LockTimeout (what was copied stays copied).
+    `done`, when given, holds "imported" and "already" as they grow, for the caller to say
+    how far an import that stopped (Ctrl-C, the server gone) got."""
     from icans_cli.store.chain import acknowledged_fragments
 
     path = Path(path)
@@ -173,4 +176,6 @@ def log_import(store: Store, path: Path | str) -> Imported:
             already += 1
         else:
             imported += 1
+        if done is not None:
+            done.update(imported=imported, already=already)
     return Imported(imported, skipped, already)

@@ -304,6 +304,31 @@ def test_a_row_in_doubt_stamped_assessed_now_is_never_promised_to_be_logged_once
            "again logs those again" in said
 
 
+def test_an_import_stopped_midway_says_how_far_it_got_and_a_rerun_copies_the_rest_once(
+        ward, tmp_path, monkeypatch):
+    local = tmp_path / "workstation.jsonl"
+    for i in range(20):
+        log.append(local, body(f"PT-{i}", hours=i))
+    real, calls = PostgresStore.append, []
+
+    def append(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt  # Ctrl-C as the eighth record is sent
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresStore, "append", append)
+    r = run("log", "import", str(local), url=ward)
+    assert r.exit_code == 130, r.output
+    said = " ".join(r.stderr.split())
+    assert "stopped after 7 records imported and 0 found already there; importing the same " \
+           "file again copies the rest, each once" in said
+    assert "Interrupted: nothing more was done" in said
+    r = run("log", "import", str(local), url=ward)
+    assert r.exit_code == 0, r.output
+    assert "13 records imported" in r.stdout and "7 already there" in r.stdout
+
+
 @pytest.mark.slow
 @POSIX
 def test_the_bedside_save_in_a_real_terminal_survives_the_server_stopping(restartable_ward,
