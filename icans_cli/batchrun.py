@@ -283,6 +283,7 @@ class _Output:
         self.output = output
         self.tmp: str | None = None
         self.wrapped = False
+        self.committed = False  # complete and in place: a signal after it stops nothing
         self.directory: Path | None = None  # where -o's file is written (its own folder)
         if output is None:
             if sys.stdout is None or sys.stdout.closed:
@@ -325,19 +326,21 @@ class _Output:
             _fail(f"the output directory {directory} does not exist")
         sweep_leftovers(directory)
         self.directory = directory
-        # Made by the caller under _uninterrupted(): a signal arriving while the file is made
-        # and named is taken after, when abort() can remove it (whichever thread the system
-        # gave the signal to: holding it with a signal mask holds it in one thread only).
+        # A signal arriving while the file is made and named is taken once it is named (the
+        # run's deferral, whichever thread the system gave the signal to: a signal mask would
+        # hold it in one thread only), and the file is then removed below.
         try:
-            try:
-                # named with this process's number: never swept while this run lives
-                fd, self.tmp = tempfile.mkstemp(prefix=f".icans-{os.getpid()}-",
-                                                dir=directory)
-            except OSError as exc:
-                _fail(f"cannot write in {directory}: {exc.strerror}")
-            # a large buffer: a big output goes out in 1 MB writes, not 8 kB ones
-            self.fh = io.TextIOWrapper(io.BufferedWriter(_TempFile(fd), 1 << 20),
-                                       encoding="utf-8", errors="surrogateescape", newline="")
+            with _uninterrupted():
+                try:
+                    # named with this process's number: never swept while this run lives
+                    fd, self.tmp = tempfile.mkstemp(prefix=f".icans-{os.getpid()}-",
+                                                    dir=directory)
+                except OSError as exc:
+                    _fail(f"cannot write in {directory}: {exc.strerror}")
+                # a large buffer: a big output goes out in 1 MB writes, not 8 kB ones
+                self.fh = io.TextIOWrapper(io.BufferedWriter(_TempFile(fd), 1 << 20),
+                                           encoding="utf-8", errors="surrogateescape",
+                                           newline="")
         except BaseException:
             if getattr(self, "fh", None) is not None:
                 try:
@@ -352,6 +355,13 @@ class _Output:
             raise
 
     def commit(self) -> None:
+        """The output complete and in place (`committed`); a signal meanwhile is taken after,
+        and then stops nothing: the caller sees `committed` and reports the run done."""
+        with _uninterrupted():
+            self._commit()
+            self.committed = True
+
+    def _commit(self) -> None:
         if self.wrapped:
             self.fh.flush()
             self.fh.detach()
@@ -483,7 +493,6 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     # The output (and -o's temporary file) is made under the run's signal handlers, inside the
     # try below: a SIGTERM or SIGHUP just after the file is made stops the run and removes it.
     out: _Output | None = None
-    committed = False
     from collections import Counter
 
     counts = Counter({"graded": 0, "not_assessable": 0, "invalid": 0})
@@ -508,8 +517,7 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
     gc.disable()
     try:
         with _stop_on_signals():
-            with _uninterrupted():  # a signal meanwhile: taken once `out` can remove its file
-                out = _Output(output, raw_stdout=fmt != "table")
+            out = _Output(output, raw_stdout=fmt != "table")
             writer = None
             # CSV goes out through one list of texts, written a few thousand rows at a time
             buf: list[str] = []
@@ -705,11 +713,9 @@ def run_grade(*, file: str, output: Optional[Path], fmt: Optional[str], protocol
                 out.fh.write("\n]\n" if n else "]\n")
             if fmt == "table":
                 _table(table_rows)
-            with _uninterrupted():
-                out.commit()
-                committed = True
+            out.commit()
     except BaseException as exc:
-        if committed and isinstance(exc, (KeyboardInterrupt, Stopped)):
+        if out is not None and out.committed and isinstance(exc, (KeyboardInterrupt, Stopped)):
             pass  # the signal came once the output was complete: the run is done, and said so
         else:
             if out is not None:

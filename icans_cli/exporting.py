@@ -195,7 +195,7 @@ def run(store: Store, output: Any, *, patient: str | None = None,
     views.OutputFailed when it cannot be written whole; returns (the summary, the plan)."""
     from pathlib import Path
 
-    from icans_cli.batchrun import _Output, _stop_on_signals, _uninterrupted, check_paths
+    from icans_cli.batchrun import _Output, _stop_on_signals, check_paths
     from icans_cli.exit import Stopped
     from icans_cli.views import guard_write
 
@@ -209,19 +209,16 @@ def run(store: Store, output: Any, *, patient: str | None = None,
         left_out(f"... and {p.problems - len(p.left_out)} more (icans log verify)")
     # Under the same signal handlers as `icans grade`: a SIGTERM or SIGHUP stops the export
     # as Ctrl-C does (batchrun.Stopped), and the temporary file goes with it.
-    out, committed = None, False
+    out = None
     try:
         with _stop_on_signals():
-            with _uninterrupted():  # a signal meanwhile: taken once `out` can remove its file
-                out = _Output(output, raw_stdout=True)
+            out = _Output(output, raw_stdout=True)
             summary = export_fhir(store, out.fh, p, patient=patient, since=since,
                                   after_seq=after_seq, transaction=transaction,
                                   patient_system=patient_system, left_out=left_out)
-            with _uninterrupted():
-                out.commit()
-                committed = True
+            out.commit()
     except BaseException as exc:
-        if committed and isinstance(exc, (KeyboardInterrupt, Stopped)):
+        if out is not None and out.committed and isinstance(exc, (KeyboardInterrupt, Stopped)):
             return summary, p  # the signal came once the Bundle was written: it is done
         if out is not None:
             out.abort()
